@@ -1,0 +1,165 @@
+"""The model bundle: everything captioning needs, in one directory (local or ``gs://``).
+
+Files: ``manifest.json``, ``encoder.weights.h5``, ``decoder.weights.h5``, ``vocab.txt``. The
+manifest records the format version, the encoder spec and weights fingerprint, the decoder's
+hyper-parameters and fingerprint, the vocabulary's size and special tokens, the training summary,
+and the sha256 of every file. Loading checks all of them and names the part that does not match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from models import storage
+from models.beam_search import Hypothesis, beam_search
+from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell
+from models.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
+from models.vocabulary import SPECIAL_TOKENS, Vocabulary
+
+FORMAT = "beamcap-bundle"
+FORMAT_VERSION = 1
+MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
+    "manifest.json",
+    "encoder.weights.h5",
+    "decoder.weights.h5",
+    "vocab.txt",
+)
+
+
+class BundleError(ValueError):
+    """A bundle is missing a part, or a part does not match its manifest."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass
+class Bundle:
+    encoder: ImageEncoder
+    decoder: ShowAndTell
+    vocabulary: Vocabulary
+    manifest: dict
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    def stepper(self) -> DecoderStepper:
+        return DecoderStepper(
+            self.decoder, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id
+        )
+
+    def caption(self, images: np.ndarray, **search) -> list[list[Hypothesis]]:
+        """uint8 images [B, S, S, 3] -> N-best hypotheses per image (``beam_search`` kwargs)."""
+        return beam_search(self.stepper(), self.encoder.encode(images), **search)
+
+
+def save_bundle(
+    uri: str,
+    *,
+    encoder: ImageEncoder,
+    decoder: ShowAndTell,
+    vocabulary: Vocabulary,
+    training: dict | None = None,
+) -> dict:
+    """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest."""
+    if decoder.config.vocab_size != len(vocabulary):
+        raise BundleError(
+            f"decoder vocab_size {decoder.config.vocab_size} != vocabulary {len(vocabulary)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
+        encoder.backbone.save_weights(str(Path(tmp, ENCODER_WEIGHTS)))
+        decoder.training_model.save_weights(str(Path(tmp, DECODER_WEIGHTS)))
+        Path(tmp, VOCAB).write_text(vocabulary.to_text(), encoding="utf-8")
+        files = {
+            name: Path(tmp, name).read_bytes() for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)
+        }
+    decoder_fingerprint = weights_fingerprint(decoder.training_model)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_id": "showtell-"
+        + _sha256((encoder.fingerprint + decoder_fingerprint + _sha256(files[VOCAB])).encode())[
+            :12
+        ],
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "encoder": {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint},
+        "decoder": {**dataclasses.asdict(decoder.config), "fingerprint": decoder_fingerprint},
+        "vocabulary": {
+            "size": len(vocabulary),
+            "special_tokens": {token: vocabulary.id(token) for token in SPECIAL_TOKENS},
+        },
+        "training": training or {},
+        "files": {name: _sha256(data) for name, data in files.items()},
+    }
+    for name, data in files.items():
+        storage.write_bytes(storage.join(uri, name), data)
+    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _read_part(uri: str, name: str) -> bytes:
+    try:
+        return storage.read_bytes(storage.join(uri, name))
+    except FileNotFoundError as error:
+        raise BundleError(f"bundle {uri} is missing {name}") from error
+
+
+def read_manifest(uri: str) -> dict:
+    manifest = json.loads(_read_part(uri, MANIFEST))
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{storage.join(uri, MANIFEST)} is not a beamcap bundle manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {uri} has format version {manifest['format_version']}; this beamcap reads "
+            f"up to {FORMAT_VERSION}: upgrade beamcap"
+        )
+    return manifest
+
+
+def load_bundle(uri: str) -> Bundle:
+    """Reads and verifies a bundle; raises :class:`BundleError` naming what does not match."""
+    manifest = read_manifest(uri)
+    with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
+        for name, expected in manifest["files"].items():
+            data = _read_part(uri, name)
+            if _sha256(data) != expected:
+                raise BundleError(
+                    f"{storage.join(uri, name)} does not match the manifest's sha256: the file "
+                    "was changed or comes from another bundle"
+                )
+            Path(tmp, name).write_bytes(data)
+        vocabulary = Vocabulary.from_text(
+            Path(tmp, VOCAB).read_text(encoding="utf-8"), source=storage.join(uri, VOCAB)
+        )
+        encoder_fields = {k: v for k, v in manifest["encoder"].items() if k != "fingerprint"}
+        encoder = ImageEncoder(
+            EncoderSpec(**encoder_fields), weights_file=str(Path(tmp, ENCODER_WEIGHTS))
+        )
+        decoder_fields = {k: v for k, v in manifest["decoder"].items() if k != "fingerprint"}
+        decoder = ShowAndTell(DecoderConfig(**decoder_fields))
+        decoder.training_model.load_weights(str(Path(tmp, DECODER_WEIGHTS)))
+    if len(vocabulary) != manifest["vocabulary"]["size"]:
+        raise BundleError(
+            f"{storage.join(uri, VOCAB)} has {len(vocabulary)} words, the manifest says "
+            f"{manifest['vocabulary']['size']}"
+        )
+    for part, section, fingerprint in (
+        (ENCODER_WEIGHTS, "encoder", encoder.fingerprint),
+        (DECODER_WEIGHTS, "decoder", weights_fingerprint(decoder.training_model)),
+    ):
+        expected = manifest[section]["fingerprint"]
+        if fingerprint != expected:
+            raise BundleError(
+                f"{storage.join(uri, part)} holds weights with fingerprint {fingerprint[:12]}, "
+                f"the manifest expects {expected[:12]}"
+            )
+    return Bundle(encoder, decoder, vocabulary, manifest)

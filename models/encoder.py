@@ -1,0 +1,170 @@
+"""InceptionV3 image encoder (Keras 3): uint8 RGB batches in, 2048-d image embeddings out.
+
+Weights are named by a spec string:
+  ``imagenet``     Keras' ImageNet weights (downloaded by Keras on a connected machine);
+  ``random:SEED``  He-initialised from a numpy generator: the same weights for a seed on every
+                   backend and machine (what offline runs and tests use);
+  a path or ``gs://`` URI of an InceptionV3 (``include_top=False``) weights file.
+
+Preprocessing (``x / 127.5 - 1``, InceptionV3's ``preprocess_input``) runs inside the model so
+callers ship compact uint8 arrays. ``encode`` runs the compiled predict function (``tf.function``
+on TensorFlow, ``jax.jit`` on JAX) and pads batches to a few fixed sizes so it compiles rarely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import keras
+import numpy as np
+
+from models import storage
+
+FEATURE_DIM = 2048
+MIN_IMAGE_SIZE = 75
+DEFAULT_IMAGE_SIZE = 299
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+    """What the encoder is: enough to rebuild it and to check features came from it."""
+
+    weights: str = "random:0"
+    image_size: int = DEFAULT_IMAGE_SIZE
+    architecture: str = "InceptionV3"
+    pooling: str = "avg"
+
+    def __post_init__(self):
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"InceptionV3 needs images of at least {MIN_IMAGE_SIZE}px, got {self.image_size}"
+            )
+        if self.architecture != "InceptionV3" or self.pooling != "avg":
+            raise ValueError(f"unsupported encoder {self.architecture}/{self.pooling}")
+
+
+def preprocess(images):
+    """uint8 RGB in [0, 255] -> float32 in [-1, 1], as ``inception_v3.preprocess_input``."""
+    return keras.ops.cast(images, "float32") / 127.5 - 1.0
+
+
+def _random_weights(model: keras.Model, seed: int) -> list[np.ndarray]:
+    """He-normal kernels, BatchNorm at identity statistics, zero biases; numpy-seeded."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for variable in model.weights:
+        shape, name = tuple(variable.shape), variable.path.rsplit("/", 1)[-1]
+        if name == "kernel":
+            fan_in = int(np.prod(shape[:-1]))
+            values.append(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype("float32"))
+        elif name in ("moving_variance", "gamma"):
+            values.append(np.ones(shape, "float32"))
+        else:  # beta, moving_mean, bias
+            values.append(np.zeros(shape, "float32"))
+    return values
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 over every weight's shape and float32 bytes, in the model's weight order.
+
+    Layer names are left out on purpose: Keras numbers them per process, so they differ
+    between two runs that build the same model.
+    """
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        digest.update(repr(tuple(value.shape)).encode())
+        digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def _load_weights(backbone: keras.Model, spec: str, image_size: int) -> None:
+    if spec == "imagenet":
+        try:
+            reference = keras.applications.InceptionV3(
+                include_top=False, weights="imagenet", input_shape=(image_size, image_size, 3)
+            )
+        except Exception as error:  # noqa: BLE001 - Keras raises several types offline
+            raise RuntimeError(
+                "could not get Keras' ImageNet weights for InceptionV3 "
+                f"({type(error).__name__}: {error}). Offline, use --encoder-weights random:SEED "
+                "or the path / gs:// URI of a weights file (e.g. Keras' "
+                "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)."
+            ) from error
+        backbone.set_weights(reference.get_weights())
+    elif spec.startswith("random:"):
+        seed = spec.partition(":")[2]
+        if not seed.isdigit():
+            raise ValueError(f"random weights need an integer seed, e.g. random:0; got {spec!r}")
+        backbone.set_weights(_random_weights(backbone, int(seed)))
+    else:
+        with storage.local_copy(spec) as path:
+            try:
+                backbone.load_weights(path)
+            except Exception as error:
+                raise ValueError(
+                    f"{spec} is not an InceptionV3 (include_top=False) weights file: {error}"
+                ) from error
+
+
+class ImageEncoder:
+    """InceptionV3 without its classifier; ``encode`` maps uint8 [B, S, S, 3] to [B, 2048].
+
+    ``weights_file`` (a local path) replaces ``spec.weights`` as the source of the weights while
+    the spec keeps naming where they came from (how a bundle loads its copy).
+    """
+
+    def __init__(
+        self, spec: EncoderSpec, *, with_grid: bool = False, weights_file: str | None = None
+    ):
+        self.spec = spec
+        size = spec.image_size
+        self.backbone = keras.applications.InceptionV3(
+            include_top=False, weights=None, input_shape=(size, size, 3), pooling=None
+        )
+        _load_weights(self.backbone, weights_file or spec.weights, size)
+        self.fingerprint = weights_fingerprint(self.backbone)
+        images = keras.Input((size, size, 3), dtype="uint8", name="images")
+        grid = self.backbone(preprocess(images))
+        pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(grid)
+        outputs = {"pooled": pooled, "grid": grid} if with_grid else pooled
+        self.model = keras.Model(images, outputs, name="image_encoder")
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        """Shape of the spatial feature grid per image (8x8x2048 at 299px)."""
+        return tuple(self.backbone.output.shape[1:])
+
+    def encode(self, images: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """Compiled batched inference; ``images`` is uint8 [B, S, S, 3], B >= 1."""
+        images = np.asarray(images)
+        expected = (self.spec.image_size, self.spec.image_size, 3)
+        if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
+            raise ValueError(
+                f"encode needs uint8 images of shape [B, {expected}], "
+                f"got {images.dtype} {images.shape}"
+            )
+        count = len(images)
+        padded = pad_rows(images, bucket_size(count))
+        outputs = self.model.predict_on_batch(padded)
+        return keras.tree.map_structure(lambda array: np.asarray(array)[:count], outputs)
+
+    def save_weights(self, uri: str) -> None:
+        """Writes the backbone's weights (Keras ``.weights.h5``) to a path or ``gs://`` URI."""
+        with storage.local_file_for(uri) as path:
+            self.backbone.save_weights(path)
+
+
+def bucket_size(count: int) -> int:
+    """Rounds a batch size up to the next power of two, so compiled shapes stay few."""
+    if count < 1:
+        raise ValueError("an empty batch has nothing to encode")
+    return 1 << (count - 1).bit_length()
+
+
+def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Pads the first axis to ``rows`` with zeros (a no-op when already that long)."""
+    if len(array) == rows:
+        return array
+    padding = np.zeros((rows - len(array), *array.shape[1:]), array.dtype)
+    return np.concatenate([array, padding])

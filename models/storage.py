@@ -1,0 +1,115 @@
+"""Byte-level file access for local paths and ``gs://`` URIs, without Apache Beam.
+
+The model layer must work where Beam is not installed (a trainer, a notebook), so it talks to
+Cloud Storage through ``google-cloud-storage`` directly. Tests inject a client for the emulator
+with :func:`use_gcs_client`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_GCS_CLIENT = None
+
+
+def is_gcs(uri: str) -> bool:
+    return str(uri).startswith("gs://")
+
+
+def join(base: str, *names: str) -> str:
+    """Joins path parts; keeps ``gs://`` URIs as URIs."""
+    if is_gcs(base):
+        return "/".join([str(base).rstrip("/"), *names])
+    return str(Path(base, *names))
+
+
+def use_gcs_client(client) -> None:
+    """Sets the ``google.cloud.storage.Client`` used for ``gs://`` (None: a default one)."""
+    global _GCS_CLIENT
+    _GCS_CLIENT = client
+
+
+def _blob(uri: str):
+    global _GCS_CLIENT
+    if _GCS_CLIENT is None:
+        from google.cloud import storage
+
+        _GCS_CLIENT = storage.Client()
+    bucket, _, name = uri[len("gs://") :].partition("/")
+    if not bucket or not name:
+        raise ValueError(f"not a gs://BUCKET/OBJECT URI: {uri}")
+    return _GCS_CLIENT.bucket(bucket).blob(name)
+
+
+def exists(uri: str) -> bool:
+    return _blob(uri).exists() if is_gcs(uri) else Path(uri).exists()
+
+
+def read_bytes(uri: str) -> bytes:
+    """Reads a whole file; a missing file raises FileNotFoundError naming it."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return _blob(uri).download_as_bytes()
+        except NotFound as error:
+            raise FileNotFoundError(f"no such object: {uri}") from error
+    return Path(uri).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Writes a whole file, creating local parent directories."""
+    if is_gcs(uri):
+        _blob(uri).upload_from_string(data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """Yields a local path holding ``uri``'s bytes (the path itself when already local)."""
+    if not is_gcs(uri):
+        if not Path(uri).exists():
+            raise FileNotFoundError(f"no such file: {uri}")
+        yield str(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="beamcap-") as tmp:
+        path = os.path.join(tmp, uri.rsplit("/", 1)[-1])
+        Path(path).write_bytes(read_bytes(uri))
+        yield path
+
+
+@contextlib.contextmanager
+def local_file_for(uri: str) -> Iterator[str]:
+    """Yields a local path to write; its bytes go to ``uri`` when the block succeeds."""
+    if not is_gcs(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        yield str(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="beamcap-") as tmp:
+        path = os.path.join(tmp, uri.rsplit("/", 1)[-1])
+        yield path
+        write_bytes(uri, Path(path).read_bytes())
+
+
+def copy(source: str, destination: str) -> None:
+    if not is_gcs(source) and not is_gcs(destination):
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+        return
+    write_bytes(destination, read_bytes(source))

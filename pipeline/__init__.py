@@ -1,0 +1,1 @@
+"""Entry points: one module per job or command, each with ``main(argv)``; ``cli`` dispatches."""

@@ -1,0 +1,44 @@
+"""beamcap: distributed batch image captioning (InceptionV3 + Show-and-Tell) on Apache Beam."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# The pins agree with one another: Beam 2.77 needs protobuf < 7, numpy < 2.5, pyarrow < 26 and
+# pillow < 13; TensorFlow 2.21 needs protobuf >= 6.31.1 and keras >= 3.12. constraints.txt pins
+# everything else that a fresh install resolves to.
+CORE = [
+    "tensorflow==2.21.0",
+    "keras==3.15.1",
+    "apache-beam[gcp]==2.77.0",
+    "protobuf==6.33.6",
+    "numpy==2.4.6",
+    "pillow==12.3.0",
+    "pyarrow==25.0.1",
+    "google-cloud-storage==3.17.1",
+    "pyyaml==6.0.3",
+]
+
+setup(
+    name="beamcap",
+    version="0.1.0",
+    description=__doc__,
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(
+        include=["pipeline", "pipeline.*", "transforms", "transforms.*", "models", "models.*"]
+    ),
+    install_requires=CORE,
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "jax[cpu]==0.10.2",  # the model layer is also tested on Keras' JAX backend
+            "gcp-storage-emulator==2026.7.19",  # gs:// tests against a loopback emulator
+            "ruff==0.17.6",
+        ],
+        "gpu": ["tensorflow[and-cuda]==2.21.0"],
+    },
+    entry_points={"console_scripts": ["beamcap=pipeline.cli:main"]},
+)

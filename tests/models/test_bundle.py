@@ -1,0 +1,108 @@
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, load_bundle, save_bundle
+from models.decoder import DecoderConfig, ShowAndTell
+from models.encoder import EncoderSpec, ImageEncoder
+from models.vocabulary import Vocabulary
+
+SIZE = 75
+SEARCH = dict(beam_size=3, max_length=6, num_candidates=2)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    vocabulary = Vocabulary.build(["a red circle", "a blue square above a green star"])
+    keras.utils.set_random_seed(0)
+    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=16, lstm_units=16))
+    encoder = ImageEncoder(EncoderSpec("random:7", SIZE))
+    return dict(encoder=encoder, decoder=decoder, vocabulary=vocabulary)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def saved(tmp_path, parts):
+    uri = str(tmp_path / "bundle")
+    save_bundle(uri, **parts, training={"epochs": 1})
+    return uri
+
+
+def expected_captions(parts, images):
+    from models.beam_search import beam_search
+    from models.decoder import DecoderStepper
+
+    stepper = DecoderStepper(parts["decoder"], start_id=1, end_id=2)
+    return beam_search(stepper, parts["encoder"].encode(images), **SEARCH)
+
+
+def edit_manifest(bundle_dir, edit):
+    path = Path(bundle_dir, "manifest.json")
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_round_trip_gives_identical_captions(saved, parts, images):
+    bundle = load_bundle(saved)
+    assert bundle.vocabulary == parts["vocabulary"]
+    assert bundle.manifest["training"] == {"epochs": 1}
+    assert bundle.manifest["encoder"]["weights"] == "random:7"
+    assert bundle.model_id.startswith("showtell-")
+    assert bundle.caption(images, **SEARCH) == expected_captions(parts, images)
+
+
+def test_round_trip_through_gcs(gcs_emulator, parts, images):
+    uri = "gs://beamcap-test/models/v1"
+    manifest = save_bundle(uri, **parts)
+    assert {blob.name for blob in gcs_emulator.list_blobs("beamcap-test", prefix="models/")} == {
+        f"models/v1/{name}" for name in [*manifest["files"], "manifest.json"]
+    }
+    assert load_bundle(uri).caption(images, **SEARCH) == expected_captions(parts, images)
+
+
+def test_changed_file_is_refused_naming_it(saved):
+    with open(f"{saved}/vocab.txt", "a") as handle:
+        handle.write("zebra 1\n")
+    with pytest.raises(BundleError, match=r"vocab.txt does not match"):
+        load_bundle(saved)
+
+
+def test_mismatched_weights_fingerprint_is_refused(saved, tmp_path):
+    """Weights swapped with the manifest's checksums made to match: the fingerprint catches it."""
+    other = ImageEncoder(EncoderSpec("random:8", SIZE))
+    other.save_weights(f"{saved}/encoder.weights.h5")
+    data = Path(saved, "encoder.weights.h5").read_bytes()
+    edit_manifest(saved, lambda m: m["files"].update({"encoder.weights.h5": sha256(data)}))
+    with pytest.raises(BundleError, match=r"encoder.weights.h5 holds weights with fingerprint"):
+        load_bundle(saved)
+
+
+def test_missing_part_and_newer_format_are_refused(saved, tmp_path):
+    os.remove(f"{saved}/decoder.weights.h5")
+    with pytest.raises(BundleError, match=r"missing decoder.weights.h5"):
+        load_bundle(saved)
+    edit_manifest(saved, lambda m: m.update(format_version=99))
+    with pytest.raises(BundleError, match="upgrade beamcap"):
+        load_bundle(saved)
+    with pytest.raises(BundleError, match="missing manifest.json"):
+        load_bundle(str(tmp_path / "nothing-here"))
+
+
+def test_vocabulary_must_fit_the_decoder(parts, tmp_path):
+    small = Vocabulary.build(["a"])
+    with pytest.raises(BundleError, match="vocab_size"):
+        save_bundle(str(tmp_path / "b"), **{**parts, "vocabulary": small})

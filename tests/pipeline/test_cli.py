@@ -1,0 +1,31 @@
+import subprocess
+import sys
+
+from pipeline import cli
+from tests.models.test_bundle import parts  # noqa: F401
+
+
+def test_help_lists_subcommands(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "inspect" in capsys.readouterr().out
+    assert cli.main(["no-such-thing"]) == 2
+    assert "unknown subcommand" in capsys.readouterr().err
+
+
+def test_inspect_verifies_a_bundle(tmp_path, parts, capsys):  # noqa: F811
+    from models.bundle import save_bundle
+
+    manifest = save_bundle(str(tmp_path / "b"), **parts, training={"val_bleu4": 0.5})
+    assert cli.main(["inspect", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert manifest["model_id"] in out and "verified" in out and "val_bleu4: 0.5" in out
+    (tmp_path / "b" / "vocab.txt").write_text("<pad> 0\n")
+    assert cli.main(["inspect", str(tmp_path / "b")]) == 1
+    assert "vocab.txt does not match" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "inspect", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "BUNDLE" in result.stdout.upper()
