@@ -10,6 +10,9 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
+    "synth": ("pipeline.synth", "generate the synthetic captioned dataset"),
+    "features": ("pipeline.features", "images + captions -> TFRecord features (a Beam job)"),
+    "train": ("pipeline.train", "fit the caption decoder on features; write a model bundle"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
 }
 

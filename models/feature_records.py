@@ -1,0 +1,106 @@
+"""The feature TFRecord contract (DESIGN.md): one ``tf.train.SequenceExample`` per image.
+
+Context: ``image/id`` (bytes), ``image/uri`` (bytes), ``image/features`` (float list),
+``encoder/fingerprint`` (bytes). Feature lists: ``caption/ids`` (one int64 list per caption) and
+``caption/text`` (one bytes list per caption, holding the original caption).
+
+The features pipeline writes these with :func:`encode_example`; the trainer reads them with
+:func:`parse_example` inside ``tf.data``. Both need TensorFlow, imported on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+def split_for(image_id: str, *, val_fraction: float, test_fraction: float) -> str:
+    """Stable split of an image id: the same on every run, runner and machine."""
+    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
+        raise ValueError("need 0 <= val_fraction, test_fraction and their sum < 1")
+    bucket = int.from_bytes(hashlib.sha256(image_id.encode("utf-8")).digest()[:8], "big")
+    position = bucket / 2**64
+    if position < test_fraction:
+        return "test"
+    if position < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+@dataclasses.dataclass
+class FeatureRecord:
+    image_id: str
+    uri: str
+    features: np.ndarray  # float32 [D]
+    fingerprint: str
+    caption_ids: list[list[int]]
+    caption_texts: list[str]
+
+
+def encode_example(record: FeatureRecord) -> bytes:
+    import tensorflow as tf
+
+    def bytes_feature(value: str):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+
+    context = tf.train.Features(
+        feature={
+            "image/id": bytes_feature(record.image_id),
+            "image/uri": bytes_feature(record.uri),
+            "image/features": tf.train.Feature(
+                float_list=tf.train.FloatList(value=np.asarray(record.features, np.float32))
+            ),
+            "encoder/fingerprint": bytes_feature(record.fingerprint),
+        }
+    )
+    feature_lists = tf.train.FeatureLists(
+        feature_list={
+            "caption/ids": tf.train.FeatureList(
+                feature=[
+                    tf.train.Feature(int64_list=tf.train.Int64List(value=ids))
+                    for ids in record.caption_ids
+                ]
+            ),
+            "caption/text": tf.train.FeatureList(
+                feature=[bytes_feature(text) for text in record.caption_texts]
+            ),
+        }
+    )
+    return tf.train.SequenceExample(
+        context=context, feature_lists=feature_lists
+    ).SerializeToString()
+
+
+def decode_example(serialized: bytes) -> FeatureRecord:
+    """Plain-Python parse of one record (for tests and tools; training uses ``parse_example``)."""
+    import tensorflow as tf
+
+    example = tf.train.SequenceExample.FromString(serialized)
+    context = example.context.feature
+    lists = example.feature_lists.feature_list
+    return FeatureRecord(
+        image_id=context["image/id"].bytes_list.value[0].decode("utf-8"),
+        uri=context["image/uri"].bytes_list.value[0].decode("utf-8"),
+        features=np.array(context["image/features"].float_list.value, np.float32),
+        fingerprint=context["encoder/fingerprint"].bytes_list.value[0].decode("utf-8"),
+        caption_ids=[list(f.int64_list.value) for f in lists["caption/ids"].feature],
+        caption_texts=[
+            f.bytes_list.value[0].decode("utf-8") for f in lists["caption/text"].feature
+        ],
+    )
+
+
+def parse_example(serialized, feature_dim: int):
+    """``tf.data`` map function: -> (features [D], caption ids as a RaggedTensor [C, None])."""
+    import tensorflow as tf
+
+    context, sequences = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={"image/features": tf.io.FixedLenFeature([feature_dim], tf.float32)},
+        sequence_features={"caption/ids": tf.io.RaggedFeature(tf.int64)},
+    )
+    return context["image/features"], sequences["caption/ids"]

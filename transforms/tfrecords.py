@@ -1,0 +1,45 @@
+"""The feature TFRecord sink: sharded ``SequenceExample`` files per split."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from models.feature_records import SPLITS, FeatureRecord, encode_example
+
+
+class WriteFeatureRecords(beam.PTransform):
+    """``(split, FeatureRecord)`` -> ``OUTPUT/{split}-SSSSS-of-NNNNN.tfrecord``.
+
+    Returns a PCollection of the written file names (for publish-after-write).
+    """
+
+    def __init__(self, output: str, *, num_shards: dict[str, int] | None = None):
+        super().__init__()
+        self.output = output
+        self.num_shards = num_shards or {}
+
+    def expand(self, records):
+        by_split = records | "BySplit" >> beam.Partition(
+            lambda item, _: SPLITS.index(item[0]), len(SPLITS)
+        )
+        written = []
+        for split, items in zip(SPLITS, by_split, strict=True):
+            written.append(
+                items
+                | f"Encode{split.title()}" >> beam.Map(lambda item: encode_example(item[1]))
+                | f"Write{split.title()}"
+                >> beam.io.WriteToTFRecord(
+                    FileSystems.join(self.output, split),
+                    file_name_suffix=".tfrecord",
+                    num_shards=self.num_shards.get(split, 0),
+                )
+            )
+        return written | "Files" >> beam.Flatten()
+
+
+def count_record(item: tuple[str, FeatureRecord]):
+    """Tally pairs for dataset.json: images and captions per split."""
+    split, record = item
+    yield f"{split}_images", 1
+    yield f"{split}_captions", len(record.caption_ids)
