@@ -12,6 +12,7 @@ and ``scenes.jsonl`` (one JSON object per image: file name, size, objects).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -261,19 +262,25 @@ def _make_example(args):
 
 
 def generate(config: SynthConfig, output: str, *, processes: int | None = None) -> dict:
-    """Writes the dataset under ``output``; returns counts. Uses a process pool."""
+    """Writes the dataset under ``output``; returns counts. ``processes``: drawing workers
+    (default: one per core; 1 draws in this process)."""
     root = Path(output)
     (root / "Images").mkdir(parents=True, exist_ok=True)
     tasks = [(config, index) for index in range(config.images)]
     captions = 0
-    with (
-        multiprocessing.get_context("spawn").Pool(processes) as pool,
-        open(root / "captions.txt", "w", newline="", encoding="utf-8") as caption_file,
-        open(root / "scenes.jsonl", "w", encoding="utf-8") as scene_file,
-    ):
+    with contextlib.ExitStack() as stack:
+        if processes == 1:
+            examples = map(_make_example, tasks)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(processes))
+            examples = pool.imap(_make_example, tasks, chunksize=16)
+        caption_file = stack.enter_context(
+            open(root / "captions.txt", "w", newline="", encoding="utf-8")
+        )
+        scene_file = stack.enter_context(open(root / "scenes.jsonl", "w", encoding="utf-8"))
         writer = csv.writer(caption_file)
         writer.writerow(["image", "caption"])
-        for scene, texts, jpeg in pool.imap(_make_example, tasks, chunksize=16):
+        for scene, texts, jpeg in examples:
             (root / "Images" / scene.image).write_bytes(jpeg)
             writer.writerows([scene.image, text] for text in texts)
             scene_file.write(scene.to_json() + "\n")

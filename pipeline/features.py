@@ -42,24 +42,23 @@ VOCAB = "vocab.txt"
 
 
 class FeaturesOptions(PipelineOptions):
+    REQUIRED = ("--images", "--captions", "--output")
+
     @classmethod
     def _add_argparse_args(cls, parser):
         group = parser.add_argument_group("features job")
         group.add_argument(
             "--images",
-            required=True,
             help="image directory (searched recursively), glob pattern, or "
             "comma-separated list of them; local or gs://",
         )
         group.add_argument(
             "--captions",
-            required=True,
             help="captions file: Flickr8k captions.txt (CSV), Flickr8k.token.txt, "
             "or COCO captions JSON (chosen by file name)",
         )
         group.add_argument(
             "--output",
-            required=True,
             help="output directory (local or gs://); must be empty or new",
         )
         group.add_argument(

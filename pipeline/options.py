@@ -21,7 +21,9 @@ def parse_job_options(
     """Validates the job flags (``--help`` lists them all) and returns (job view, options).
 
     The flags are declared once, in ``options_class._add_argparse_args``; the same declarations
-    give the ``--help`` text and Beam's typed view.
+    give the ``--help`` text and Beam's typed view. Flags named in ``options_class.REQUIRED``
+    are checked here, not declared ``required``: Beam parses every options class in the
+    process, so a required flag would break unrelated pipelines.
     """
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -30,7 +32,14 @@ def parse_job_options(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     options_class._add_argparse_args(parser)
-    parser.parse_known_args(argv)  # exits with a usage message on a bad or missing job flag
+    known, _ = parser.parse_known_args(argv)  # exits with a usage message on a bad job flag
+    missing = [
+        flag
+        for flag in getattr(options_class, "REQUIRED", ())
+        if getattr(known, flag.lstrip("-").replace("-", "_")) is None
+    ]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     options = PipelineOptions(argv)
     return options.view_as(options_class), options
 

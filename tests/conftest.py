@@ -49,3 +49,69 @@ def gcs_emulator():
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
         server.stop()
+
+
+TINY_IMAGES = 24
+TINY_SIZE = 75  # the encoder input size used by pipeline tests
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """24 synthetic images (96x72) in the Flickr8k layout, plus trouble: a truncated JPEG and a
+    text file posing as an image (both captioned), and captions for an image that is missing."""
+    from models.feature_records import split_for
+    from models.synthetic import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("tiny-synth")
+    generate(
+        SynthConfig(images=TINY_IMAGES, seed=7, min_size=(96, 72), max_size=(96, 72)),
+        str(root),
+        processes=1,
+    )
+    images = root / "Images"
+    good = (images / "synth_7_000000.jpg").read_bytes()
+    (images / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (images / "not-an-image.jpg").write_text("this is not a JPEG")
+    with open(root / "captions.txt", "a", encoding="utf-8") as captions:
+        captions.write("truncated.jpg,a small red circle on the left\n")
+        captions.write('not-an-image.jpg,"a large blue star, in the middle"\n')
+        captions.write("missing.jpg,a caption whose image does not exist\n")
+        captions.write("missing.jpg,another one\n")
+        # Words seen in a single split, to check that the vocabulary comes from train alone.
+        for index in range(TINY_IMAGES):
+            name = f"synth_7_{index:06d}.jpg"
+            split = split_for(name, val_fraction=0.2, test_fraction=0.2)
+            captions.write(f"{name},a {split}only{index} word\n")
+    return root
+
+
+def run_features(dataset, output, *extra):
+    from pipeline.features import run
+
+    return run(
+        [
+            "--images",
+            str(dataset / "Images"),
+            "--captions",
+            str(dataset / "captions.txt"),
+            "--output",
+            str(output),
+            "--image-size",
+            str(TINY_SIZE),
+            "--encoder-weights",
+            "random:3",
+            "--val-fraction",
+            "0.2",
+            "--test-fraction",
+            "0.2",
+            "--runner",
+            "FnApiRunner",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_features(tiny_dataset, tmp_path_factory):
+    output = tmp_path_factory.mktemp("tiny-features")
+    return output, run_features(tiny_dataset, output)
