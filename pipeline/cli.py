@@ -13,6 +13,10 @@ SUBCOMMANDS = {
     "synth": ("pipeline.synth", "generate the synthetic captioned dataset"),
     "features": ("pipeline.features", "images + captions -> TFRecord features (a Beam job)"),
     "train": ("pipeline.train", "fit the caption decoder on features; write a model bundle"),
+    "caption": (
+        "pipeline.caption",
+        "images -> captions, scores and N-best in Parquet (a Beam job)",
+    ),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
 }
 

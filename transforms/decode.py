@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from transforms.failures import failure
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold
+_EXIF_ORIENTATION = 0x0112
 
 
 class ImageTooLarge(ValueError):
@@ -31,7 +32,7 @@ class ImageTooLarge(ValueError):
 class DecodedImage:
     uri: str
     pixels: np.ndarray  # uint8 [S, S, 3]
-    width: int  # of the original, after EXIF orientation
+    width: int  # of the original file, as displayed (after EXIF orientation)
     height: int
     payload: object = None  # whatever the job carries along (captions, ids)
 
@@ -71,11 +72,13 @@ def decode_image(
             )
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
+        width, height = image.size
+        if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+            width, height = height, width
         if image.format == "JPEG":
             image.draft("RGB", (size, size))  # only scales when at least 2x larger
         image.load()  # a truncated file fails here, not at open
         image = ImageOps.exif_transpose(image)
-        width, height = image.size
         rgb = _to_rgb(image)
     resized = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(resized, dtype=np.uint8), width, height

@@ -10,8 +10,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from models.encoder import EncoderSpec, ImageEncoder
+from transforms.batching import load_shared, run_batch
 from transforms.decode import DecodedImage
-from transforms.failures import FAILURES, failure
+from transforms.failures import FAILURES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,13 +22,6 @@ class EncodedImage:
     width: int
     height: int
     payload: object = None
-
-
-class _Holder:
-    """Shared needs a weak-referenceable object."""
-
-    def __init__(self, value):
-        self.value = value
 
 
 class _EncodeBatch(beam.DoFn):
@@ -40,25 +34,20 @@ class _EncodeBatch(beam.DoFn):
         self.batch_sizes = Metrics.distribution(self.__class__, "encode_batch_size")
 
     def setup(self):
-        def load():
-            return _Holder(ImageEncoder(self.spec, weights_file=self.weights_file))
-
-        self.encoder = self._handle.acquire(load, tag=(self.spec, self.weights_file)).value
+        self.encoder = load_shared(
+            self._handle,
+            (self.spec, self.weights_file),
+            lambda: ImageEncoder(self.spec, weights_file=self.weights_file),
+        )
 
     def process(self, batch: list[DecodedImage]):
         self.batch_sizes.update(len(batch))
-        try:
-            features = self.encoder.encode(np.stack([image.pixels for image in batch]))
-            results = list(zip(batch, features, strict=True))
-        except Exception:  # noqa: BLE001 - retry one by one to isolate the image at fault
-            results = []
-            for image in batch:
-                try:
-                    results.append((image, self.encoder.encode(image.pixels[None])[0]))
-                except Exception as error:  # noqa: BLE001
-                    self.failed.inc()
-                    yield failure(image.uri, "encode", error)
-        for image, vector in results:
+        images, features, failed = run_batch(
+            lambda xs: self.encoder.encode(np.stack([x.pixels for x in xs])), batch, "encode"
+        )
+        self.failed.inc(len(failed))
+        yield from failed
+        for image, vector in zip(images, features, strict=True):
             self.encoded.inc()
             yield EncodedImage(image.uri, vector, image.width, image.height, image.payload)
 
