@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "train": ("pipeline.train", "fit the caption decoder on features; write a model bundle"),
     "caption": (
         "pipeline.caption",
-        "images -> captions, scores and N-best in Parquet (a Beam job)",
+        "images -> captions with scores and N-best, Parquet (Beam job)",
     ),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
 }
