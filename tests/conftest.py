@@ -115,3 +115,57 @@ def run_features(dataset, output, *extra):
 def tiny_features(tiny_dataset, tmp_path_factory):
     output = tmp_path_factory.mktemp("tiny-features")
     return output, run_features(tiny_dataset, output)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """An untrained bundle (random decoder) over the synthetic grammar: enough to run jobs."""
+    import keras
+
+    from models.bundle import save_bundle
+    from models.decoder import DecoderConfig, ShowAndTell
+    from models.encoder import EncoderSpec, ImageEncoder
+    from models.synthetic import SynthConfig, make_example
+    from models.vocabulary import Vocabulary
+
+    captions = [c for i in range(20) for c in make_example(SynthConfig(seed=1), i)[1]]
+    vocabulary = Vocabulary.build(captions)
+    keras.utils.set_random_seed(0)
+    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=32, lstm_units=32))
+    uri = str(tmp_path_factory.mktemp("tiny-bundle"))
+    save_bundle(
+        uri,
+        encoder=ImageEncoder(EncoderSpec("random:3", TINY_SIZE)),
+        decoder=decoder,
+        vocabulary=vocabulary,
+    )
+    return uri
+
+
+def write_image_folder(root, *, good=6, seed=4):
+    """Good synthetic JPEGs (one in a subfolder) and the usual suspects; returns file names
+    that must fail, and their stage."""
+    import io
+
+    from PIL import Image
+
+    from models.synthetic import SynthConfig, make_example
+
+    (root / "nested").mkdir(parents=True)
+    for index in range(good):
+        folder = root / "nested" if index == 0 else root
+        (folder / f"good{index}.jpg").write_bytes(make_example(SynthConfig(seed=seed), index)[2])
+    jpeg = make_example(SynthConfig(seed=seed), good)[2]
+    (root / "wrong-extension.txt").write_bytes(jpeg)  # decodable whatever its name
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (root / "not-an-image.jpg").write_text("hello")
+    bomb = io.BytesIO()
+    Image.new("L", (600, 600)).save(bomb, format="PNG")  # 360k px: over the tests' limit
+    (root / "bomb.png").write_bytes(bomb.getvalue())
+    return {
+        "empty.jpg": "decode",
+        "truncated.jpg": "decode",
+        "not-an-image.jpg": "decode",
+        "bomb.png": "decode",
+    }

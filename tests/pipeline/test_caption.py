@@ -1,0 +1,146 @@
+import glob
+import json
+import posixpath
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.caption import run
+from tests.conftest import write_image_folder
+from transforms.caption import CAPTIONS_SCHEMA
+from transforms.failures import FAILURE_SCHEMA
+
+FNAPI = ["--runner", "FnApiRunner"]
+
+
+def job_flags(images, bundle, output, *extra):
+    return [
+        "--input",
+        str(images),
+        "--model",
+        bundle,
+        "--output",
+        str(output),
+        "--max-pixels",
+        "350000",
+        "--num-candidates",
+        "2",
+        "--max-length",
+        "12",
+        *extra,
+    ]
+
+
+def read_run(output, summary):
+    run_dir = f"{output}/runs/{summary['run_id']}"
+    captions = pq.read_table(glob.glob(f"{run_dir}/captions-*.parquet"))
+    failures = pq.read_table(glob.glob(f"{run_dir}/failures-*.parquet"))
+    return run_dir, captions, failures
+
+
+def assert_accounts_for_everything(images, output, summary, must_fail):
+    run_dir, captions, failures = read_run(output, summary)
+    matched = {str(p) for p in images.rglob("*") if p.is_file()}
+    captioned = set(captions.column("image_uri").to_pylist())
+    failed = {row["image_uri"]: row["stage"] for row in failures.to_pylist()}
+    assert captioned | set(failed) == matched and not captioned & set(failed)
+    assert {posixpath.basename(uri): stage for uri, stage in failed.items()} == must_fail
+    counts = summary["counts"]
+    assert counts["matched"] == len(matched)
+    assert counts["captioned"] == len(captioned)
+    assert sum(counts["failed"].values()) == len(failed)
+    assert json.loads(Path(run_dir, "summary.json").read_text()) == summary
+    assert glob.glob(f"{run_dir}/_SUCCESS")
+    return captions, failures
+
+
+def test_broken_inputs_are_all_accounted_for(tmp_path, tiny_bundle):
+    images = tmp_path / "images"
+    must_fail = write_image_folder(images)
+    summary = run(job_flags(images, tiny_bundle, tmp_path / "out", *FNAPI))
+    captions, failures = assert_accounts_for_everything(
+        images, tmp_path / "out", summary, must_fail
+    )
+    assert captions.schema.remove_metadata() == CAPTIONS_SCHEMA
+    assert failures.schema.remove_metadata() == FAILURE_SCHEMA
+    for row in captions.to_pylist():
+        assert row["caption"] == row["candidates"][0]["caption"]
+        assert len(row["candidates"]) == 2
+        assert row["width"] >= 320 and row["height"] >= 240  # the original size
+        assert row["model_id"] == summary["model_id"] and row["run_id"] == summary["run_id"]
+    assert {row["error_type"] for row in failures.to_pylist()} >= {"ImageTooLarge"}
+
+
+def test_each_run_gets_its_own_directory(tmp_path, tiny_bundle):
+    images = tmp_path / "images"
+    write_image_folder(images)
+    first = run(job_flags(images, tiny_bundle, tmp_path / "out", "--run-id", "r1", *FNAPI))
+    assert first["run_id"] == "r1"
+    with pytest.raises(SystemExit, match="never reused"):
+        run(job_flags(images, tiny_bundle, tmp_path / "out", "--run-id", "r1", *FNAPI))
+
+
+def test_input_list_and_a_missing_file(tmp_path, tiny_bundle):
+    images = tmp_path / "images"
+    write_image_folder(images)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# images to caption\n{images}/good1.jpg\n\n{images}/gone.jpg\n")
+    summary = run(
+        [
+            "--input-list",
+            str(listing),
+            "--model",
+            tiny_bundle,
+            "--output",
+            str(tmp_path / "out"),
+            *FNAPI,
+        ]
+    )
+    assert summary["counts"]["matched"] == 2 and summary["counts"]["captioned"] == 1
+    assert summary["counts"]["failed"]["read"] == 1
+
+
+def test_multi_process_direct_runner(tmp_path, tiny_bundle):
+    images = tmp_path / "images"
+    must_fail = write_image_folder(images)
+    summary = run(
+        job_flags(
+            images,
+            tiny_bundle,
+            tmp_path / "out",
+            "--runner",
+            "DirectRunner",
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode",
+            "multi_processing",
+        )
+    )
+    assert_accounts_for_everything(images, tmp_path / "out", summary, must_fail)
+
+
+def test_gcs_input_and_output(gcs_emulator, tmp_path, tiny_bundle):
+    bucket = gcs_emulator.bucket("beamcap-test")
+    local = tmp_path / "images"
+    must_fail = write_image_folder(local)
+    for path in local.rglob("*"):
+        if path.is_file():
+            bucket.blob(f"in/{path.relative_to(local)}").upload_from_filename(str(path))
+    summary = run(
+        job_flags(
+            "gs://beamcap-test/in/", tiny_bundle, "gs://beamcap-test/out", "--no_auth", *FNAPI
+        )
+    )
+    names = {blob.name for blob in bucket.list_blobs(prefix="out/runs/")}
+    run_prefix = f"out/runs/{summary['run_id']}/"
+    assert f"{run_prefix}_SUCCESS" in names and f"{run_prefix}summary.json" in names
+    assert summary["counts"]["matched"] == len([p for p in local.rglob("*") if p.is_file()])
+    assert sum(summary["counts"]["failed"].values()) == len(must_fail)
+    failures_blob = next(n for n in names if n.startswith(run_prefix + "failures-"))
+    local_copy = tmp_path / "failures.parquet"
+    bucket.blob(failures_blob).download_to_filename(str(local_copy))
+    failed = {
+        posixpath.basename(u) for u in pq.read_table(local_copy).column("image_uri").to_pylist()
+    }
+    assert failed == set(must_fail)
