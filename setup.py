@@ -17,6 +17,8 @@ CORE = [
     "pyarrow==25.0.1",
     "google-cloud-storage==3.17.1",
     "pyyaml==6.0.3",
+    "pycocoevalcap==1.2",  # the COCO-caption BLEU, ROUGE-L and CIDEr-D definitions
+    "matplotlib==3.11.2",  # the trainer's loss.png and the evaluation report
 ]
 
 setup(

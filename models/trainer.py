@@ -31,7 +31,7 @@ from models.bundle import save_bundle
 from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell, masked_cross_entropy
 from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, parse_example
-from models.metrics import corpus_bleu
+from models.metrics import caption_scores
 from models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def bleu4(
         stepper, features, beam_size=beam_size, max_length=max_length, num_candidates=1
     )
     captions = [vocabulary.decode(image[0].tokens) if image else "" for image in best]
-    return corpus_bleu(captions, references)[3]
+    return caption_scores(captions, references)["bleu4"]
 
 
 class _ValidationBleu(keras.callbacks.Callback):

@@ -29,7 +29,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import storage
 from models.bundle import read_manifest
 from pipeline.options import configure_logging, parse_job_options
-from transforms.caption import CAPTIONS_SCHEMA, CaptionImages
+from transforms.caption import CaptionImages
+from transforms.caption_sink import CAPTIONS_SCHEMA
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.match import MatchImages

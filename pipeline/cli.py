@@ -17,6 +17,8 @@ SUBCOMMANDS = {
         "pipeline.caption",
         "images -> captions with scores and N-best, Parquet (Beam job)",
     ),
+    "evaluate": ("pipeline.evaluate", "score a caption run: BLEU, ROUGE-L, CIDEr-D, attributes"),
+    "report": ("pipeline.report", "write an HTML page of a caption run"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
 }
 

@@ -169,3 +169,44 @@ def write_image_folder(root, *, good=6, seed=4):
         "not-an-image.jpg": "decode",
         "bomb.png": "decode",
     }
+
+
+@pytest.fixture(scope="session")
+def caption_run(tiny_bundle, tmp_path_factory):
+    """A committed caption run over ``write_image_folder`` images, with a references file and
+    scenes for the good ones. Returns (run_dir, references, scenes, must_fail)."""
+    import csv
+
+    from models.synthetic import SynthConfig, make_example
+    from pipeline.caption import run
+
+    root = tmp_path_factory.mktemp("caption-run")
+    must_fail = write_image_folder(root / "images")
+    with (
+        open(root / "captions.txt", "w", newline="") as handle,
+        open(root / "scenes.jsonl", "w") as scenes,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(["image", "caption"])
+        for index in range(6):
+            scene, texts, _ = make_example(SynthConfig(seed=4), index)
+            writer.writerows([f"good{index}.jpg", text] for text in texts)
+            scenes.write(scene.to_json().replace(scene.image, f"good{index}.jpg") + "\n")
+    summary = run(
+        [
+            "--input",
+            str(root / "images"),
+            "--model",
+            tiny_bundle,
+            "--output",
+            str(root / "out"),
+            "--max-pixels",
+            "350000",
+            "--max-length",
+            "12",
+            "--runner",
+            "FnApiRunner",
+        ]
+    )
+    run_dir = root / "out" / "runs" / summary["run_id"]
+    return run_dir, root / "captions.txt", root / "scenes.jsonl", must_fail

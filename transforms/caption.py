@@ -6,59 +6,22 @@ reused by every thread and bundle; each batch runs the encoder and then one batc
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from models.beam_search import Hypothesis, beam_search
-from models.bundle import Bundle, load_bundle
+from models.beam_search import beam_search
+from models.bundle import load_bundle
 from transforms.batching import load_shared, run_batch
+from transforms.caption_sink import caption_row
 from transforms.decode import DecodedImage
 from transforms.failures import FAILURES, failure
 
 log = logging.getLogger(__name__)
-
-CANDIDATE = pa.struct(
-    [("caption", pa.string()), ("log_prob", pa.float32()), ("score", pa.float32())]
-)
-CAPTIONS_SCHEMA = pa.schema(
-    [
-        ("image_uri", pa.string()),
-        ("caption", pa.string()),
-        ("log_prob", pa.float32()),
-        ("score", pa.float32()),
-        ("candidates", pa.list_(CANDIDATE)),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("model_id", pa.string()),
-        ("run_id", pa.string()),
-        ("captioned_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def caption_row(image: DecodedImage, hypotheses: list[Hypothesis], bundle: Bundle, run_id: str):
-    """One row of the captions Parquet (schema ``CAPTIONS_SCHEMA``); best hypothesis first."""
-    candidates = [
-        {"caption": bundle.vocabulary.decode(h.tokens), "log_prob": h.log_prob, "score": h.score}
-        for h in hypotheses
-    ]
-    return {
-        "image_uri": image.uri,
-        **candidates[0],
-        "candidates": candidates,
-        "width": image.width,
-        "height": image.height,
-        "model_id": bundle.model_id,
-        "run_id": run_id,
-        "captioned_at": datetime.datetime.now(datetime.timezone.utc),
-    }
 
 
 class _CaptionBatch(beam.DoFn):
@@ -105,7 +68,9 @@ class _CaptionBatch(beam.DoFn):
                 yield failure(image.uri, "caption", "beam search found no caption")
                 continue
             self.captioned.inc()
-            yield caption_row(image, best, self.bundle, self.run_id)
+            yield caption_row(
+                image, best, self.bundle.vocabulary, self.bundle.model_id, self.run_id
+            )
         self._report(len(images))
 
     def _report(self, count):

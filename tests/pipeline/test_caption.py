@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.caption import run
 from tests.conftest import write_image_folder
-from transforms.caption import CAPTIONS_SCHEMA
+from transforms.caption_sink import CAPTIONS_SCHEMA
 from transforms.failures import FAILURE_SCHEMA
 
 FNAPI = ["--runner", "FnApiRunner"]

@@ -1,0 +1,101 @@
+"""``beamcap evaluate``: score a caption run against reference captions.
+
+BLEU-1..4, ROUGE-L and CIDEr-D (COCO-caption definitions, via pycocoevalcap) and, given the
+synthetic dataset's ``scenes.jsonl``, attribute accuracy: the share of images whose caption names
+every object's shape, colour and position correctly (and nothing else). Images are matched to
+references by file name. Writes ``metrics.json`` into the run directory and prints a table.
+
+    beamcap evaluate --captions out/runs/RUN_ID --references data/synth/captions.txt \\
+        --scenes data/synth/scenes.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import posixpath
+import sys
+
+from apache_beam.io.filesystems import FileSystems
+
+from models import storage
+from models.caption_files import read_caption_file
+from models.metrics import caption_scores
+from models.synthetic import describes, read_scenes
+from pipeline.runs import read_run
+
+
+def evaluate(run_dir: str, references_uri: str, scenes_uri: str | None = None) -> dict:
+    captions, _, summary = read_run(run_dir)
+    references = collections.defaultdict(list)
+    for image, caption in read_caption_file(references_uri).pairs:
+        references[image].append(caption)
+    rows = [
+        (posixpath.basename(uri), caption)
+        for uri, caption in zip(
+            captions.column("image_uri").to_pylist(),
+            captions.column("caption").to_pylist(),
+            strict=True,
+        )
+    ]
+    scored = [(name, caption) for name, caption in rows if name in references]
+    metrics = {
+        "run_id": summary["run_id"],
+        "model_id": summary["model_id"],
+        "images_captioned": len(rows),
+        "images_scored": len(scored),
+        "images_without_references": len(rows) - len(scored),
+        **caption_scores([c for _, c in scored], [references[n] for n, _ in scored]),
+    }
+    if scenes_uri:
+        scenes = {scene.image: scene for scene in read_scenes(scenes_uri)}
+        judged = [describes(scenes[n], c) for n, c in rows if n in scenes]
+        metrics["attribute_accuracy"] = sum(judged) / len(judged) if judged else None
+        metrics["images_with_scenes"] = len(judged)
+    return metrics
+
+
+def table(metrics: dict) -> str:
+    keys = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "attribute_accuracy"]
+    lines = [f"{'metric':<20}{'value':>10}"]
+    lines += [f"{key:<20}{metrics[key]:>10.4f}" for key in keys if metrics.get(key) is not None]
+    lines.append(f"{'images scored':<20}{metrics['images_scored']:>10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="beamcap evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--captions", required=True, help="a committed run directory (OUTPUT/runs/RUN_ID)"
+    )
+    parser.add_argument(
+        "--references",
+        required=True,
+        help="reference captions: Flickr8k captions.txt / token file or COCO JSON",
+    )
+    parser.add_argument(
+        "--scenes",
+        default=None,
+        help="synthetic ground truth (scenes.jsonl) for attribute accuracy",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="where to write the metrics JSON (default: RUN_DIR/metrics.json)",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    metrics = evaluate(args.captions, args.references, args.scenes)
+    output = args.output or FileSystems.join(args.captions, "metrics.json")
+    storage.write_text(output, json.dumps(metrics, indent=2))
+    print(table(metrics))
+    print(f"metrics written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

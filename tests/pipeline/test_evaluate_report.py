@@ -1,0 +1,112 @@
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.metrics import caption_scores
+from pipeline import evaluate, report
+from pipeline.runs import read_run
+
+
+def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
+    run_dir, references, scenes, _ = caption_run
+    assert (
+        evaluate.main(
+            ["--captions", str(run_dir), "--references", str(references), "--scenes", str(scenes)]
+        )
+        == 0
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    captions, _, _ = read_run(str(run_dir))
+    rows = {
+        uri.rsplit("/", 1)[1]: c
+        for uri, c in zip(
+            captions.column("image_uri").to_pylist(),
+            captions.column("caption").to_pylist(),
+            strict=True,
+        )
+    }
+    assert metrics["images_captioned"] == 7  # 6 good images and the mis-named JPEG
+    assert metrics["images_scored"] == 6 and metrics["images_without_references"] == 1
+    refs = {}
+    for line in references.read_text().splitlines()[1:]:
+        name, text = line.split(",", 1)
+        refs.setdefault(name, []).append(text.strip('"'))
+    names = sorted(refs)
+    expected = caption_scores([rows[n] for n in names], [refs[n] for n in names])
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value)
+    assert metrics["images_with_scenes"] == 6
+    assert 0.0 <= metrics["attribute_accuracy"] <= 1.0
+    out = capsys.readouterr().out
+    assert "cider_d" in out and "attribute_accuracy" in out
+
+
+def chromium() -> str:
+    """Debian's Chromium, installed on first use where apt-get can; else the test skips."""
+    path = shutil.which("chromium")
+    if path:
+        return path
+    install = "apt-get install -y -q --no-install-recommends chromium"
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"export DEBIAN_FRONTEND=noninteractive; {install} || (apt-get update -q && {install})",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    path = shutil.which("chromium")
+    if not path:
+        pytest.skip(
+            f"Chromium is not installed and apt-get could not install it: {result.stderr[-300:]}"
+        )
+    return path
+
+
+HEADLESS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_report_renders_in_chromium(caption_run, tmp_path):
+    run_dir, references, scenes, must_fail = caption_run
+    assert report.main([str(run_dir), "--output", str(tmp_path / "report.html")]) == 0
+    browser = chromium()
+    common = [browser, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}"]
+    url = f"file://{tmp_path / 'report.html'}"
+    dom = subprocess.run(
+        [*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    captions, failures, summary = read_run(str(run_dir))
+    for caption in captions.column("caption").to_pylist():
+        assert caption in dom
+    assert dom.count('class="failure"') == len(must_fail) == failures.num_rows
+    for name in must_fail:
+        assert name in dom
+    assert dom.count("data:image/jpeg;base64,") == captions.num_rows  # every thumbnail shown
+    assert f"<td>{summary['counts']['matched']}</td>" in dom
+
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*common, "--window-size=1000,1200", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (1200, 1000)
+    assert pixels.std() > 20, "the screenshot is blank"
