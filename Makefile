@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench lock clean
+.PHONY: help install demo test lint format bench lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -20,6 +20,9 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP) ## create .venv and install beamcap with its test extra, pinned by constraints.txt
 
+demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
+	$(BIN)/beamcap demo --workdir data/demo
+
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest
 
@@ -33,6 +36,7 @@ format: install ## ruff: fix what can be fixed, reformat
 
 bench: install ## run every benchmark (each prints ratios against an in-run baseline)
 	$(BIN)/python benchmarks/beam_search.py
+	$(BIN)/python benchmarks/caption_pipeline.py
 
 lock: ## re-resolve the dependencies in a scratch venv and rewrite constraints.txt
 	rm -rf /tmp/beamcap-lock && $(PYTHON) -m venv /tmp/beamcap-lock

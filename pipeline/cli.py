@@ -10,6 +10,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
+    "demo": ("pipeline.demo", "the whole job on the synthetic dataset, offline"),
     "synth": ("pipeline.synth", "generate the synthetic captioned dataset"),
     "features": ("pipeline.features", "images + captions -> TFRecord features (a Beam job)"),
     "train": ("pipeline.train", "fit the caption decoder on features; write a model bundle"),

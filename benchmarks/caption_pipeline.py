@@ -1,0 +1,171 @@
+"""The caption job against its limits, on the same synthetic JPEGs, in one process.
+
+(a) the whole caption job on the DirectRunner (in-process FnApiRunner, as DirectRunner runs it);
+(b) the encoder alone: the same images pre-decoded, encoded in batches (the CPU bound);
+(c) a naive loop, as the seed tutorials do it: decode one image, ``model.predict`` it, beam
+    search it alone.
+Prints images/s and the ratios (a)/(b) (target >= 0.8) and (a)/(c) (target >= 3), then the
+job's peak RSS for two input sizes, each in a fresh process, to show memory does not grow with
+the input (at a small image size so that the larger run stays short).
+
+    python benchmarks/caption_pipeline.py [--images 200] [--image-size 299]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from models.beam_search import beam_search  # noqa: E402
+from models.bundle import load_bundle, save_bundle  # noqa: E402
+from models.decoder import DecoderConfig, ShowAndTell  # noqa: E402
+from models.encoder import EncoderSpec, ImageEncoder  # noqa: E402
+from models.synthetic import SynthConfig, make_example  # noqa: E402
+from models.vocabulary import Vocabulary  # noqa: E402
+from transforms.decode import decode_image  # noqa: E402
+
+SEARCH = dict(beam_size=3, max_length=20)
+
+
+def make_images(folder: Path, count: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, config = [], SynthConfig(seed=0, min_size=(size, size), max_size=(size, size))
+    for index in range(count):
+        path = folder / f"img{index:05d}.jpg"
+        path.write_bytes(make_example(config, index)[2])
+        paths.append(path)
+    return paths
+
+
+def make_bundle(folder: Path, image_size: int) -> str:
+    captions = [c for i in range(200) for c in make_example(SynthConfig(seed=1), i)[1]]
+    vocabulary = Vocabulary.build(captions)
+    keras.utils.set_random_seed(0)
+    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=512, lstm_units=512))
+    save_bundle(
+        str(folder),
+        encoder=ImageEncoder(EncoderSpec("random:0", image_size)),
+        decoder=decoder,
+        vocabulary=vocabulary,
+    )
+    return str(folder)
+
+
+def run_job(images: Path, bundle: str, output: Path, batch_size: int) -> float:
+    from pipeline.caption import run
+
+    started = time.perf_counter()
+    summary = run(
+        [
+            "--input",
+            str(images),
+            "--model",
+            bundle,
+            "--output",
+            str(output),
+            "--batch-size",
+            str(batch_size),
+            "--min-batch-size",
+            str(batch_size),
+            "--runner",
+            "DirectRunner",
+            "--direct_running_mode",
+            "in_memory",
+            "--max-length",
+            str(SEARCH["max_length"]),
+        ]
+    )
+    assert summary["counts"]["captioned"] == summary["counts"]["matched"]
+    return time.perf_counter() - started
+
+
+def encoder_alone(paths, bundle, batch_size: int) -> float:
+    size = bundle.encoder.spec.image_size
+    pixels = np.stack([decode_image(p.read_bytes(), size)[0] for p in paths])
+    bundle.encoder.encode(pixels[:batch_size])  # compile
+    started = time.perf_counter()
+    for start in range(0, len(pixels), batch_size):
+        bundle.encoder.encode(pixels[start : start + batch_size])
+    return time.perf_counter() - started
+
+
+def naive_loop(paths, bundle) -> float:
+    size = bundle.encoder.spec.image_size
+    stepper = bundle.stepper()
+    started = time.perf_counter()
+    for path in paths:
+        image = Image.open(io.BytesIO(path.read_bytes())).convert("RGB").resize((size, size))
+        features = bundle.encoder.model.predict(np.asarray(image)[None], verbose=0)
+        beam_search(stepper, features, **SEARCH)
+    return time.perf_counter() - started
+
+
+def peak_rss_mb(images: int, workdir: Path) -> float:
+    """Peak RSS of a fresh process running the whole job over ``images`` 75px images."""
+    code = (
+        "import sys, resource; from pathlib import Path; sys.path.insert(0, '.');"
+        "from benchmarks.caption_pipeline import make_images, make_bundle, run_job;"
+        f"w = Path({str(workdir)!r}); make_images(w / 'in', {images}, 96);"
+        "b = make_bundle(w / 'model', 75); run_job(w / 'in', b, w / 'out', 64);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--image-size", type=int, default=299)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rss-images", type=int, nargs=2, default=(1000, 5000))
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="beamcap-bench-") as tmp:
+        work = Path(tmp)
+        paths = make_images(work / "images", args.images, args.image_size)
+        bundle_dir = make_bundle(work / "model", args.image_size)
+        bundle = load_bundle(bundle_dir)
+        run_job(work / "images", bundle_dir, work / "warmup", args.batch_size)  # compile once
+        job = run_job(work / "images", bundle_dir, work / "out", args.batch_size)
+        encoder = encoder_alone(paths, bundle, args.batch_size)
+        naive = naive_loop(paths, bundle)
+        rates = {
+            name: args.images / seconds
+            for name, seconds in (("job", job), ("encoder", encoder), ("naive", naive))
+        }
+        print(
+            f"{args.images} synthetic JPEGs at {args.image_size}x{args.image_size}, "
+            f"{os.cpu_count()} cores, keras {keras.__version__} on {keras.backend.backend()}"
+        )
+        print(f"(a) caption job, DirectRunner   {rates['job']:8.2f} images/s")
+        print(f"(b) encoder alone, batched      {rates['encoder']:8.2f} images/s")
+        print(f"(c) naive per-image loop        {rates['naive']:8.2f} images/s")
+        print(f"(a)/(b) = {rates['job'] / rates['encoder']:.2f}  (target >= 0.8)")
+        print(f"(a)/(c) = {rates['job'] / rates['naive']:.2f}  (target >= 3)")
+        if not args.skip_rss:
+            for count in args.rss_images:
+                rss = peak_rss_mb(count, work / f"rss{count}")
+                print(f"peak RSS, whole job over {count} images (75px): {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
