@@ -24,11 +24,10 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
 from models.bundle import read_manifest
-from pipeline.options import configure_logging, parse_job_options
+from pipeline.options import JobFlags, configure_logging, parse_job_options
 from transforms.caption import CaptionImages
 from transforms.caption_sink import CAPTIONS_SCHEMA
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
@@ -38,11 +37,11 @@ from transforms.match import MatchImages
 SUMMARY, SUCCESS = "summary.json", "_SUCCESS"
 
 
-class CaptionOptions(PipelineOptions):
+class CaptionFlags(JobFlags):
     REQUIRED = ("--model", "--output")
 
     @classmethod
-    def _add_argparse_args(cls, parser):
+    def add_arguments(cls, parser):
         group = parser.add_argument_group("caption job")
         group.add_argument(
             "--input",
@@ -144,7 +143,7 @@ def write_summary(_, *, run_dir, tally, model_id, run_id, started_at):
 
 def build(
     pipeline,
-    job: CaptionOptions,
+    job,
     *,
     run_id: str,
     run_dir: str,
@@ -217,7 +216,7 @@ def build(
 def run(argv: list[str], *, wait: bool = True) -> dict | None:
     """Runs one captioning run; returns its summary (None when not waiting)."""
     job, options = parse_job_options(
-        CaptionOptions, argv, prog="beamcap caption", description=__doc__
+        CaptionFlags, argv, prog="beamcap caption", description=__doc__
     )
     if bool(job.input) == bool(job.input_list):
         raise SystemExit("beamcap caption: give exactly one of --input and --input-list")

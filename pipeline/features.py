@@ -23,12 +23,11 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
 from models.encoder import DEFAULT_IMAGE_SIZE, EncoderSpec, ImageEncoder
 from models.feature_records import FeatureRecord, split_for
-from pipeline.options import configure_logging, parse_job_options, prepare_output_dir
+from pipeline.options import JobFlags, configure_logging, parse_job_options, prepare_output_dir
 from transforms.captions import BuildVocabulary, ReadCaptions
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeImages
@@ -41,11 +40,11 @@ ENCODER_WEIGHTS = "encoder.weights.h5"
 VOCAB = "vocab.txt"
 
 
-class FeaturesOptions(PipelineOptions):
+class FeaturesFlags(JobFlags):
     REQUIRED = ("--images", "--captions", "--output")
 
     @classmethod
-    def _add_argparse_args(cls, parser):
+    def add_arguments(cls, parser):
         group = parser.add_argument_group("features job")
         group.add_argument(
             "--images",
@@ -173,9 +172,7 @@ def write_dataset_json(_, *, output, tally, files, vocabulary, spec, fingerprint
     return counts
 
 
-def build(
-    pipeline, job: FeaturesOptions, *, spec: EncoderSpec, weights_file: str, fingerprint: str
-):
+def build(pipeline, job, *, spec: EncoderSpec, weights_file: str, fingerprint: str):
     """The features job's graph."""
     fractions = dict(val_fraction=job.val_fraction, test_fraction=job.test_fraction)
     captions, skipped = pipeline | "ReadCaptions" >> ReadCaptions(
@@ -256,7 +253,7 @@ def build(
 def run(argv: list[str]) -> dict:
     """Runs the job; returns dataset.json's contents."""
     job, options = parse_job_options(
-        FeaturesOptions, argv, prog="beamcap features", description=__doc__
+        FeaturesFlags, argv, prog="beamcap features", description=__doc__
     )
     prepare_output_dir(job.output, overwrite=job.overwrite)
     spec = EncoderSpec(weights=job.encoder_weights, image_size=job.image_size)

@@ -15,33 +15,39 @@ BEAM_FLAGS_NOTE = (
 )
 
 
-def parse_job_options(
-    options_class: type[PipelineOptions], argv: list[str], *, prog: str, description: str
-):
-    """Validates the job flags (``--help`` lists them all) and returns (job view, options).
+class JobFlags:
+    """A job's own flags, declared once in ``add_arguments``; ``REQUIRED`` names the
+    mandatory ones.
 
-    The flags are declared once, in ``options_class._add_argparse_args``; the same declarations
-    give the ``--help`` text and Beam's typed view. Flags named in ``options_class.REQUIRED``
-    are checked here, not declared ``required``: Beam parses every options class in the
-    process, so a required flag would break unrelated pipelines.
+    These are deliberately not ``PipelineOptions`` subclasses: Beam parses every registered
+    subclass into one parser, so two jobs both declaring ``--output`` would conflict in a
+    process that imports both (the demo, the tests).
     """
+
+    REQUIRED: tuple[str, ...] = ()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+
+def parse_job_options(flags: type[JobFlags], argv: list[str], *, prog: str, description: str):
+    """Returns (the job's flags, Beam's options from every other flag); ``--help`` lists the
+    job's flags, a bad or missing one exits with a usage message."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         epilog=BEAM_FLAGS_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    options_class._add_argparse_args(parser)
-    known, _ = parser.parse_known_args(argv)  # exits with a usage message on a bad job flag
+    flags.add_arguments(parser)
+    job, beam_args = parser.parse_known_args(argv)
     missing = [
-        flag
-        for flag in getattr(options_class, "REQUIRED", ())
-        if getattr(known, flag.lstrip("-").replace("-", "_")) is None
+        flag for flag in flags.REQUIRED if getattr(job, flag.lstrip("-").replace("-", "_")) is None
     ]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
-    options = PipelineOptions(argv)
-    return options.view_as(options_class), options
+    return job, PipelineOptions(beam_args)
 
 
 def prepare_output_dir(output: str, *, overwrite: bool) -> None:
