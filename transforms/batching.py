@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import apache_beam as beam
 from apache_beam.utils import shared
 
-from transforms.failures import failure
+from transforms.failures import FAILURES, failure
 
 
 class _Holder:
@@ -35,3 +36,16 @@ def run_batch(function: Callable[[list], list], items: Sequence, stage: str):
             except Exception as error:  # noqa: BLE001
                 failed.append(failure(item.uri, stage, error))
         return ok, results, failed
+
+
+def batch_and_apply(
+    pcoll, dofn: beam.DoFn, *, label: str, min_batch_size: int, max_batch_size: int
+):
+    """``BatchElements`` then ``dofn`` on each batch; returns (main output, failures)."""
+    results = (
+        pcoll
+        | "Batch"
+        >> beam.BatchElements(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        | label >> beam.ParDo(dofn).with_outputs(FAILURES, main="main")
+    )
+    return results.main, results[FAILURES]

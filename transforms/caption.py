@@ -16,10 +16,10 @@ from apache_beam.utils import shared
 
 from models.beam_search import beam_search
 from models.bundle import load_bundle
-from transforms.batching import load_shared, run_batch
+from transforms.batching import batch_and_apply, load_shared, run_batch
 from transforms.caption_sink import caption_row
 from transforms.decode import DecodedImage
-from transforms.failures import FAILURES, failure
+from transforms.failures import failure
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,10 @@ class CaptionImages(beam.PTransform):
         self.min_batch_size, self.max_batch_size = min_batch_size, max_batch_size
 
     def expand(self, images):
-        results = (
-            images
-            | "Batch"
-            >> beam.BatchElements(
-                min_batch_size=self.min_batch_size, max_batch_size=self.max_batch_size
-            )
-            | "EncodeAndCaption"
-            >> beam.ParDo(
-                _CaptionBatch(self.model, self.search, self.run_id, shared.Shared())
-            ).with_outputs(FAILURES, main="rows")
+        return batch_and_apply(
+            images,
+            _CaptionBatch(self.model, self.search, self.run_id, shared.Shared()),
+            label="EncodeAndCaption",
+            min_batch_size=self.min_batch_size,
+            max_batch_size=self.max_batch_size,
         )
-        return results.rows, results[FAILURES]

@@ -10,9 +10,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from models.encoder import EncoderSpec, ImageEncoder
-from transforms.batching import load_shared, run_batch
+from transforms.batching import batch_and_apply, load_shared, run_batch
 from transforms.decode import DecodedImage
-from transforms.failures import FAILURES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,15 +69,10 @@ class EncodeImages(beam.PTransform):
         self.max_batch_size = max_batch_size
 
     def expand(self, images):
-        results = (
-            images
-            | "Batch"
-            >> beam.BatchElements(
-                min_batch_size=self.min_batch_size, max_batch_size=self.max_batch_size
-            )
-            | "Encode"
-            >> beam.ParDo(_EncodeBatch(self.spec, self.weights_file, shared.Shared())).with_outputs(
-                FAILURES, main="encoded"
-            )
+        return batch_and_apply(
+            images,
+            _EncodeBatch(self.spec, self.weights_file, shared.Shared()),
+            label="Encode",
+            min_batch_size=self.min_batch_size,
+            max_batch_size=self.max_batch_size,
         )
-        return results.encoded, results[FAILURES]
