@@ -9,7 +9,6 @@ headline metrics and the path of the HTML report.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from models.feature_records import split_for
 from models.synthetic import read_scenes
 from pipeline import caption, evaluate, features, report, synth, train
+from pipeline.options import command_parser
 from pipeline.presets import load_preset
 
 
@@ -40,11 +40,7 @@ def write_broken_files(folder: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="beamcap demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("beamcap demo", __doc__)
     parser.add_argument(
         "--workdir", default="data/demo", help="where every step writes (default: %(default)s)"
     )

@@ -11,7 +11,6 @@ references by file name. Writes ``metrics.json`` into the run directory and prin
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import posixpath
@@ -23,6 +22,7 @@ from models import storage
 from models.caption_files import read_caption_file
 from models.metrics import caption_scores
 from models.synthetic import describes, read_scenes
+from pipeline.options import command_parser
 from pipeline.runs import read_run
 
 
@@ -65,11 +65,7 @@ def table(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="beamcap evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("beamcap evaluate", __doc__)
     parser.add_argument(
         "--captions", required=True, help="a committed run directory (OUTPUT/runs/RUN_ID)"
     )

@@ -6,14 +6,14 @@ deployment: ``beamcap inspect gs://bucket/models/v3 && make run-dataflow ...``.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from models.bundle import BundleError, load_bundle
+from pipeline.options import command_parser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="beamcap inspect", description=__doc__)
+    parser = command_parser("beamcap inspect", __doc__)
     parser.add_argument("bundle", help="bundle directory: a local path or gs://BUCKET/PREFIX")
     parser.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     args = parser.parse_args(argv)

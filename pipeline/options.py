@@ -15,6 +15,16 @@ BEAM_FLAGS_NOTE = (
 )
 
 
+def command_parser(prog: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    """The parser of a ``beamcap`` subcommand: its module docstring is the help text."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
 class JobFlags:
     """A job's own flags, declared once in ``add_arguments``; ``REQUIRED`` names the
     mandatory ones.
@@ -34,12 +44,7 @@ class JobFlags:
 def parse_job_options(flags: type[JobFlags], argv: list[str], *, prog: str, description: str):
     """Returns (the job's flags, Beam's options from every other flag); ``--help`` lists the
     job's flags, a bad or missing one exits with a usage message."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        epilog=BEAM_FLAGS_NOTE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(prog, description, epilog=BEAM_FLAGS_NOTE)
     flags.add_arguments(parser)
     job, beam_args = parser.parse_known_args(argv)
     missing = [

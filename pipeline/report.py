@@ -10,7 +10,6 @@ the failures with their stage and reason, and the run's summary counts (and metr
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -22,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from models import storage
+from pipeline.options import command_parser
 from pipeline.runs import read_run
 
 THUMBNAIL = 160
@@ -108,11 +108,7 @@ def render(run_dir: str, images_root: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="beamcap report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("beamcap report", __doc__)
     parser.add_argument("run_dir", help="a committed run directory (OUTPUT/runs/RUN_ID)")
     parser.add_argument(
         "--images",

@@ -11,6 +11,7 @@ import sys
 import time
 
 from models.synthetic import SynthConfig, generate
+from pipeline.options import command_parser
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -24,11 +25,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="beamcap synth",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("beamcap synth", __doc__)
     parser.add_argument("--output", required=True, help="dataset directory to create")
     parser.add_argument(
         "--images", type=int, default=1000, help="number of images (default: %(default)s)"

@@ -8,7 +8,6 @@ Rerun the same command after an interruption to resume from the last finished ep
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -19,16 +18,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.decoder import DecoderConfig  # noqa: E402
 from models.trainer import TrainConfig, train  # noqa: E402
-from pipeline.options import configure_logging  # noqa: E402
+from pipeline.options import command_parser, configure_logging  # noqa: E402
 from pipeline.presets import load_preset, section  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="beamcap train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("beamcap train", __doc__)
     parser.add_argument(
         "--data", required=True, help="a `beamcap features` output directory (local or gs://)"
     )
