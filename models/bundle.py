@@ -125,8 +125,11 @@ def read_manifest(uri: str) -> dict:
     return manifest
 
 
-def load_bundle(uri: str) -> Bundle:
-    """Reads and verifies a bundle; raises :class:`BundleError` naming what does not match."""
+def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = None) -> Bundle:
+    """Reads and verifies a bundle; raises :class:`BundleError` naming what does not match.
+
+    ``precision`` and ``batch_size`` are passed to :class:`ImageEncoder`.
+    """
     manifest = read_manifest(uri)
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
         for name, expected in manifest["files"].items():
@@ -142,7 +145,10 @@ def load_bundle(uri: str) -> Bundle:
         )
         encoder_fields = {k: v for k, v in manifest["encoder"].items() if k != "fingerprint"}
         encoder = ImageEncoder(
-            EncoderSpec(**encoder_fields), weights_file=str(Path(tmp, ENCODER_WEIGHTS))
+            EncoderSpec(**encoder_fields),
+            weights_file=str(Path(tmp, ENCODER_WEIGHTS)),
+            precision=precision,
+            batch_size=batch_size,
         )
         decoder_fields = {k: v for k, v in manifest["decoder"].items() if k != "fingerprint"}
         decoder = ShowAndTell(DecoderConfig(**decoder_fields))

@@ -107,25 +107,44 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int) -> None:
                 ) from error
 
 
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
 class ImageEncoder:
     """InceptionV3 without its classifier; ``encode`` maps uint8 [B, S, S, 3] to [B, 2048].
 
     ``weights_file`` (a local path) replaces ``spec.weights`` as the source of the weights while
-    the spec keeps naming where they came from (how a bundle loads its copy).
+    the spec keeps naming where they came from (how a bundle loads its copy). ``precision``
+    (fp32, bf16, fp16) is the compute type: weights stay float32 (same fingerprint) and the
+    outputs are float32. ``batch_size``: batches up to it are padded to exactly it, so a job's
+    last, short batch reuses the compiled shape instead of compiling another.
     """
 
     def __init__(
-        self, spec: EncoderSpec, *, with_grid: bool = False, weights_file: str | None = None
+        self,
+        spec: EncoderSpec,
+        *,
+        with_grid: bool = False,
+        weights_file: str | None = None,
+        precision: str = "fp32",
+        batch_size: int | None = None,
     ):
-        self.spec = spec
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.spec, self.precision, self.batch_size = spec, precision, batch_size
         size = spec.image_size
-        self.backbone = keras.applications.InceptionV3(
-            include_top=False, weights=None, input_shape=(size, size, 3), pooling=None
-        )
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(PRECISIONS[precision])  # read while the layers are built
+        try:
+            self.backbone = keras.applications.InceptionV3(
+                include_top=False, weights=None, input_shape=(size, size, 3), pooling=None
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
         _load_weights(self.backbone, weights_file or spec.weights, size)
         self.fingerprint = weights_fingerprint(self.backbone)
         images = keras.Input((size, size, 3), dtype="uint8", name="images")
-        grid = self.backbone(preprocess(images))
+        grid = keras.ops.cast(self.backbone(preprocess(images)), "float32")
         pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(grid)
         outputs = {"pooled": pooled, "grid": grid} if with_grid else pooled
         self.model = keras.Model(images, outputs, name="image_encoder")
@@ -145,7 +164,8 @@ class ImageEncoder:
                 f"got {images.dtype} {images.shape}"
             )
         count = len(images)
-        padded = pad_rows(images, bucket_size(count))
+        rows = self.batch_size if self.batch_size and count <= self.batch_size else count
+        padded = pad_rows(images, bucket_size(rows))
         outputs = self.model.predict_on_batch(padded)
         return keras.tree.map_structure(lambda array: np.asarray(array)[:count], outputs)
 

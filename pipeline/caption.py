@@ -27,14 +27,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from models.bundle import read_manifest
-from pipeline.options import JobFlags, configure_logging, parse_job_options
+from pipeline.options import JobFlags, add_precision_flag, configure_logging, parse_job_options
+from pipeline.runs import SUCCESS, SUMMARY, committed_runs
 from transforms.caption import CaptionImages
 from transforms.caption_sink import CAPTIONS_SCHEMA
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.match import MatchImages
-
-SUMMARY, SUCCESS = "summary.json", "_SUCCESS"
+from transforms.skip import SkipAlreadyDone
 
 
 class CaptionFlags(JobFlags):
@@ -93,6 +93,7 @@ class CaptionFlags(JobFlags):
             default=8,
             help="smallest batch BatchElements starts from (default: %(default)s)",
         )
+        add_precision_flag(group)
         group.add_argument(
             "--max-pixels",
             type=int,
@@ -104,6 +105,17 @@ class CaptionFlags(JobFlags):
             default=None,
             help="name of this run's directory (default: UTC time + random "
             "suffix); must not exist yet",
+        )
+        group.add_argument(
+            "--only-new",
+            action="store_true",
+            help="skip images already captioned, or already failed, in a committed run under "
+            "the same --output (what a schedule wants)",
+        )
+        group.add_argument(
+            "--retry-failures",
+            action="store_true",
+            help="with --only-new: also retry images that failed in earlier runs",
         )
 
 
@@ -123,6 +135,7 @@ def write_summary(_, *, run_dir, tally, model_id, run_id, started_at):
     seconds = time.time() - started_at
     counts = {
         "matched": int(tally.get("matched", 0)),
+        "skipped_as_done": int(tally.get("matched", 0)) - int(tally.get("to_caption", 0)),
         "captioned": int(tally.get("captioned", 0)),
         "failed": {stage: int(tally.get(f"failed_{stage}", 0)) for stage in STAGES},
     }
@@ -141,6 +154,16 @@ def write_summary(_, *, run_dir, tally, model_id, run_id, started_at):
     return summary
 
 
+def done_files(output: str, *, retry_failures: bool) -> list[str]:
+    """Parquet patterns of the committed runs whose images ``--only-new`` skips."""
+    stems = ("captions",) if retry_failures else ("captions", "failures")
+    return [
+        FileSystems.join(run_dir, f"{stem}-*.parquet")
+        for run_dir in committed_runs(output)
+        for stem in stems
+    ]
+
+
 def build(
     pipeline,
     job,
@@ -150,14 +173,17 @@ def build(
     image_size: int,
     model_id: str,
     started_at: float,
-    uris=None,
+    done: list[str] = (),
 ):
-    """The caption job's graph; ``uris`` replaces matching (as a PCollection) when given."""
-    if uris is None:
-        if job.input_list:
-            uris = pipeline | "ListImages" >> beam.Create(read_input_list(job.input_list))
-        else:
-            uris = pipeline | "MatchImages" >> MatchImages(job.input.split(","))
+    """The caption job's graph; with ``job.only_new``, images listed in the ``done`` Parquet
+    files (earlier committed runs) are skipped."""
+    if job.input_list:
+        matched = pipeline | "ListImages" >> beam.Create(read_input_list(job.input_list))
+    else:
+        matched = pipeline | "MatchImages" >> MatchImages(job.input.split(","))
+    uris = matched
+    if job.only_new:
+        uris = matched | "SkipAlreadyCaptioned" >> SkipAlreadyDone(list(done))
     search = dict(
         beam_size=job.beam_size,
         max_length=job.max_length,
@@ -177,6 +203,7 @@ def build(
         job.model,
         run_id=run_id,
         search=search,
+        precision=job.precision,
         min_batch_size=job.min_batch_size,
         max_batch_size=job.batch_size,
     )
@@ -189,7 +216,8 @@ def build(
     )
     tally = (
         (
-            uris | "TallyMatched" >> beam.Map(lambda _: ("matched", 1)),
+            matched | "TallyMatched" >> beam.Map(lambda _: ("matched", 1)),
+            uris | "TallyToCaption" >> beam.Map(lambda _: ("to_caption", 1)),
             rows | "TallyCaptioned" >> beam.Map(lambda _: ("captioned", 1)),
             failures | "TallyFailed" >> beam.Map(lambda f: (f"failed_{f['stage']}", 1)),
         )
@@ -220,6 +248,8 @@ def run(argv: list[str], *, wait: bool = True) -> dict | None:
     )
     if bool(job.input) == bool(job.input_list):
         raise SystemExit("beamcap caption: give exactly one of --input and --input-list")
+    if job.retry_failures and not job.only_new:
+        raise SystemExit("beamcap caption: --retry-failures goes with --only-new")
     manifest = read_manifest(job.model)  # fails fast on a wrong path, before any worker starts
     run_id = job.run_id or new_run_id()
     run_dir = FileSystems.join(job.output, "runs", run_id)
@@ -235,6 +265,7 @@ def run(argv: list[str], *, wait: bool = True) -> dict | None:
         image_size=manifest["encoder"]["image_size"],
         model_id=manifest["model_id"],
         started_at=started_at,
+        done=done_files(job.output, retry_failures=job.retry_failures) if job.only_new else [],
     )
     result = pipeline.run()
     if not wait:

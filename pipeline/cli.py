@@ -19,6 +19,7 @@ SUBCOMMANDS = {
         "images -> captions with scores and N-best, Parquet (Beam job)",
     ),
     "evaluate": ("pipeline.evaluate", "score a caption run: BLEU, ROUGE-L, CIDEr-D, attributes"),
+    "runs": ("pipeline.runs", "list the committed caption runs under an output root"),
     "report": ("pipeline.report", "write an HTML page of a caption run"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
 }

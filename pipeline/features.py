@@ -27,7 +27,13 @@ from apache_beam.io.filesystems import FileSystems
 from models import storage
 from models.encoder import DEFAULT_IMAGE_SIZE, EncoderSpec, ImageEncoder
 from models.feature_records import FeatureRecord, split_for
-from pipeline.options import JobFlags, configure_logging, parse_job_options, prepare_output_dir
+from pipeline.options import (
+    JobFlags,
+    add_precision_flag,
+    configure_logging,
+    parse_job_options,
+    prepare_output_dir,
+)
 from transforms.captions import BuildVocabulary, ReadCaptions
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeImages
@@ -107,6 +113,7 @@ class FeaturesFlags(JobFlags):
             default=32,
             help="largest encoder batch (default: %(default)s)",
         )
+        add_precision_flag(group)
         group.add_argument(
             "--overwrite", action="store_true", help="delete what --output holds before writing"
         )
@@ -201,7 +208,7 @@ def build(pipeline, job, *, spec: EncoderSpec, weights_file: str, fingerprint: s
         >> beam.ParDo(ReadAndDecode(spec.image_size)).with_outputs("failures", main="decoded")
     )
     encoded, encode_failures = decoded.decoded | "EncodeImages" >> EncodeImages(
-        spec, weights_file=weights_file, max_batch_size=job.batch_size
+        spec, weights_file=weights_file, precision=job.precision, max_batch_size=job.batch_size
     )
     records = encoded | "ToRecords" >> beam.Map(
         to_record, vocabulary=beam.pvalue.AsSingleton(vocabulary), fingerprint=fingerprint

@@ -25,6 +25,16 @@ def command_parser(prog: str, description: str, **kwargs) -> argparse.ArgumentPa
     )
 
 
+def add_precision_flag(group) -> None:
+    group.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="encoder compute type: bf16 on CPUs with AVX512_BF16/AMX and on GPUs, fp16 on "
+        "older GPUs; weights stay float32 (default: %(default)s)",
+    )
+
+
 class JobFlags:
     """A job's own flags, declared once in ``add_arguments``; ``REQUIRED`` names the
     mandatory ones.

@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 class _CaptionBatch(beam.DoFn):
     PROGRESS_SECONDS = 30.0
 
-    def __init__(self, model: str, search: dict, run_id: str, handle: shared.Shared):
+    def __init__(
+        self, model: str, search: dict, run_id: str, encoder_settings: dict, handle: shared.Shared
+    ):
         self.model = model
         self.search = search
         self.run_id = run_id
+        self.encoder_settings = encoder_settings  # precision, batch_size
         self._handle = handle
         self.captioned = Metrics.counter(self.__class__, "images_captioned")
         self.encode_failed = Metrics.counter(self.__class__, "images_encode_failed")
@@ -38,7 +41,11 @@ class _CaptionBatch(beam.DoFn):
         self.batch_sizes = Metrics.distribution(self.__class__, "caption_batch_size")
 
     def setup(self):
-        self.bundle = load_shared(self._handle, self.model, lambda: load_bundle(self.model))
+        self.bundle = load_shared(
+            self._handle,
+            (self.model, *sorted(self.encoder_settings.items())),
+            lambda: load_bundle(self.model, **self.encoder_settings),
+        )
         self._count, self._started = 0, time.time()
         self._last_log = self._started
 
@@ -94,17 +101,24 @@ class CaptionImages(beam.PTransform):
         *,
         run_id: str,
         search: dict,
+        precision: str = "fp32",
         min_batch_size: int = 8,
         max_batch_size: int = 32,
     ):
         super().__init__()
-        self.model, self.run_id, self.search = model, run_id, search
+        self.model, self.run_id, self.search, self.precision = model, run_id, search, precision
         self.min_batch_size, self.max_batch_size = min_batch_size, max_batch_size
 
     def expand(self, images):
         return batch_and_apply(
             images,
-            _CaptionBatch(self.model, self.search, self.run_id, shared.Shared()),
+            _CaptionBatch(
+                self.model,
+                self.search,
+                self.run_id,
+                {"precision": self.precision, "batch_size": self.max_batch_size},
+                shared.Shared(),
+            ),
             label="EncodeAndCaption",
             min_batch_size=self.min_batch_size,
             max_batch_size=self.max_batch_size,

@@ -24,9 +24,16 @@ class EncodedImage:
 
 
 class _EncodeBatch(beam.DoFn):
-    def __init__(self, spec: EncoderSpec, weights_file: str | None, handle: shared.Shared):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        weights_file: str | None,
+        encoder_settings: dict,
+        handle: shared.Shared,
+    ):
         self.spec = spec
         self.weights_file = weights_file
+        self.encoder_settings = encoder_settings  # precision, batch_size
         self._handle = handle
         self.encoded = Metrics.counter(self.__class__, "images_encoded")
         self.failed = Metrics.counter(self.__class__, "images_encode_failed")
@@ -35,8 +42,10 @@ class _EncodeBatch(beam.DoFn):
     def setup(self):
         self.encoder = load_shared(
             self._handle,
-            (self.spec, self.weights_file),
-            lambda: ImageEncoder(self.spec, weights_file=self.weights_file),
+            (self.spec, self.weights_file, *sorted(self.encoder_settings.items())),
+            lambda: ImageEncoder(
+                self.spec, weights_file=self.weights_file, **self.encoder_settings
+            ),
         )
 
     def process(self, batch: list[DecodedImage]):
@@ -59,19 +68,26 @@ class EncodeImages(beam.PTransform):
         spec: EncoderSpec,
         *,
         weights_file: str | None = None,
+        precision: str = "fp32",
         min_batch_size: int = 8,
         max_batch_size: int = 64,
     ):
         super().__init__()
         self.spec = spec
         self.weights_file = weights_file
+        self.precision = precision
         self.min_batch_size = min_batch_size
         self.max_batch_size = max_batch_size
 
     def expand(self, images):
         return batch_and_apply(
             images,
-            _EncodeBatch(self.spec, self.weights_file, shared.Shared()),
+            _EncodeBatch(
+                self.spec,
+                self.weights_file,
+                {"precision": self.precision, "batch_size": self.max_batch_size},
+                shared.Shared(),
+            ),
             label="Encode",
             min_batch_size=self.min_batch_size,
             max_batch_size=self.max_batch_size,

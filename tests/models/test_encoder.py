@@ -95,3 +95,23 @@ def test_bad_specs_and_inputs_are_refused(encoder):
 
 def test_bucket_sizes_are_powers_of_two():
     assert [bucket_size(n) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
+
+
+def test_bf16_precision_keeps_weights_and_approximates_fp32(encoder):
+    bf16 = ImageEncoder(EncoderSpec("random:1", SIZE), precision="bf16")
+    assert bf16.fingerprint == encoder.fingerprint
+    batch = images(4, seed=9)
+    fast, exact = bf16.encode(batch), encoder.encode(batch)["pooled"]
+    assert fast.dtype == np.float32
+    cosine = (fast * exact).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cosine.min() > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        ImageEncoder(EncoderSpec("random:1", SIZE), precision="int8")
+
+
+def test_fixed_batch_size_pads_short_batches_without_changing_results(encoder):
+    padded = ImageEncoder(EncoderSpec("random:1", SIZE), batch_size=8)
+    batch = images(3, seed=2)
+    np.testing.assert_allclose(
+        padded.encode(batch), encoder.encode(batch)["pooled"], rtol=1e-4, atol=1e-5
+    )

@@ -144,3 +144,10 @@ def test_gcs_input_and_output(gcs_emulator, tmp_path, tiny_bundle):
         posixpath.basename(u) for u in pq.read_table(local_copy).column("image_uri").to_pylist()
     }
     assert failed == set(must_fail)
+
+
+def test_bf16_precision(tmp_path, tiny_bundle):
+    images = tmp_path / "images"
+    write_image_folder(images)
+    summary = run(job_flags(images, tiny_bundle, tmp_path / "out", "--precision", "bf16", *FNAPI))
+    assert summary["counts"]["captioned"] == 7

@@ -1,0 +1,129 @@
+"""Scheduled captioning: --only-new skips what committed runs already did."""
+
+import shutil
+
+import pyarrow.parquet as pq
+
+from models.synthetic import SynthConfig, make_example
+from pipeline import runs
+from pipeline.caption import run
+from tests.conftest import write_image_folder
+
+FNAPI = ["--runner", "FnApiRunner"]
+
+
+def caption(images, bundle, output, *extra):
+    return run(
+        [
+            "--input",
+            str(images),
+            "--model",
+            bundle,
+            "--output",
+            str(output),
+            "--max-pixels",
+            "350000",
+            "--max-length",
+            "8",
+            "--only-new",
+            *extra,
+            *FNAPI,
+        ]
+    )
+
+
+def add_images(folder, start, count):
+    for index in range(start, start + count):
+        (folder / f"new{index}.jpg").write_bytes(make_example(SynthConfig(seed=8), index)[2])
+
+
+def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, capsys):
+    images, output = tmp_path / "images", tmp_path / "out"
+    must_fail = write_image_folder(images)
+    first = caption(images, tiny_bundle, output)
+    assert first["counts"]["captioned"] == 7 and first["counts"]["skipped_as_done"] == 0
+
+    add_images(images, 0, 3)
+    second = caption(images, tiny_bundle, output)
+    assert second["counts"]["captioned"] == 3
+    assert second["counts"]["skipped_as_done"] == 7 + len(must_fail)  # failures are done too
+    assert sum(second["counts"]["failed"].values()) == 0
+    _, new_captions, _ = _tables(output, second["run_id"])
+    assert sorted(u.rsplit("/", 1)[1] for u in new_captions) == ["new0.jpg", "new1.jpg", "new2.jpg"]
+
+    third = caption(images, tiny_bundle, output)  # nothing new: an empty, committed run
+    assert third["counts"]["captioned"] == 0 and sum(third["counts"]["failed"].values()) == 0
+    assert (output / "runs" / third["run_id"] / "_SUCCESS").exists()
+
+    retried = caption(images, tiny_bundle, output, "--retry-failures")
+    assert retried["counts"]["captioned"] == 0
+    assert sum(retried["counts"]["failed"].values()) == len(must_fail)
+
+    table = runs.read_captions(str(output))
+    assert table.num_rows == 10 and len(set(table.column("image_uri").to_pylist())) == 10
+    listed = runs.list_runs(str(output))
+    assert [r["run_id"] for r in listed] == sorted(
+        [first["run_id"], second["run_id"], third["run_id"], retried["run_id"]]
+    )
+    assert runs.main([str(output)]) == 0
+    assert "4 committed runs" in capsys.readouterr().out
+
+
+def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
+    images, output = tmp_path / "images", tmp_path / "out"
+    write_image_folder(images)
+    first = caption(images, tiny_bundle, output, "--run-id", "20200101T000000Z-crashed")
+    crashed = output / "runs" / first["run_id"]
+    (crashed / "_SUCCESS").unlink()  # as if the job died after writing its shards
+    again = caption(images, tiny_bundle, output)
+    assert again["counts"]["skipped_as_done"] == 0 and again["counts"]["captioned"] == 7
+    assert [r["run_id"] for r in runs.list_runs(str(output))] == [again["run_id"]]
+
+
+def test_read_captions_keeps_the_latest_caption_per_image(tmp_path, tiny_bundle):
+    images, output = tmp_path / "images", tmp_path / "out"
+    write_image_folder(images)
+    first = run(
+        [
+            "--input",
+            str(images),
+            "--model",
+            tiny_bundle,
+            "--output",
+            str(output),
+            "--max-pixels",
+            "350000",
+            "--max-length",
+            "8",
+            *FNAPI,
+        ]
+    )
+    (images / "good1.jpg").unlink()
+    second = run(
+        [
+            "--input",
+            str(images),
+            "--model",
+            tiny_bundle,
+            "--output",
+            str(output),
+            "--max-pixels",
+            "350000",
+            "--max-length",
+            "3",
+            *FNAPI,
+        ]
+    )
+    table = runs.read_captions(str(output)).to_pylist()
+    by_image = {row["image_uri"].rsplit("/", 1)[1]: row["run_id"] for row in table}
+    assert by_image.pop("good1.jpg") == first["run_id"]  # only the first run saw it
+    assert set(by_image.values()) == {second["run_id"]}
+    shutil.rmtree(output / "runs" / second["run_id"])
+    assert {r["run_id"] for r in runs.read_captions(str(output)).to_pylist()} == {first["run_id"]}
+
+
+def _tables(output, run_id):
+    run_dir = output / "runs" / run_id
+    captions = [pq.read_table(p) for p in run_dir.glob("captions-*.parquet")]
+    uris = [u for t in captions for u in t.column("image_uri").to_pylist()]
+    return run_dir, uris, None
