@@ -39,6 +39,7 @@ from transforms.skip import SkipAlreadyDone
 
 class CaptionFlags(JobFlags):
     REQUIRED = ("--model", "--output")
+    PRESET_SECTION = "caption"
 
     @classmethod
     def add_arguments(cls, parser):
@@ -241,8 +242,9 @@ def build(
     )
 
 
-def run(argv: list[str], *, wait: bool = True) -> dict | None:
-    """Runs one captioning run; returns its summary (None when not waiting)."""
+def run(argv: list[str], *, wait: bool = True):
+    """Runs one captioning run and returns its summary; with ``wait=False`` (a scheduler's
+    launch, a Dataflow ``--dry_run``) returns Beam's PipelineResult as soon as it is submitted."""
     job, options = parse_job_options(
         CaptionFlags, argv, prog="beamcap caption", description=__doc__
     )
@@ -270,7 +272,7 @@ def run(argv: list[str], *, wait: bool = True) -> dict | None:
     result = pipeline.run()
     if not wait:
         logging.info("submitted run %s; it commits to %s", run_id, run_dir)
-        return None
+        return result
     result.wait_until_finish()
     summary = json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
     logging.info("run %s committed to %s: %s", run_id, run_dir, summary["counts"])

@@ -18,17 +18,7 @@ from models.feature_records import split_for
 from models.synthetic import read_scenes
 from pipeline import caption, evaluate, features, report, synth, train
 from pipeline.options import command_parser
-from pipeline.presets import load_preset
-
-
-def flags(settings: dict) -> list[str]:
-    """{"image_size": 75} -> ["--image-size", "75"]."""
-    return [
-        item
-        for key, value in settings.items()
-        if value is not None
-        for item in (f"--{key.replace('_', '-')}", str(value))
-    ]
+from pipeline.presets import as_flags, load_preset
 
 
 def write_broken_files(folder: Path) -> list[Path]:
@@ -93,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             "--overwrite",
             "--runner",
             args.runner,
-            *flags(feature_settings),
+            *as_flags(feature_settings),
         ],
     )
     step(
@@ -121,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             str(out),
             "--runner",
             args.runner,
-            *flags(preset.get("caption", {})),
+            *as_flags(preset.get("caption", {})),
         ],
     )
     run_dir = out / "runs" / summary["run_id"]

@@ -48,6 +48,7 @@ VOCAB = "vocab.txt"
 
 class FeaturesFlags(JobFlags):
     REQUIRED = ("--images", "--captions", "--output")
+    PRESET_SECTION = "features"
 
     @classmethod
     def add_arguments(cls, parser):

@@ -8,6 +8,8 @@ import logging
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.presets import as_flags, load_preset
+
 BEAM_FLAGS_NOTE = (
     "Beam's own flags follow the job's: --runner (DirectRunner by default; DataflowRunner, "
     "FlinkRunner, ...), --direct_num_workers, --project, --region, --temp_location, ... "
@@ -45,6 +47,7 @@ class JobFlags:
     """
 
     REQUIRED: tuple[str, ...] = ()
+    PRESET_SECTION = ""  # the section of a configs/*.yaml preset that holds these flags
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -55,7 +58,21 @@ def parse_job_options(flags: type[JobFlags], argv: list[str], *, prog: str, desc
     """Returns (the job's flags, Beam's options from every other flag); ``--help`` lists the
     job's flags, a bad or missing one exits with a usage message."""
     parser = command_parser(prog, description, epilog=BEAM_FLAGS_NOTE)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"preset name (configs/NAME.yaml) or YAML path: its '{flags.PRESET_SECTION}' "
+        "section sets this job's flags and its 'beam' section Beam's; flags given here win",
+    )
     flags.add_arguments(parser)
+    chosen, _ = parser.parse_known_args(argv)
+    if chosen.config:
+        preset = load_preset(chosen.config)
+        argv = [
+            *as_flags(preset.get(flags.PRESET_SECTION) or {}),
+            *as_flags(preset.get("beam") or {}, hyphens=False),
+            *argv,
+        ]
     job, beam_args = parser.parse_known_args(argv)
     missing = [
         flag for flag in flags.REQUIRED if getattr(job, flag.lstrip("-").replace("-", "_")) is None

@@ -25,6 +25,23 @@ def load_preset(name_or_path: str | None) -> dict:
     return data
 
 
+def as_flags(settings: dict, *, hyphens: bool = True) -> list[str]:
+    """{"image_size": 75, "experiments": ["a", "b"], "no_auth": true} ->
+    ["--image-size", "75", "--experiments", "a", "--experiments", "b", "--no_auth"].
+    Job flags use hyphens; Beam's own keep their underscores (``hyphens=False``)."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + (key.replace("_", "-") if hyphens else key)
+        if value is None or value is False:
+            continue
+        if value is True:
+            flags.append(flag)
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                flags += [flag, str(item)]
+    return flags
+
+
 def section(preset: dict, name: str, dataclass_type=None) -> dict:
     """One section; with ``dataclass_type``, unknown keys are an error naming them."""
     values = dict(preset.get(name) or {})
