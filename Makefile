@@ -5,7 +5,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench lock clean
+.PHONY: help install demo test lint format bench lock clean run-direct run-dataflow run-flink \
+        docker flex-template
+
+# Cloud settings for the run-* targets: make run-dataflow PROJECT=p REGION=r BUCKET=b
+PROJECT ?= my-project
+REGION  ?= us-central1
+BUCKET  ?= $(PROJECT)-beamcap
+IMAGE   ?= $(REGION)-docker.pkg.dev/$(PROJECT)/beamcap/worker:0.1.0
+INPUT   ?= gs://$(BUCKET)/incoming/
+MODEL   ?= gs://$(BUCKET)/models/v1
+OUTPUT  ?= gs://$(BUCKET)/captions
+FLINK_MASTER ?= localhost:8081
+WORKER_POOL  ?= localhost:50000
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -25,6 +37,27 @@ demo: install ## the whole job on the synthetic dataset: synth, features, train,
 
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest
+
+run-direct: install ## caption INPUT with MODEL into OUTPUT on this machine (DirectRunner, --only-new)
+	$(BIN)/beamcap caption --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --only-new \
+	  --direct_num_workers 0 --direct_running_mode multi_processing
+
+run-dataflow: install ## submit the caption job to Dataflow with GPU workers (configs/dataflow-gpu.yaml)
+	$(BIN)/beamcap caption --config dataflow-gpu --input $(INPUT) --model $(MODEL) \
+	  --output $(OUTPUT) --only-new --project $(PROJECT) --region $(REGION) \
+	  --temp_location gs://$(BUCKET)/tmp --sdk_container_image $(IMAGE)
+
+run-flink: install ## submit the caption job to a Flink cluster (configs/flink.yaml; worker pool at WORKER_POOL)
+	$(BIN)/beamcap caption --config flink --input $(INPUT) --model $(MODEL) --output $(OUTPUT) \
+	  --only-new --flink_master $(FLINK_MASTER) --environment_config $(WORKER_POOL)
+
+docker: ## build and push the worker image IMAGE (needs a Docker engine)
+	docker build --target worker -t $(IMAGE) . && docker push $(IMAGE)
+
+flex-template: ## build the flex-template image and its spec at gs://BUCKET/templates/
+	docker build --target flex-template -t $(IMAGE)-launcher . && docker push $(IMAGE)-launcher
+	gcloud dataflow flex-template build gs://$(BUCKET)/templates/beamcap-caption.json \
+	  --image $(IMAGE)-launcher --sdk-language PYTHON --metadata-file templates/caption-metadata.json
 
 lint: install ## ruff: lint and format check
 	$(BIN)/ruff check .

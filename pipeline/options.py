@@ -27,6 +27,27 @@ def command_parser(prog: str, description: str, **kwargs) -> argparse.ArgumentPa
     )
 
 
+def _truth(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_switch(group, flag: str, help_text: str) -> None:
+    """A boolean flag that also takes a value: ``--x``, ``--x=true``, ``--x=false`` (the form
+    Dataflow flex templates pass)."""
+    group.add_argument(
+        flag,
+        nargs="?",
+        const=True,
+        default=False,
+        type=_truth,
+        help=help_text + " (default: false)",
+    )
+
+
 def add_precision_flag(group) -> None:
     group.add_argument(
         "--precision",

@@ -1,0 +1,25 @@
+# beamcap worker image: Apache Beam's Python SDK image (matching setup.py's Beam and Python)
+# with GPU TensorFlow and beamcap installed. Use it as --sdk_container_image on Dataflow
+# (Runner v2) or as the DOCKER environment on Flink; the flex-template stage adds the launcher.
+#   make docker IMAGE=us-docker.pkg.dev/PROJECT/beamcap/worker:0.1.0
+ARG BEAM_VERSION=2.77.0
+ARG PYTHON_VERSION=3.11
+
+FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS launcher
+
+FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS worker
+WORKDIR /opt/beamcap
+ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2
+COPY setup.py constraints.txt README.md ./
+COPY pipeline ./pipeline
+COPY transforms ./transforms
+COPY models ./models
+COPY configs ./configs
+RUN pip install --no-cache-dir -c constraints.txt ".[gpu]"
+# The SDK image's boot program stays the entrypoint: workers start as Beam expects.
+
+FROM worker AS flex-template
+COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/beamcap/pipeline/caption.py \
+    FLEX_TEMPLATE_PYTHON_SETUP_FILE=/opt/beamcap/setup.py
+ENTRYPOINT ["/opt/google/dataflow/python_template_launcher"]

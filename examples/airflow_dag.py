@@ -1,0 +1,56 @@
+"""Airflow: caption new images daily, locally/on Flink or on Dataflow (flex template).
+
+Requires apache-airflow with the apache-beam and google providers. Set the Airflow Variables
+beamcap_bucket, gcp_project, gcp_region and beamcap_template (the flex template's gs:// path).
+"""
+
+import pendulum
+from airflow import DAG
+from airflow.models import Variable
+from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+
+BUCKET = "{{ var.value.beamcap_bucket }}"
+
+with DAG(
+    dag_id="beamcap_caption_new_images",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["beamcap"],
+) as dag:
+    # DirectRunner or Flink: the job's module run by Airflow's Beam operator.
+    caption_on_flink = BeamRunPythonPipelineOperator(
+        task_id="caption_on_flink",
+        runner="FlinkRunner",
+        py_file="pipeline/caption.py",
+        py_requirements=["beamcap"],
+        pipeline_options={
+            "config": "flink",
+            "input": f"gs://{BUCKET}/incoming/",
+            "model": f"gs://{BUCKET}/models/v1",
+            "output": f"gs://{BUCKET}/captions",
+            "only-new": "true",
+            "flink_master": "flink-jobmanager:8081",
+        },
+    )
+
+    # Dataflow with GPU workers: launch the flex template built by `make flex-template`.
+    caption_on_dataflow = DataflowStartFlexTemplateOperator(
+        task_id="caption_on_dataflow",
+        project_id=Variable.get("gcp_project", default_var="my-project"),
+        location=Variable.get("gcp_region", default_var="us-central1"),
+        body={
+            "launchParameter": {
+                "jobName": "beamcap-{{ ds_nodash }}",
+                "containerSpecGcsPath": "{{ var.value.beamcap_template }}",
+                "parameters": {
+                    "config": "dataflow-gpu",
+                    "input": f"gs://{BUCKET}/incoming/",
+                    "model": f"gs://{BUCKET}/models/v1",
+                    "output": f"gs://{BUCKET}/captions",
+                    "only-new": "true",
+                },
+            }
+        },
+    )
