@@ -13,6 +13,7 @@ on TensorFlow, ``jax.jit`` on JAX) and pads batches to a few fixed sizes so it c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 
@@ -110,6 +111,20 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int) -> None:
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
+def _grow_gpu_memory() -> None:
+    """On TensorFlow, let visible GPUs allocate memory as needed instead of all of it up front
+    (several models or processes can then share one GPU). A no-op without GPUs, on JAX, or once
+    TensorFlow has already initialised the devices."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Once TensorFlow has initialised the devices the setting can no longer change.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
 class ImageEncoder:
     """InceptionV3 without its classifier; ``encode`` maps uint8 [B, S, S, 3] to [B, 2048].
 
@@ -132,6 +147,7 @@ class ImageEncoder:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.spec, self.precision, self.batch_size = spec, precision, batch_size
+        _grow_gpu_memory()
         size = spec.image_size
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(PRECISIONS[precision])  # read while the layers are built
