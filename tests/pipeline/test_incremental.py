@@ -8,28 +8,11 @@ from models.synthetic import SynthConfig, make_example
 from pipeline import runs
 from pipeline.caption import run
 from tests.conftest import write_image_folder
-
-FNAPI = ["--runner", "FnApiRunner"]
+from tests.pipeline.test_caption import FNAPI, job_flags
 
 
 def caption(images, bundle, output, *extra):
-    return run(
-        [
-            "--input",
-            str(images),
-            "--model",
-            bundle,
-            "--output",
-            str(output),
-            "--max-pixels",
-            "350000",
-            "--max-length",
-            "8",
-            "--only-new",
-            *extra,
-            *FNAPI,
-        ]
-    )
+    return run(job_flags(images, bundle, output, "--only-new", *extra, *FNAPI))
 
 
 def add_images(folder, start, count):
@@ -83,37 +66,9 @@ def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
 def test_read_captions_keeps_the_latest_caption_per_image(tmp_path, tiny_bundle):
     images, output = tmp_path / "images", tmp_path / "out"
     write_image_folder(images)
-    first = run(
-        [
-            "--input",
-            str(images),
-            "--model",
-            tiny_bundle,
-            "--output",
-            str(output),
-            "--max-pixels",
-            "350000",
-            "--max-length",
-            "8",
-            *FNAPI,
-        ]
-    )
+    first = run(job_flags(images, tiny_bundle, output, *FNAPI))
     (images / "good1.jpg").unlink()
-    second = run(
-        [
-            "--input",
-            str(images),
-            "--model",
-            tiny_bundle,
-            "--output",
-            str(output),
-            "--max-pixels",
-            "350000",
-            "--max-length",
-            "3",
-            *FNAPI,
-        ]
-    )
+    second = run(job_flags(images, tiny_bundle, output, "--max-length", "3", *FNAPI))
     table = runs.read_captions(str(output)).to_pylist()
     by_image = {row["image_uri"].rsplit("/", 1)[1]: row["run_id"] for row in table}
     assert by_image.pop("good1.jpg") == first["run_id"]  # only the first run saw it
