@@ -1,11 +1,13 @@
 """``beamcap caption``: images -> captions with scores and N-best alternatives, in Parquet.
 
-    MatchImages -> Reshuffle -> ReadAndDecode -> CaptionImages (batched InceptionV3 + beam
-    search, one fused stage) -> WriteCaptions;  every stage's failures -> WriteFailures
+    MatchImages -> [SkipAlreadyCaptioned] -> Reshuffle -> ReadAndDecode -> CaptionImages
+    (batched InceptionV3 + beam search, one fused stage) -> WriteCaptions;
+    every stage's failures -> WriteFailures
 
 Each run writes ``OUTPUT/runs/RUN_ID/``: ``captions-*.parquet``, ``failures-*.parquet``,
 ``summary.json`` (counts, model id, wall time, images/s) and then ``_SUCCESS``. Every matched
-file is in exactly one of captions and failures.
+file is in exactly one of captions and failures, unless ``--only-new`` skipped it as done by an
+earlier committed run (counted as ``skipped_as_done``).
 
     beamcap caption --input 'photos/**.jpg' --model data/model --output out/captions
     python -m pipeline.caption --input gs://B/images/ --model gs://B/models/v1 \\
