@@ -128,8 +128,8 @@ def _grow_gpu_memory() -> None:
 class ImageEncoder:
     """InceptionV3 without its classifier; ``encode`` maps uint8 [B, S, S, 3] to [B, 2048].
 
-    ``weights_file`` (a local path) replaces ``spec.weights`` as the source of the weights while
-    the spec keeps naming where they came from (how a bundle loads its copy). ``precision``
+    ``weights_file`` (a path or gs:// URI) replaces ``spec.weights`` as the source of the weights
+    while the spec keeps naming where they came from (how a bundle loads its copy). ``precision``
     (fp32, bf16, fp16) is the compute type: weights stay float32 (same fingerprint) and the
     outputs are float32. ``batch_size``: batches up to it are padded to exactly it, so a job's
     last, short batch reuses the compiled shape instead of compiling another.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,10 +43,6 @@ def _blob(uri: str):
     if not bucket or not name:
         raise ValueError(f"not a gs://BUCKET/OBJECT URI: {uri}")
     return _GCS_CLIENT.bucket(bucket).blob(name)
-
-
-def exists(uri: str) -> bool:
-    return _blob(uri).exists() if is_gcs(uri) else Path(uri).exists()
 
 
 def read_bytes(uri: str) -> bytes:
@@ -105,11 +100,3 @@ def local_file_for(uri: str) -> Iterator[str]:
         path = os.path.join(tmp, uri.rsplit("/", 1)[-1])
         yield path
         write_bytes(uri, Path(path).read_bytes())
-
-
-def copy(source: str, destination: str) -> None:
-    if not is_gcs(source) and not is_gcs(destination):
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, destination)
-        return
-    write_bytes(destination, read_bytes(source))

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -293,7 +292,7 @@ def train(
     encoder_info = dataset["encoder"]
     encoder = ImageEncoder(
         EncoderSpec(encoder_info["weights"], encoder_info["image_size"]),
-        weights_file=_local(storage.join(data_dir, encoder_info["weights_file"]), work),
+        weights_file=storage.join(data_dir, encoder_info["weights_file"]),
     )
     if encoder.fingerprint != encoder_info["fingerprint"]:
         raise ValueError(
@@ -321,12 +320,3 @@ def train(
     if not any(work.iterdir()):
         work.rmdir()
     return metrics
-
-
-def _local(uri: str, work: Path) -> str:
-    """A local path for ``uri`` (copied into ``work`` when it is on gs://)."""
-    if not storage.is_gcs(uri):
-        return uri
-    path = work / os.path.basename(uri)
-    path.write_bytes(storage.read_bytes(uri))
-    return str(path)
