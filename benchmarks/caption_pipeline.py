@@ -105,7 +105,7 @@ def encoder_alone(paths, bundle, batch_size: int) -> float:
 
 def naive_loop(paths, bundle) -> float:
     size = bundle.encoder.spec.image_size
-    stepper = bundle.stepper()
+    stepper = bundle.stepper
     started = time.perf_counter()
     for path in paths:
         image = Image.open(io.BytesIO(path.read_bytes())).convert("RGB").resize((size, size))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import tempfile
@@ -52,14 +53,16 @@ class Bundle:
     def model_id(self) -> str:
         return self.manifest["model_id"]
 
+    @functools.cached_property
     def stepper(self) -> DecoderStepper:
+        """One stepper per bundle: it caches its compiled top-k step, so every batch reuses it."""
         return DecoderStepper(
             self.decoder, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id
         )
 
     def caption(self, images: np.ndarray, **search) -> list[list[Hypothesis]]:
         """uint8 images [B, S, S, 3] -> N-best hypotheses per image (``beam_search`` kwargs)."""
-        return beam_search(self.stepper(), self.encoder.encode(images), **search)
+        return beam_search(self.stepper, self.encoder.encode(images), **search)
 
 
 def save_bundle(

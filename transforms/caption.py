@@ -51,7 +51,6 @@ class _CaptionBatch(beam.DoFn):
 
     def process(self, batch: list[DecodedImage]):
         self.batch_sizes.update(len(batch))
-        stepper = self.bundle.stepper()
         images, features, failed = run_batch(
             lambda xs: self.bundle.encoder.encode(np.stack([x.pixels for x in xs])),
             batch,
@@ -63,7 +62,9 @@ class _CaptionBatch(beam.DoFn):
             return
         by_uri = dict(zip((x.uri for x in images), features, strict=True))
         images, hypotheses, failed = run_batch(
-            lambda xs: beam_search(stepper, np.stack([by_uri[x.uri] for x in xs]), **self.search),
+            lambda xs: beam_search(
+                self.bundle.stepper, np.stack([by_uri[x.uri] for x in xs]), **self.search
+            ),
             images,
             "caption",
         )

@@ -65,6 +65,14 @@ def test_round_trip_gives_identical_captions(saved, parts, images):
     assert bundle.caption(images, **SEARCH) == expected_captions(parts, images)
 
 
+def test_batches_reuse_one_compiled_step(saved, images):
+    bundle = load_bundle(saved)
+    first = bundle.caption(images, **SEARCH)
+    step_model = bundle.stepper._top_k_models[SEARCH["beam_size"]]
+    assert bundle.caption(images[::-1], **SEARCH) == first[::-1]
+    assert bundle.stepper._top_k_models == {SEARCH["beam_size"]: step_model}
+
+
 def test_round_trip_through_gcs(gcs_emulator, parts, images):
     uri = "gs://beamcap-test/models/v1"
     manifest = save_bundle(uri, **parts)
