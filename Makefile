@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: help install demo test lint format bench lock clean run-direct run-dataflow run-flink \
         docker flex-template
 
+# Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
+DEMO_ARGS ?=
+
 # Cloud settings for the run-* targets: make run-dataflow PROJECT=p REGION=r BUCKET=b
 PROJECT ?= my-project
 REGION  ?= us-central1
@@ -33,7 +36,7 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP) ## create .venv and install beamcap with its test extra, pinned by constraints.txt
 
 demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
-	$(BIN)/beamcap demo --workdir data/demo
+	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
 
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest

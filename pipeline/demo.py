@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         "--images", type=int, default=None, help="synthetic images (default: the preset's)"
     )
     parser.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="InceptionV3 weights for the features step: imagenet on a connected machine, a "
+        "weights file, or random:SEED (default: the preset's, random:0 in demo)",
+    )
+    parser.add_argument(
         "--runner",
         default="DirectRunner",
         help="Beam runner for the two Beam jobs (default: %(default)s)",
@@ -69,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             str(synth_settings.get("seed", 0)),
         ],
     )
-    feature_settings = preset.get("features", {})
+    feature_settings = dict(preset.get("features", {}))
+    if args.encoder_weights:
+        feature_settings["encoder_weights"] = args.encoder_weights
     step(
         "features",
         features.run,

@@ -15,9 +15,8 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     preset = tmp_path / "tiny.yaml"
     preset.write_text(TINY_PRESET)
     work = tmp_path / "demo"
-    assert (
-        demo.main(["--workdir", str(work), "--config", str(preset), "--runner", "FnApiRunner"]) == 0
-    )
+    flags = ["--workdir", str(work), "--config", str(preset), "--runner", "FnApiRunner"]
+    assert demo.main([*flags, "--encoder-weights", "random:5"]) == 0
     out = capsys.readouterr().out
     for step in ("synth", "features", "train", "caption", "evaluate", "report"):
         assert f"=== {step}" in out
@@ -29,3 +28,5 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     assert summary["counts"]["failed"]["decode"] == 3  # the three broken files
     assert summary["counts"]["captioned"] == tests - 3
     assert (run_dir / "report.html").exists() and (run_dir / "metrics.json").exists()
+    dataset = json.loads((work / "features" / "dataset.json").read_text())
+    assert dataset["encoder"]["weights"] == "random:5"  # the flag overrides the preset
