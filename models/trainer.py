@@ -95,11 +95,10 @@ def read_sample(files: list[str], count: int) -> tuple[np.ndarray, list[list[str
 
 
 def bleu4(
-    decoder: ShowAndTell, vocabulary: Vocabulary, features, references, *, beam_size, max_length
+    stepper: DecoderStepper, vocabulary: Vocabulary, features, references, *, beam_size, max_length
 ) -> float:
     if not len(features):
         return float("nan")
-    stepper = DecoderStepper(decoder, start_id=vocabulary.start_id, end_id=vocabulary.end_id)
     best = beam_search(
         stepper, features, beam_size=beam_size, max_length=max_length, num_candidates=1
     )
@@ -108,10 +107,13 @@ def bleu4(
 
 
 class _ValidationBleu(keras.callbacks.Callback):
-    def __init__(self, decoder, vocabulary, sample, config: TrainConfig):
+    """Validation BLEU-4 after each epoch; ``stepper`` shares the decoder's variables, so one
+    stepper (and its compiled step) serves every epoch."""
+
+    def __init__(self, stepper, vocabulary, sample, config: TrainConfig):
         super().__init__()
-        self.decoder, self.vocabulary, self.sample, self.config = (
-            decoder,
+        self.stepper, self.vocabulary, self.sample, self.config = (
+            stepper,
             vocabulary,
             sample,
             config,
@@ -119,7 +121,7 @@ class _ValidationBleu(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["val_bleu4"] = bleu4(
-            self.decoder,
+            self.stepper,
             self.vocabulary,
             *self.sample,
             beam_size=self.config.beam_size,
@@ -247,8 +249,9 @@ def train(
     if history_csv.exists() and not backup.exists():
         history_csv.unlink()  # left by a run that stopped before its first checkpoint
     monitor = "val_loss" if val_data is not None else "loss"
+    stepper = DecoderStepper(decoder, start_id=vocabulary.start_id, end_id=vocabulary.end_id)
     callbacks = [
-        _ValidationBleu(decoder, vocabulary, sample, config),
+        _ValidationBleu(stepper, vocabulary, sample, config),
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=config.patience, restore_best_weights=True
         ),
@@ -273,7 +276,7 @@ def train(
     history = _history(history_csv)
     best = min(history, key=lambda row: row.get(monitor, math.inf))
     final_bleu = bleu4(
-        decoder, vocabulary, *sample, beam_size=config.beam_size, max_length=config.max_length
+        stepper, vocabulary, *sample, beam_size=config.beam_size, max_length=config.max_length
     )
     metrics = {
         "epochs_run": len(history),
