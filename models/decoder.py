@@ -7,28 +7,18 @@ goes through dropout and a Dense layer over the vocabulary.
 Two views share one set of layers:
   ``training_model``  (features [B, D], tokens [B, T]) -> logits [B, T-1, V] for teacher forcing:
                       the input is ``tokens[:, :-1]``, the target ``tokens[:, 1:]``;
-  ``DecoderStepper``  the step protocol of DESIGN.md that beam search drives.
+  ``DecoderStepper``  the step protocol (docs/architecture.md) that beam search drives.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 
-from models.encoder import FEATURE_DIM, pad_rows
+from models.configs import DecoderConfig
+from models.encoder import pad_rows
 
-
-@dataclasses.dataclass(frozen=True)
-class DecoderConfig:
-    """Decoder sizes (im2txt: 512 everywhere, dropout 0.3 when training)."""
-
-    vocab_size: int
-    embedding_dim: int = 512
-    lstm_units: int = 512
-    dropout: float = 0.3
-    feature_dim: int = FEATURE_DIM
+__all__ = ["DecoderConfig", "DecoderStepper", "ShowAndTell", "masked_cross_entropy"]
 
 
 class ShowAndTell:
@@ -85,7 +75,7 @@ def masked_cross_entropy(targets, logits, pad_id: int = 0):
 
 
 class DecoderStepper:
-    """The batched step protocol of DESIGN.md over a :class:`ShowAndTell` decoder.
+    """The batched step protocol (docs/architecture.md) over a :class:`ShowAndTell` decoder.
 
     A state is ``(h, c)``, each [N, lstm_units]. Calls run the compiled predict functions with
     rows padded to a multiple of ``row_multiple`` so that beam search, whose row count changes

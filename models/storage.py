@@ -57,6 +57,13 @@ def read_bytes(uri: str) -> bytes:
     return Path(uri).read_bytes()
 
 
+def exists(uri: str) -> bool:
+    """Whether a file (not a directory) exists at ``uri``."""
+    if is_gcs(uri):
+        return _blob(uri).exists()
+    return Path(uri).is_file()
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Writes a whole file, creating local parent directories."""
     if is_gcs(uri):

@@ -27,27 +27,14 @@ import numpy as np
 from models import storage
 from models.beam_search import beam_search
 from models.bundle import save_bundle
-from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell, masked_cross_entropy
+from models.configs import DecoderConfig, TrainConfig
+from models.decoder import DecoderStepper, ShowAndTell, masked_cross_entropy
 from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, parse_example
 from models.metrics import caption_scores
 from models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 64
-    epochs: int = 20
-    learning_rate: float = 2e-3
-    clip_norm: float = 5.0
-    patience: int = 3
-    shuffle_buffer: int = 20_000
-    bleu_sample: int = 200
-    beam_size: int = 3
-    max_length: int = 20
-    seed: int = 0
 
 
 def _shards(data_dir: str, split: str) -> list[str]:

@@ -1,13 +1,19 @@
 """The ``beamcap`` command: ``beamcap SUBCOMMAND [flags]``; ``beamcap SUBCOMMAND --help`` for each.
 
 Every subcommand is a module of this package with a ``main(argv)``; Beam jobs take Beam's own
-flags (``--runner`` and the rest) after theirs.
+flags (``--runner`` and the rest) after theirs. Exit status: 0 done; 1 the run failed (a fault
+that is not an image's: the reason is printed, the run directory marked failed); 2 refused
+before anything started (a flag, preset, path or bundle: one line naming it).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Quiet TensorFlow's C++ start-up logs unless --log-level debug asks for them (before any import).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SUBCOMMANDS = {
     "demo": ("pipeline.demo", "the whole job on the synthetic dataset, offline"),
@@ -40,8 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"beamcap: unknown subcommand {name!r}\n\n{usage()}", end="", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return module.main(rest) or 0
+    from models.configs import SettingsError  # light: no framework behind it
+    from pipeline.runs import RunFailed
+
+    prog = f"beamcap {name}"
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        return module.main(rest) or 0
+    except SettingsError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"{prog}: error: {error.filename or error}: no such file", file=sys.stderr)
+        return 2
+    except RunFailed as error:
+        print(f"{prog}: run failed: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from pathlib import Path
 from models.feature_records import split_for
 from models.synthetic import read_scenes
 from pipeline import caption, evaluate, features, report, synth, train
-from pipeline.options import command_parser
-from pipeline.presets import as_flags, load_preset
+from pipeline.settings import Parser, load_preset
 
 
 def write_broken_files(folder: Path) -> list[Path]:
@@ -30,7 +29,7 @@ def write_broken_files(folder: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("beamcap demo", __doc__)
+    parser = Parser("beamcap demo", __doc__)
     parser.add_argument(
         "--workdir", default="data/demo", help="where every step writes (default: %(default)s)"
     )
@@ -75,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             str(synth_settings.get("seed", 0)),
         ],
     )
-    feature_settings = dict(preset.get("features", {}))
-    if args.encoder_weights:
-        feature_settings["encoder_weights"] = args.encoder_weights
+    weights = ["--encoder-weights", args.encoder_weights] if args.encoder_weights else []
     step(
         "features",
         features.run,
@@ -91,13 +88,16 @@ def main(argv: list[str] | None = None) -> int:
             "--overwrite",
             "--runner",
             args.runner,
-            *as_flags(feature_settings),
+            "--config",
+            args.config,
+            *weights,
         ],
     )
     step(
         "train", train.main, ["--data", str(feats), "--output", str(model), "--config", args.config]
     )
 
+    feature_settings = preset.get("features", {})
     fractions = {k: feature_settings.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
     test_images = [
         data / "Images" / scene.image
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             str(out),
             "--runner",
             args.runner,
-            *as_flags(preset.get("caption", {})),
+            "--config",
+            args.config,
         ],
     )
     run_dir = out / "runs" / summary["run_id"]

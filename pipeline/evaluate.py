@@ -22,8 +22,8 @@ from models import storage
 from models.caption_files import read_caption_file
 from models.metrics import caption_scores
 from models.synthetic import describes, read_scenes
-from pipeline.options import command_parser
 from pipeline.runs import read_run
+from pipeline.settings import Parser
 
 
 def evaluate(run_dir: str, references_uri: str, scenes_uri: str | None = None) -> dict:
@@ -65,7 +65,7 @@ def table(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("beamcap evaluate", __doc__)
+    parser = Parser("beamcap evaluate", __doc__)
     parser.add_argument(
         "--captions", required=True, help="a committed run directory (OUTPUT/runs/RUN_ID)"
     )

@@ -1,28 +1,30 @@
 """``beamcap inspect BUNDLE``: load a model bundle, verify every part, print what it holds.
 
-Exits 1 with the reason when a part is missing or does not match the manifest, so it can gate a
-deployment: ``beamcap inspect gs://bucket/models/v3 && make run-dataflow ...``.
+Exits 2 with a one-line reason when a part is missing or does not match the manifest (the same
+check every job runs at launch, ``models.manifest.verify_bundle``), then loads the weights to
+check their fingerprints too; so it can gate a deployment:
+``beamcap inspect gs://bucket/models/v3 && make run-dataflow ...``.
 """
 
 from __future__ import annotations
 
 import json
 
-from models.bundle import BundleError, load_bundle
-from pipeline.options import command_parser
+from models.backend import load_keras
+from models.manifest import verify_bundle
+from pipeline.settings import Parser
 
 
 def main(argv: list[str]) -> int:
-    parser = command_parser("beamcap inspect", __doc__)
+    parser = Parser("beamcap inspect", __doc__)
     parser.add_argument("bundle", help="bundle directory: a local path or gs://BUCKET/PREFIX")
     parser.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     args = parser.parse_args(argv)
-    try:
-        bundle = load_bundle(args.bundle)
-    except (BundleError, FileNotFoundError) as error:
-        print(f"beamcap inspect: {error}")
-        return 1
-    manifest = bundle.manifest
+    manifest = verify_bundle(args.bundle)
+    load_keras()  # TensorFlow: only for a bundle that passed the check
+    from models.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0

@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from models import storage
-from pipeline.options import command_parser
 from pipeline.runs import read_run
+from pipeline.settings import Parser
 
 THUMBNAIL = 160
 STYLE = """
@@ -108,7 +108,7 @@ def render(run_dir: str, images_root: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("beamcap report", __doc__)
+    parser = Parser("beamcap report", __doc__)
     parser.add_argument("run_dir", help="a committed run directory (OUTPUT/runs/RUN_ID)")
     parser.add_argument(
         "--images",

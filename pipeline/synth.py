@@ -11,7 +11,7 @@ import sys
 import time
 
 from models.synthetic import SynthConfig, generate
-from pipeline.options import command_parser
+from pipeline.settings import Parser
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -25,7 +25,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("beamcap synth", __doc__)
+    parser = Parser("beamcap synth", __doc__)
     parser.add_argument("--output", required=True, help="dataset directory to create")
     parser.add_argument(
         "--images", type=int, default=1000, help="number of images (default: %(default)s)"

@@ -3,7 +3,8 @@
     beamcap train --data data/features --output data/model --config demo
     beamcap train --data gs://B/features --output gs://B/models/v1 --config flickr8k --epochs 5
 
-Rerun the same command after an interruption to resume from the last finished epoch.
+Rerun the same command after an interruption to resume from the last finished epoch. A preset's
+``train`` section sets the flags below, its ``decoder`` section the decoder's sizes.
 """
 
 from __future__ import annotations
@@ -14,62 +15,76 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+from models import storage
+from models.backend import load_keras
+from models.configs import DecoderConfig, SettingsError, TrainConfig, check_ranges, setting
+from pipeline.settings import configure_logging, parse_job, preset_section
 
-from models.decoder import DecoderConfig  # noqa: E402
-from models.trainer import TrainConfig, train  # noqa: E402
-from pipeline.options import command_parser, configure_logging  # noqa: E402
-from pipeline.presets import load_preset, section  # noqa: E402
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings(TrainConfig):
+    data: str = setting(
+        None,
+        "a `beamcap features` output directory (local or gs://)",
+        type=str,
+        required=True,
+        uris=True,
+    )
+    output: str = setting(
+        None,
+        "bundle directory to write (local or gs://); also gets loss.png and metrics.json",
+        type=str,
+        required=True,
+        uris=True,
+    )
+    checkpoint_dir: str = setting(
+        None,
+        "where per-epoch checkpoints go (default: OUTPUT/checkpoints for a local output, a "
+        "temporary directory otherwise)",
+        type=str,
+        uris=True,
+    )
+
+    def check(self) -> None:
+        if not storage.exists(storage.join(self.data, "dataset.json")):
+            raise SettingsError(
+                f"--data: {self.data} holds no dataset.json; write it with `beamcap features`"
+            )
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("beamcap train", __doc__)
-    parser.add_argument(
-        "--data", required=True, help="a `beamcap features` output directory (local or gs://)"
+    job = parse_job(
+        TrainSettings,
+        sys.argv[1:] if argv is None else argv,
+        prog="beamcap train",
+        description=__doc__,
+        section="train",
+        beam=False,
     )
-    parser.add_argument(
-        "--output",
-        required=True,
-        help="bundle directory to write (local or gs://); also gets loss.png and metrics.json",
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="preset name (configs/NAME.yaml) or YAML path: its decoder and train sections",
-    )
-    parser.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        help="where per-epoch checkpoints go (default: OUTPUT/checkpoints for "
-        "a local output, a temporary directory otherwise)",
-    )
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=type(field.default),
-            default=None,
-            help=f"overrides the preset (default {field.default})",
-        )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    configure_logging()
-    preset = load_preset(args.config)
-    train_settings = section(preset, "train", TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        if getattr(args, field.name) is not None:
-            train_settings[field.name] = getattr(args, field.name)
-    config = dataclasses.replace(defaults, **train_settings)
-    decoder_settings = section(preset, "decoder", DecoderConfig)
+    decoder_settings = preset_section(job.preset, "decoder", DecoderConfig)
+    check_ranges(DecoderConfig(vocab_size=1, **decoder_settings))
+    configure_logging(job.log_level)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    load_keras()  # TensorFlow, quietly, once the flags are good
+    from models.trainer import train
+
+    settings = job.settings
     metrics = train(
-        args.data,
-        args.output,
+        settings.data,
+        settings.output,
         decoder_config=decoder_settings,
-        config=config,
-        checkpoint_dir=args.checkpoint_dir,
+        config=settings.config,
+        checkpoint_dir=settings.checkpoint_dir,
     )
     summary = {
-        k: metrics[k]
-        for k in (
+        key: metrics[key]
+        for key in (
             "model_id",
             "epochs_run",
             "best_epoch",
@@ -79,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             "seconds",
         )
     }
-    logging.info("bundle written to %s", args.output)
+    logging.info("bundle written to %s", settings.output)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["train", *sys.argv[1:]]))

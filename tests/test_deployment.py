@@ -1,14 +1,15 @@
 """The Docker image, the flex template and the scheduling examples agree with the code."""
 
 import ast
+import dataclasses
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.caption import CaptionFlags
-from pipeline.options import command_parser
+from pipeline.caption import CaptionSettings
+from pipeline.settings import Parser, add_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +45,8 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_flex_template_parameters_are_the_caption_flags():
-    parser = command_parser("x", "x")
-    CaptionFlags.add_arguments(parser)
+    parser = Parser("x", "x")
+    add_settings(parser, CaptionSettings, "caption job")
     flags = {
         a.option_strings[0][2:]
         for a in parser._actions
@@ -54,12 +55,16 @@ def test_flex_template_parameters_are_the_caption_flags():
     metadata = json.loads((ROOT / "templates" / "caption-metadata.json").read_text())
     assert {p["name"] for p in metadata["parameters"]} == flags
     required = {p["name"] for p in metadata["parameters"] if not p["isOptional"]}
-    assert required == {flag.lstrip("-") for flag in CaptionFlags.REQUIRED}
+    assert required == {
+        field.name.replace("_", "-")
+        for field in dataclasses.fields(CaptionSettings)
+        if field.metadata["required"]
+    }
 
 
 def test_switches_take_the_flex_template_form():
-    parser = command_parser("x", "x")
-    CaptionFlags.add_arguments(parser)
+    parser = Parser("x", "x")
+    add_settings(parser, CaptionSettings, "caption job")
     assert parser.parse_args(["--only-new=true"]).only_new is True
     assert parser.parse_args(["--only-new"]).only_new is True
     assert parser.parse_args(["--only-new=false"]).only_new is False

@@ -20,8 +20,8 @@ def test_inspect_verifies_a_bundle(tmp_path, parts, capsys):  # noqa: F811
     out = capsys.readouterr().out
     assert manifest["model_id"] in out and "verified" in out and "val_bleu4: 0.5" in out
     (tmp_path / "b" / "vocab.txt").write_text("<pad> 0\n")
-    assert cli.main(["inspect", str(tmp_path / "b")]) == 1
-    assert "vocab.txt does not match" in capsys.readouterr().out
+    assert cli.main(["inspect", str(tmp_path / "b")]) == 2
+    assert "vocab.txt does not match" in capsys.readouterr().err
 
 
 def test_console_script_runs():

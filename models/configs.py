@@ -1,0 +1,121 @@
+"""Plain settings of the model layer, importable without Keras: what a launcher checks before
+it loads a framework, and what ``beamcap train``'s flags and presets derive from.
+
+A field declared with :func:`setting` carries its help text and its allowed range; the
+``pipeline.settings`` module turns such dataclasses into flags, preset checks and launch checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+FEATURE_DIM = 2048
+PRECISIONS = ("fp32", "bf16", "fp16")  # the encoder's compute types; weights stay float32
+PRECISION_HELP = (
+    "encoder compute type: bf16 on CPUs with AVX512_BF16/AMX and on GPUs, fp16 on older GPUs; "
+    "weights stay float32"
+)
+
+
+class SettingsError(ValueError):
+    """A setting out of range or unknown; the message is one line naming the flag or file."""
+
+
+def setting(
+    default,
+    help: str,  # noqa: A002 - argparse's name for it
+    *,
+    type=None,  # noqa: A002
+    minimum=None,
+    maximum=None,
+    choices=None,
+    required: bool = False,
+    uris: bool = False,
+):
+    """A dataclass field with what its flag needs: help text, type (default: the default's),
+    inclusive ``minimum``/``maximum``, ``choices``; ``required`` fields default to None.
+    Float settings must also be finite; ``uris`` settings hold comma-separated local paths or
+    ``gs://`` URIs, the schemes every part of beamcap reads and writes."""
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "help": help,
+            "type": type or builtin_type(default),
+            "minimum": minimum,
+            "maximum": maximum,
+            "choices": choices,
+            "required": required,
+            "uris": uris,
+        },
+    )
+
+
+def builtin_type(value):
+    if value is None:
+        raise TypeError("a setting defaulting to None needs an explicit type")
+    return type(value)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``beam_size`` -> ``--beam-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_ranges(settings) -> None:
+    """Raises :class:`SettingsError` for the first field outside its declared range."""
+    for field in dataclasses.fields(settings):
+        meta, value = field.metadata, getattr(settings, field.name)
+        if "type" not in meta:
+            continue
+        name = flag(field.name)
+        if value is None:
+            if meta["required"]:
+                raise SettingsError(f"{name} is required")
+            continue
+        kind = meta["type"]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise SettingsError(f"{name} must be {kind.__name__}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, got {value}")
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise SettingsError(f"{name} must be one of {', '.join(map(str, meta['choices']))}")
+        if meta["minimum"] is not None and value < meta["minimum"]:
+            raise SettingsError(f"{name} must be >= {meta['minimum']}, got {value}")
+        if meta["maximum"] is not None and value > meta["maximum"]:
+            raise SettingsError(f"{name} must be <= {meta['maximum']}, got {value}")
+        if meta["uris"]:
+            for uri in value.split(","):
+                if "://" in uri and not uri.startswith("gs://"):
+                    raise SettingsError(f"{name} takes local paths and gs:// URIs, got {uri}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Decoder sizes (im2txt: 512 everywhere, dropout 0.3 when training)."""
+
+    vocab_size: int
+    embedding_dim: int = setting(512, "word and image embedding width", minimum=1)
+    lstm_units: int = setting(512, "LSTM state width", minimum=1)
+    dropout: float = setting(
+        0.3, "dropout on the LSTM output while training", minimum=0.0, maximum=0.9
+    )
+    feature_dim: int = setting(FEATURE_DIM, "image feature width (the encoder's)", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How ``beamcap train`` fits the decoder (im2txt's values where it has them)."""
+
+    batch_size: int = setting(64, "captions per training step", minimum=1)
+    epochs: int = setting(20, "most epochs; early stopping may end sooner", minimum=1)
+    learning_rate: float = setting(2e-3, "Adam learning rate", minimum=1e-8, maximum=1.0)
+    clip_norm: float = setting(5.0, "gradient-norm clipping (im2txt: 5)", minimum=0.0)
+    patience: int = setting(3, "epochs without a better validation loss before stopping", minimum=1)
+    shuffle_buffer: int = setting(20_000, "captions held by the shuffle buffer", minimum=1)
+    bleu_sample: int = setting(200, "validation images decoded for BLEU-4 each epoch", minimum=0)
+    beam_size: int = setting(3, "beam width of the validation BLEU decoding", minimum=1)
+    max_length: int = setting(20, "most tokens per decoded caption, <end> included", minimum=1)
+    seed: int = setting(0, "random seed of weights and shuffling")

@@ -1,0 +1,66 @@
+"""A model bundle's manifest and file checks, without Keras: what a launcher verifies before
+any worker starts (``beamcap inspect`` and every job share :func:`verify_bundle`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from models import storage
+from models.configs import SettingsError
+
+FORMAT = "beamcap-bundle"
+FORMAT_VERSION = 1
+MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
+    "manifest.json",
+    "encoder.weights.h5",
+    "decoder.weights.h5",
+    "vocab.txt",
+)
+
+
+class BundleError(SettingsError):
+    """A bundle is missing a part, or a part does not match its manifest."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_part(uri: str, name: str) -> bytes:
+    try:
+        return storage.read_bytes(storage.join(uri, name))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+        raise BundleError(f"{uri} is not a model bundle: it has no {name}") from error
+
+
+def read_manifest(uri: str) -> dict:
+    path = storage.join(uri, MANIFEST)
+    try:
+        manifest = json.loads(read_part(uri, MANIFEST))
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path} is not JSON ({error.msg})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path} is not a beamcap bundle manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {uri} has format version {manifest['format_version']}; this beamcap reads "
+            f"up to {FORMAT_VERSION}: upgrade beamcap"
+        )
+    return manifest
+
+
+def check_part(uri: str, name: str, data: bytes, manifest: dict) -> None:
+    if sha256(data) != manifest["files"][name]:
+        raise BundleError(
+            f"{storage.join(uri, name)} does not match the manifest's sha256: the file was "
+            "changed or comes from another bundle"
+        )
+
+
+def verify_bundle(uri: str) -> dict:
+    """The manifest, once every file it lists is present and matches its sha256."""
+    manifest = read_manifest(uri)
+    for name in manifest["files"]:
+        check_part(uri, name, read_part(uri, name), manifest)
+    return manifest

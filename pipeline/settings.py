@@ -1,0 +1,219 @@
+"""Job settings: one frozen dataclass per job, declared with ``models.configs.setting``; its
+flags, ``--help``, preset section and launch checks all derive from it.
+
+Order of precedence: flags given on the command line, then the ``--config`` preset's section,
+then the dataclass defaults. Every refusal is a :class:`SettingsError` whose message is one line
+naming the flag or file; ``beamcap`` prints it and exits 2. Nothing here imports TensorFlow, so
+``--help`` and bad flags answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from models import storage
+from models.configs import SettingsError, check_ranges, flag
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BEAM_FLAGS_NOTE = (
+    "Beam's own flags follow the job's: --runner (DirectRunner by default; DataflowRunner, "
+    "FlinkRunner, ...), --direct_num_workers, --project, --region, --temp_location, ... "
+    "See https://beam.apache.org/documentation/runners/capability-matrix/ and `make help`."
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`SettingsError` (one line, no usage dump); the module
+    docstring of a command is its ``--help`` text."""
+
+    def __init__(self, prog: str, description: str, **kwargs):
+        super().__init__(
+            prog=prog,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+            **kwargs,
+        )
+        self.add_argument(
+            "--log-level",
+            choices=LOG_LEVELS,
+            default="info",
+            help="Python logging level; debug also shows TensorFlow's C++ start-up logs "
+            "(default: %(default)s)",
+        )
+
+    def error(self, message):
+        raise SettingsError(message)
+
+
+def _truth(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_settings(parser: argparse.ArgumentParser, settings_type, title: str) -> None:
+    """One flag per field of ``settings_type``: ``--x`` for a bool field (also ``--x=false``,
+    the form Dataflow flex templates pass), ``--x VALUE`` otherwise."""
+    group = parser.add_argument_group(title)
+    for field in dataclasses.fields(settings_type):
+        meta = field.metadata
+        if "help" not in meta:
+            continue
+        default = "required" if meta["required"] else f"default: {field.default}"
+        options = dict(dest=field.name, default=field.default, help=f"{meta['help']} ({default})")
+        if meta["type"] is bool:
+            options.update(nargs="?", const=True, type=_truth)
+        else:
+            options.update(type=meta["type"], choices=meta["choices"])
+        group.add_argument(flag(field.name), **options)
+
+
+def load_preset(name_or_path: str | None) -> dict:
+    """``demo`` -> configs/demo.yaml; a path or gs:// URI is read as it is; None -> {}."""
+    if not name_or_path:
+        return {}
+    path = name_or_path
+    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+        path = str(CONFIG_DIR / f"{name_or_path}.yaml")
+        if not Path(path).exists():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+            raise SettingsError(f"--config: no preset {name_or_path!r}; presets: {known}")
+    try:
+        data = yaml.safe_load(storage.read_text(path)) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"--config: {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise SettingsError(f"--config: {path} is not valid YAML ({error.problem})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"--config: {path} must map section names to settings")
+    return data
+
+
+def preset_section(preset: dict, name: str, settings_type) -> dict:
+    """The ``name`` section of a preset; a key that is no field of ``settings_type`` is an
+    error naming it and the closest valid key."""
+    values = preset.get(name) or {}
+    if not isinstance(values, dict):
+        raise SettingsError(f"--config: section {name!r} must map settings to values")
+    known = [field.name for field in dataclasses.fields(settings_type)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+            raise SettingsError(f"--config: unknown {name} setting {key!r}{hint}")
+    return dict(values)
+
+
+def beam_flags(settings: dict) -> list[str]:
+    """A preset's ``beam`` section as Beam flags (Beam's names keep their underscores):
+    {"experiments": ["a", "b"], "no_auth": true} -> ["--experiments", "a", ..., "--no_auth"]."""
+    flags = []
+    for key, value in settings.items():
+        if value is None or value is False:
+            continue
+        if value is True:
+            flags.append(f"--{key}")
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                flags += [f"--{key}", str(item)]
+    return flags
+
+
+def unknown_beam_flags(args: list[str]) -> list[str]:
+    """The flags in ``args`` that no Beam ``PipelineOptions`` class declares."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parsers = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    _, unknown = parsers[0].parse_known_args(args)
+    return [arg for arg in unknown if arg.startswith("-")]
+
+
+class Job(NamedTuple):
+    settings: object  # the job's settings dataclass, checked
+    beam_args: list[str]  # everything for Beam's PipelineOptions
+    log_level: str
+    preset: dict  # the whole --config preset, for jobs with more than one section
+
+
+def parse_job(
+    settings_type, argv: list[str], *, prog: str, description: str, section: str, beam=True
+) -> Job:
+    """Flags -> the job's checked settings (and Beam's flags when ``beam``): ``--config``
+    presets, ranges, the type's own ``check()``; unknown flags and preset keys are errors."""
+    parser = Parser(prog, description, epilog=BEAM_FLAGS_NOTE if beam else None)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"preset name (configs/NAME.yaml) or YAML path: its '{section}' section sets "
+        "this job's flags"
+        + (" and its 'beam' section Beam's" if beam else "")
+        + "; flags given here win",
+    )
+    add_settings(parser, settings_type, f"{section} job")
+    chosen, _ = parser.parse_known_args(argv)
+    preset = load_preset(chosen.config)
+    parser.set_defaults(**preset_section(preset, section, settings_type))
+    args, rest = parser.parse_known_args(argv)
+    if beam:
+        rest = [*beam_flags(preset.get("beam") or {}), *rest]
+    unknown = unknown_beam_flags(rest) if beam else [arg for arg in rest]
+    if unknown:
+        known = [flag(field.name) for field in dataclasses.fields(settings_type)] + [
+            "--config",
+            "--log-level",
+        ]
+        name = unknown[0].split("=", 1)[0]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise SettingsError(f"unknown flag {name}{hint}")
+    settings = settings_type(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)}
+    )
+    check_ranges(settings)
+    if hasattr(settings, "check"):
+        settings.check()
+    return Job(settings, rest, args.log_level, preset)
+
+
+def configure_logging(level: str = "info") -> None:
+    """Python logging at ``level``; TensorFlow's C++ logs stay quiet unless ``debug`` (set
+    before TensorFlow is imported, which the job modules only do once the flags are good).
+    Below ``debug``, a failing step's traceback is not logged: the run's one-line reason is
+    printed and written to ``_FAILED`` instead; ``--log-level debug`` shows it."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if level == "debug" else "3"
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
+    if level == "debug":
+        return
+    quiet = {
+        "absl": logging.WARNING,
+        "apache_beam.runners.portability": logging.WARNING,
+        "apache_beam.runners.worker": logging.WARNING,
+        "apache_beam.typehints": logging.WARNING,  # "Converting string literal type hint"
+        "apache_beam.io.iobase": logging.WARNING,  # "WriteImpl min_shards undef"
+        "apache_beam.runners.common": logging.CRITICAL,  # a failing step's traceback
+    }
+    for name, floor in quiet.items():
+        logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_spurious_beam_warning)
+
+
+def _spurious_beam_warning(record: logging.LogRecord) -> bool:
+    """RunInference warns on every model load that it cannot read the RSS when an optional
+    import of its (torch-only) model manager fails, although ``resource`` is there."""
+    return not record.getMessage().startswith("Resource module is not available")
