@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -19,27 +18,33 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.beam_search import Hypothesis, beam_search
+from models.beam_search import beam_search
 from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell
-from models.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
+from models.encoder import EncoderSpec, ImageEncoder, ModelFault, weights_fingerprint
+from models.manifest import (
+    DECODER_WEIGHTS,
+    ENCODER_WEIGHTS,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    VOCAB,
+    BundleError,
+    check_part,
+    read_manifest,
+    read_part,
+    sha256,
+)
 from models.vocabulary import SPECIAL_TOKENS, Vocabulary
 
-FORMAT = "beamcap-bundle"
-FORMAT_VERSION = 1
-MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
-    "manifest.json",
-    "encoder.weights.h5",
-    "decoder.weights.h5",
-    "vocab.txt",
-)
 
+@dataclasses.dataclass(frozen=True)
+class Caption:
+    """One decoded caption: its text, token ids (no ``<start>``/``<end>``) and beam scores."""
 
-class BundleError(ValueError):
-    """A bundle is missing a part, or a part does not match its manifest."""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    text: str
+    tokens: tuple[int, ...]
+    log_prob: float
+    score: float
 
 
 @dataclasses.dataclass
@@ -60,9 +65,27 @@ class Bundle:
             self.decoder, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id
         )
 
-    def caption(self, images: np.ndarray, **search) -> list[list[Hypothesis]]:
-        """uint8 images [B, S, S, 3] -> N-best hypotheses per image (``beam_search`` kwargs)."""
-        return beam_search(self.stepper, self.encoder.encode(images), **search)
+    def caption(self, images: np.ndarray, **search) -> list[list[Caption]]:
+        """uint8 images [B, S, S, 3] -> N-best captions per image, best first (``search``:
+        ``beam_search``'s keyword arguments). The one encode-and-caption path of beamcap.
+
+        An error raised while encoding carries ``stage = "encode"`` so that a job can tell the
+        two halves apart. Non-finite features or scores raise :class:`ModelFault`: no image
+        makes a sound model return NaN."""
+        try:
+            features = self.encoder.encode(images)
+        except Exception as error:
+            error.stage = "encode"
+            raise
+        hypotheses = beam_search(self.stepper, features, **search)
+        scores = [value for image in hypotheses for h in image for value in (h.log_prob, h.score)]
+        if not np.isfinite(scores).all():
+            raise ModelFault(f"model {self.model_id}: the decoder returned non-finite scores")
+        decode = self.vocabulary.decode
+        return [
+            [Caption(decode(h.tokens), h.tokens, h.log_prob, h.score) for h in image]
+            for image in hypotheses
+        ]
 
 
 def save_bundle(
@@ -90,9 +113,7 @@ def save_bundle(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_id": "showtell-"
-        + _sha256((encoder.fingerprint + decoder_fingerprint + _sha256(files[VOCAB])).encode())[
-            :12
-        ],
+        + sha256((encoder.fingerprint + decoder_fingerprint + sha256(files[VOCAB])).encode())[:12],
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "encoder": {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint},
         "decoder": {**dataclasses.asdict(decoder.config), "fingerprint": decoder_fingerprint},
@@ -101,30 +122,11 @@ def save_bundle(
             "special_tokens": {token: vocabulary.id(token) for token in SPECIAL_TOKENS},
         },
         "training": training or {},
-        "files": {name: _sha256(data) for name, data in files.items()},
+        "files": {name: sha256(data) for name, data in files.items()},
     }
     for name, data in files.items():
         storage.write_bytes(storage.join(uri, name), data)
     storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def _read_part(uri: str, name: str) -> bytes:
-    try:
-        return storage.read_bytes(storage.join(uri, name))
-    except FileNotFoundError as error:
-        raise BundleError(f"bundle {uri} is missing {name}") from error
-
-
-def read_manifest(uri: str) -> dict:
-    manifest = json.loads(_read_part(uri, MANIFEST))
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{storage.join(uri, MANIFEST)} is not a beamcap bundle manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise BundleError(
-            f"bundle {uri} has format version {manifest['format_version']}; this beamcap reads "
-            f"up to {FORMAT_VERSION}: upgrade beamcap"
-        )
     return manifest
 
 
@@ -135,13 +137,9 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     """
     manifest = read_manifest(uri)
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
-        for name, expected in manifest["files"].items():
-            data = _read_part(uri, name)
-            if _sha256(data) != expected:
-                raise BundleError(
-                    f"{storage.join(uri, name)} does not match the manifest's sha256: the file "
-                    "was changed or comes from another bundle"
-                )
+        for name in manifest["files"]:
+            data = read_part(uri, name)
+            check_part(uri, name, data, manifest)
             Path(tmp, name).write_bytes(data)
         vocabulary = Vocabulary.from_text(
             Path(tmp, VOCAB).read_text(encoding="utf-8"), source=storage.join(uri, VOCAB)

@@ -21,10 +21,15 @@ import keras
 import numpy as np
 
 from models import storage
+from models.configs import PRECISIONS
 
-FEATURE_DIM = 2048
 MIN_IMAGE_SIZE = 75
 DEFAULT_IMAGE_SIZE = 299
+
+
+class ModelFault(RuntimeError):
+    """The model, not its input, is at fault: it returned non-finite values (no uint8 image
+    makes sound weights do that). A job fails the whole run on it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +113,7 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int) -> None:
                 ) from error
 
 
-PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _grow_gpu_memory() -> None:
@@ -144,13 +149,13 @@ class ImageEncoder:
         precision: str = "fp32",
         batch_size: int | None = None,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if precision not in DTYPE_POLICIES:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.spec, self.precision, self.batch_size = spec, precision, batch_size
         _grow_gpu_memory()
         size = spec.image_size
         previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(PRECISIONS[precision])  # read while the layers are built
+        keras.config.set_dtype_policy(DTYPE_POLICIES[precision])  # read while the layers are built
         try:
             self.backbone = keras.applications.InceptionV3(
                 include_top=False, weights=None, input_shape=(size, size, 3), pooling=None
@@ -171,7 +176,8 @@ class ImageEncoder:
         return tuple(self.backbone.output.shape[1:])
 
     def encode(self, images: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-        """Compiled batched inference; ``images`` is uint8 [B, S, S, 3], B >= 1."""
+        """Compiled batched inference; ``images`` is uint8 [B, S, S, 3], B >= 1. Raises
+        :class:`ModelFault` if the features are not all finite."""
         images = np.asarray(images)
         expected = (self.spec.image_size, self.spec.image_size, 3)
         if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
@@ -182,8 +188,12 @@ class ImageEncoder:
         count = len(images)
         rows = self.batch_size if self.batch_size and count <= self.batch_size else count
         padded = pad_rows(images, bucket_size(rows))
-        outputs = self.model.predict_on_batch(padded)
-        return keras.tree.map_structure(lambda array: np.asarray(array)[:count], outputs)
+        outputs = keras.tree.map_structure(
+            lambda array: np.asarray(array)[:count], self.model.predict_on_batch(padded)
+        )
+        if not all(np.isfinite(array).all() for array in keras.tree.flatten(outputs)):
+            raise ModelFault(f"encoder {self.fingerprint[:12]} returned non-finite features")
+        return outputs
 
     def save_weights(self, uri: str) -> None:
         """Writes the backbone's weights (Keras ``.weights.h5``) to a path or ``gs://`` URI."""

@@ -1,13 +1,16 @@
 """``beamcap caption``: images -> captions with scores and N-best alternatives, in Parquet.
 
     MatchImages -> [SkipAlreadyCaptioned] -> Reshuffle -> ReadAndDecode -> CaptionImages
-    (batched InceptionV3 + beam search, one fused stage) -> WriteCaptions;
-    every stage's failures -> WriteFailures
+    (RunInference: batched InceptionV3 + beam search in one stage) -> WriteCaptions;
+    every stage's failures -> WriteFailures;  tallies + written files -> CommitRun
 
 Each run writes ``OUTPUT/runs/RUN_ID/``: ``captions-*.parquet``, ``failures-*.parquet``,
-``summary.json`` (counts, model id, wall time, images/s) and then ``_SUCCESS``. Every matched
+``summary.json`` (counts, model, wall time, images/s) and then ``_SUCCESS``. Every matched
 file is in exactly one of captions and failures, unless ``--only-new`` skipped it as done by an
-earlier committed run (counted as ``skipped_as_done``).
+earlier committed run (counted as ``skipped_as_done``). A fault that is not an image's (bad
+settings, a broken model, more failed images than ``--max-failed-fraction``) fails the run
+instead: exit status 1, one line saying why, ``_FAILED`` with the reason and no ``_SUCCESS``,
+so the next ``--only-new`` run picks its images up again. See docs/architecture.md.
 
     beamcap caption --input 'photos/**.jpg' --model data/model --output out/captions
     python -m pipeline.caption --input gs://B/images/ --model gs://B/models/v1 \\
@@ -17,115 +20,140 @@ earlier committed run (counted as ``skipped_as_done``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
+import os
+import re
 import secrets
 import sys
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
-from models.bundle import read_manifest
-from pipeline.options import (
-    JobFlags,
-    add_precision_flag,
-    add_switch,
-    configure_logging,
-    parse_job_options,
-)
-from pipeline.runs import SUCCESS, SUMMARY, committed_runs
-from transforms.caption import CaptionImages
-from transforms.caption_sink import CAPTIONS_SCHEMA
+from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
+from models.manifest import verify_bundle
+from pipeline.runs import SUMMARY, committed_runs, run_to_commit
+from pipeline.settings import configure_logging, parse_job
+from transforms.caption_schema import CAPTIONS_SCHEMA
+from transforms.commit import SUCCESS, CommitRun, count, mark_failed
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
+from transforms.inference import BundleHandler, CaptionImages, RunFault
 from transforms.match import MatchImages
 from transforms.skip import SkipAlreadyDone
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
-class CaptionFlags(JobFlags):
-    REQUIRED = ("--model", "--output")
-    PRESET_SECTION = "caption"
 
-    @classmethod
-    def add_arguments(cls, parser):
-        group = parser.add_argument_group("caption job")
-        group.add_argument(
-            "--input",
-            default=None,
-            help="comma-separated image directories (searched recursively) or "
-            "glob patterns ('**' recurses), local or gs://",
+@dataclasses.dataclass(frozen=True)
+class CaptionSettings:
+    input: str = setting(
+        None,
+        "comma-separated image directories (searched recursively) or glob patterns ('**' "
+        "recurses), local or gs://",
+        type=str,
+        uris=True,
+    )
+    input_list: str = setting(
+        None, "a text file with one image URI per line (instead of --input)", type=str, uris=True
+    )
+    model: str = setting(
+        None, "model bundle directory from `beamcap train`", type=str, required=True, uris=True
+    )
+    output: str = setting(
+        None, "output root; each run writes OUTPUT/runs/RUN_ID/", type=str, required=True, uris=True
+    )
+    beam_size: int = setting(3, "beam width; 1 is greedy decoding", minimum=1, maximum=64)
+    max_length: int = setting(20, "most tokens per caption, <end> included", minimum=1, maximum=200)
+    length_penalty: float = setting(
+        0.0, "score = log_prob / length**penalty", minimum=0.0, maximum=10.0
+    )
+    num_candidates: int = setting(
+        None,
+        "N-best alternatives kept per image, at most the beam size (default: the beam size)",
+        type=int,
+        minimum=1,
+    )
+    batch_size: int = setting(
+        32,
+        "largest batch per encoder/beam-search call; 256+ on GPU workers",
+        minimum=1,
+        maximum=4096,
+    )
+    min_batch_size: int = setting(
+        8, "smallest batch BatchElements starts from, at most --batch-size", minimum=1
+    )
+    precision: str = setting("fp32", PRECISION_HELP, choices=PRECISIONS)
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS, "larger images fail as possible decompression bombs", minimum=1
+    )
+    max_failed_fraction: float = setting(
+        0.5,
+        "fail the run instead of committing it when more than this share of the matched "
+        "images failed (a systematic fault, not bad files); 0 disables",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    share_model_across_processes: bool = setting(
+        False,
+        "load one model per worker machine instead of one per process (GPU workers "
+        "running several SDK processes)",
+    )
+    run_id: str = setting(
+        None,
+        "name of this run's directory (default: UTC time + random suffix); must not exist yet",
+        type=str,
+    )
+    only_new: bool = setting(
+        False,
+        "skip images already captioned, or already failed, in a "
+        "committed run under the same --output (what a schedule wants)",
+    )
+    retry_failures: bool = setting(
+        False, "with --only-new: also retry images that failed in earlier runs"
+    )
+
+    def check(self) -> None:
+        if bool(self.input) == bool(self.input_list):
+            raise SettingsError("give exactly one of --input and --input-list")
+        if self.retry_failures and not self.only_new:
+            raise SettingsError("--retry-failures goes with --only-new")
+        if self.num_candidates is not None and self.num_candidates > self.beam_size:
+            raise SettingsError(
+                f"--num-candidates must be <= --beam-size ({self.beam_size}), "
+                f"got {self.num_candidates}"
+            )
+        if self.min_batch_size > self.batch_size:
+            raise SettingsError(
+                f"--min-batch-size must be <= --batch-size ({self.batch_size}), "
+                f"got {self.min_batch_size}"
+            )
+        if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
+            raise SettingsError(
+                f"--run-id must be letters, digits, '.', '_' or '-', got {self.run_id!r}"
+            )
+        for path in (self.input or "").split(","):
+            local = path and not storage.is_gcs(path) and not _has_wildcard(path)
+            if local and not os.path.exists(path):
+                raise SettingsError(f"--input: {path} does not exist")
+
+    @property
+    def search(self) -> dict:
+        return dict(
+            beam_size=self.beam_size,
+            max_length=self.max_length,
+            length_penalty=self.length_penalty,
+            num_candidates=self.num_candidates,
         )
-        group.add_argument(
-            "--input-list",
-            default=None,
-            help="a text file with one image URI per line (instead of --input)",
-        )
-        group.add_argument("--model", help="model bundle directory from `beamcap train`")
-        group.add_argument("--output", help="output root; each run writes OUTPUT/runs/RUN_ID/")
-        group.add_argument(
-            "--beam-size",
-            type=int,
-            default=3,
-            help="beam width; 1 is greedy decoding (default: %(default)s)",
-        )
-        group.add_argument(
-            "--max-length",
-            type=int,
-            default=20,
-            help="most tokens per caption, <end> included (default: %(default)s)",
-        )
-        group.add_argument(
-            "--length-penalty",
-            type=float,
-            default=0.0,
-            help="score = log_prob / length**penalty (default: %(default)s)",
-        )
-        group.add_argument(
-            "--num-candidates",
-            type=int,
-            default=None,
-            help="N-best alternatives kept per image (default: the beam size)",
-        )
-        group.add_argument(
-            "--batch-size",
-            type=int,
-            default=32,
-            help="largest batch per encoder/beam-search call (default: "
-            "%(default)s; 256+ on GPU workers)",
-        )
-        group.add_argument(
-            "--min-batch-size",
-            type=int,
-            default=8,
-            help="smallest batch BatchElements starts from (default: %(default)s)",
-        )
-        add_precision_flag(group)
-        group.add_argument(
-            "--max-pixels",
-            type=int,
-            default=DEFAULT_MAX_PIXELS,
-            help="larger images fail as possible decompression bombs (default: %(default)s)",
-        )
-        group.add_argument(
-            "--run-id",
-            default=None,
-            help="name of this run's directory (default: UTC time + random "
-            "suffix); must not exist yet",
-        )
-        add_switch(
-            group,
-            "--only-new",
-            "skip images already captioned, or already failed, in a committed run under the "
-            "same --output (what a schedule wants)",
-        )
-        add_switch(
-            group,
-            "--retry-failures",
-            "with --only-new: also retry images that failed in earlier runs",
-        )
+
+
+def _has_wildcard(path: str) -> bool:
+    return any(char in path for char in "*?[")
 
 
 def new_run_id() -> str:
@@ -135,12 +163,17 @@ def new_run_id() -> str:
 
 
 def read_input_list(uri: str) -> list[str]:
-    lines = [line.strip() for line in storage.read_text(uri).splitlines()]
+    try:
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        raise SettingsError(f"--input-list: {uri} does not exist") from None
+    lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def write_summary(_, *, run_dir, tally, model_id, run_id, started_at):
-    """summary.json, then _SUCCESS: the run is committed once both exist."""
+def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, started_at) -> dict:
+    """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
+    images failed than ``--max-failed-fraction`` allows, the run marked failed."""
     seconds = time.time() - started_at
     counts = {
         "matched": int(tally.get("matched", 0)),
@@ -148,9 +181,21 @@ def write_summary(_, *, run_dir, tally, model_id, run_id, started_at):
         "captioned": int(tally.get("captioned", 0)),
         "failed": {stage: int(tally.get(f"failed_{stage}", 0)) for stage in STAGES},
     }
+    failed = sum(counts["failed"].values())
+    limit = settings.max_failed_fraction
+    if limit and counts["matched"] and failed / counts["matched"] > limit:
+        stages = ", ".join(f"{n} at {stage}" for stage, n in counts["failed"].items() if n)
+        reason = (
+            f"{failed} of {counts['matched']} matched images failed ({stages}), more than "
+            f"--max-failed-fraction {limit}; see {FileSystems.join(run_dir, 'failures-*')}"
+        )
+        mark_failed(run_dir, reason)
+        raise RunFault(reason)
     summary = {
         "run_id": run_id,
-        "model_id": model_id,
+        "model_id": manifest["model_id"],
+        "encoder": manifest["encoder"],
+        "search": settings.search,
         "counts": counts,
         "started_at": datetime.datetime.fromtimestamp(
             started_at, datetime.timezone.utc
@@ -175,46 +220,43 @@ def done_files(output: str, *, retry_failures: bool) -> list[str]:
 
 def build(
     pipeline,
-    job,
+    settings: CaptionSettings,
     *,
     run_id: str,
     run_dir: str,
-    image_size: int,
-    model_id: str,
+    manifest: dict,
     started_at: float,
     done: list[str] = (),
 ):
-    """The caption job's graph; with ``job.only_new``, images listed in the ``done`` Parquet
-    files (earlier committed runs) are skipped."""
-    if job.input_list:
-        matched = pipeline | "ListImages" >> beam.Create(read_input_list(job.input_list))
+    """The caption job's graph; with ``settings.only_new``, images listed in the ``done``
+    Parquet files (earlier committed runs) are skipped."""
+    if settings.input_list:
+        matched = pipeline | "ListImages" >> beam.Create(read_input_list(settings.input_list))
     else:
-        matched = pipeline | "MatchImages" >> MatchImages(job.input.split(","))
+        matched = pipeline | "MatchImages" >> MatchImages(settings.input.split(","))
     uris = matched
-    if job.only_new:
+    if settings.only_new:
         uris = matched | "SkipAlreadyCaptioned" >> SkipAlreadyDone(list(done))
-    search = dict(
-        beam_size=job.beam_size,
-        max_length=job.max_length,
-        length_penalty=job.length_penalty,
-        num_candidates=job.num_candidates,
-    )
     decoded = (
         uris
         | "Redistribute" >> beam.Reshuffle()
         | "WithoutPayload" >> beam.Map(lambda uri: (uri, None))
         | "ReadAndDecode"
-        >> beam.ParDo(ReadAndDecode(image_size, max_pixels=job.max_pixels)).with_outputs(
-            "failures", main="decoded"
-        )
+        >> beam.ParDo(
+            ReadAndDecode(manifest["encoder"]["image_size"], max_pixels=settings.max_pixels)
+        ).with_outputs("failures", main="decoded")
+    )
+    handler = BundleHandler(
+        settings.model,
+        model_id=manifest["model_id"],
+        search=settings.search,
+        precision=settings.precision,
+        min_batch_size=settings.min_batch_size,
+        max_batch_size=settings.batch_size,
+        share_across_processes=settings.share_model_across_processes,
     )
     rows, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
-        job.model,
-        run_id=run_id,
-        search=search,
-        precision=job.precision,
-        min_batch_size=job.min_batch_size,
-        max_batch_size=job.batch_size,
+        handler, run_id=run_id
     )
     written = rows | "WriteCaptions" >> beam.io.WriteToParquet(
         FileSystems.join(run_dir, "captions"), CAPTIONS_SCHEMA, file_name_suffix=".parquet"
@@ -223,76 +265,75 @@ def build(
     failed_files = failures | "WriteFailures" >> WriteFailures(
         FileSystems.join(run_dir, "failures"), run_id=run_id
     )
-    tally = (
-        (
-            matched | "TallyMatched" >> beam.Map(lambda _: ("matched", 1)),
-            uris | "TallyToCaption" >> beam.Map(lambda _: ("to_caption", 1)),
-            rows | "TallyCaptioned" >> beam.Map(lambda _: ("captioned", 1)),
-            failures | "TallyFailed" >> beam.Map(lambda f: (f"failed_{f['stage']}", 1)),
-        )
-        | "AllTallies" >> beam.Flatten()
-        | "SumTallies" >> beam.CombinePerKey(sum)
-    )
-    files = (written, failed_files) | "AllFiles" >> beam.Flatten()
-    return (
-        pipeline
-        | "Commit" >> beam.Create([None])
-        | "WaitForFiles" >> beam.Map(lambda x, files: x, files=beam.pvalue.AsList(files))
-        | "WriteSummary"
-        >> beam.Map(
-            write_summary,
+    tallies = [
+        count(matched, "matched", "TallyMatched"),
+        count(uris, "to_caption", "TallyToCaption"),
+        count(rows, "captioned", "TallyCaptioned"),
+        failures | "TallyFailed" >> beam.Map(lambda f: (f"failed_{f['stage']}", 1)),
+    ]
+
+    def commit(tally, files):
+        return commit_run(
+            tally,
+            files,
+            settings=settings,
             run_dir=run_dir,
-            tally=beam.pvalue.AsDict(tally),
-            model_id=model_id,
             run_id=run_id,
+            manifest=manifest,
             started_at=started_at,
         )
+
+    return pipeline | "CommitRun" >> CommitRun(
+        tallies=tallies, files=[written, failed_files], commit=commit
     )
 
 
 def run(argv: list[str], *, wait: bool = True):
     """Runs one captioning run and returns its summary; with ``wait=False`` (a scheduler's
-    launch, a Dataflow ``--dry_run``) returns Beam's PipelineResult as soon as it is submitted."""
-    job, options = parse_job_options(
-        CaptionFlags, argv, prog="beamcap caption", description=__doc__
+    launch, a Dataflow ``--dry_run``) returns Beam's PipelineResult as soon as it is submitted.
+    Raises ``SettingsError`` before anything starts, ``RunFailed`` for a failed run."""
+    job = parse_job(
+        CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
-    if bool(job.input) == bool(job.input_list):
-        raise SystemExit("beamcap caption: give exactly one of --input and --input-list")
-    if job.retry_failures and not job.only_new:
-        raise SystemExit("beamcap caption: --retry-failures goes with --only-new")
-    manifest = read_manifest(job.model)  # fails fast on a wrong path, before any worker starts
-    run_id = job.run_id or new_run_id()
-    run_dir = FileSystems.join(job.output, "runs", run_id)
+    configure_logging(job.log_level)
+    settings = job.settings
+    manifest = verify_bundle(settings.model)
+    run_id = settings.run_id or new_run_id()
+    run_dir = FileSystems.join(settings.output, "runs", run_id)
     if FileSystems.match([FileSystems.join(run_dir, "*")])[0].metadata_list:
-        raise SystemExit(f"{run_dir} exists: a run id is never reused")
+        raise SettingsError(f"--run-id: {run_dir} exists; a run id is never reused")
+    done = (
+        done_files(settings.output, retry_failures=settings.retry_failures)
+        if settings.only_new
+        else []
+    )
     started_at = time.time()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
     build(
         pipeline,
-        job,
+        settings,
         run_id=run_id,
         run_dir=run_dir,
-        image_size=manifest["encoder"]["image_size"],
-        model_id=manifest["model_id"],
+        manifest=manifest,
         started_at=started_at,
-        done=done_files(job.output, retry_failures=job.retry_failures) if job.only_new else [],
+        done=done,
     )
-    result = pipeline.run()
+    result = run_to_commit(pipeline, run_dir, wait=wait)
     if not wait:
         logging.info("submitted run %s; it commits to %s", run_id, run_dir)
         return result
-    result.wait_until_finish()
     summary = json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
     logging.info("run %s committed to %s: %s", run_id, run_dir, summary["counts"])
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
     summary = run(sys.argv[1:] if argv is None else argv)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["caption", *sys.argv[1:]]))

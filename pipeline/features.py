@@ -1,10 +1,13 @@
 """``beamcap features``: images + captions -> TFRecord features, vocabulary, dataset.json.
 
-Captions are grouped per image, each image goes to train/val/test by a stable hash of its name,
-the vocabulary is built from the train captions inside the pipeline, and images are read, decoded
-and encoded in batches by the caption job's own transforms. Output in ``--output``:
-``{train,val,test}-*.tfrecord``, ``vocab.txt``, ``encoder.weights.h5``, ``failures-*.parquet``
-and ``dataset.json``, written last, once everything else is.
+    ReadCaptions + MatchImages -> PairWithCaptions (join by name, split by stable hash)
+    -> Reshuffle -> ReadAndDecode -> EncodeImages (RunInference: batched InceptionV3)
+    -> ToRecords (vocabulary side input) -> WriteFeatureRecords;  train captions ->
+    BuildVocabulary;  failures -> WriteFailures;  tallies + written files -> CommitRun
+
+Output in ``--output``: ``{train,val,test}-*.tfrecord``, ``vocab.txt``, ``encoder.weights.h5``,
+``failures-*.parquet``, then ``dataset.json`` and ``_SUCCESS`` once everything else is written;
+a failed run leaves ``_FAILED`` with its reason instead. See docs/architecture.md.
 
     beamcap features --images data/synth/Images --captions data/synth/captions.txt \\
         --output data/features --encoder-weights random:0 --image-size 299
@@ -14,142 +17,122 @@ and ``dataset.json``, written last, once everything else is.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
+import os
 import posixpath
 import sys
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
-from models.encoder import DEFAULT_IMAGE_SIZE, EncoderSpec, ImageEncoder
-from models.feature_records import FeatureRecord, split_for
-from pipeline.options import (
-    JobFlags,
-    add_precision_flag,
-    configure_logging,
-    parse_job_options,
-    prepare_output_dir,
-)
-from transforms.captions import BuildVocabulary, ReadCaptions
+from models.backend import load_keras
+from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
+from pipeline.runs import run_to_commit
+from pipeline.settings import configure_logging, parse_job
+from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions
+from transforms.commit import SUCCESS, CommitRun, count
 from transforms.decode import ReadAndDecode
-from transforms.encode import EncodeImages
 from transforms.failures import WriteFailures
+from transforms.inference import EncodeImages, EncoderHandler
 from transforms.match import MatchImages
-from transforms.tfrecords import WriteFeatureRecords, count_record
+from transforms.tfrecords import WriteFeatureRecords, count_record, to_record
 
 DATASET_JSON = "dataset.json"
 ENCODER_WEIGHTS = "encoder.weights.h5"
 VOCAB = "vocab.txt"
+MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 
 
-class FeaturesFlags(JobFlags):
-    REQUIRED = ("--images", "--captions", "--output")
-    PRESET_SECTION = "features"
-
-    @classmethod
-    def add_arguments(cls, parser):
-        group = parser.add_argument_group("features job")
-        group.add_argument(
-            "--images",
-            help="image directory (searched recursively), glob pattern, or "
-            "comma-separated list of them; local or gs://",
-        )
-        group.add_argument(
-            "--captions",
-            help="captions file: Flickr8k captions.txt (CSV), Flickr8k.token.txt, "
-            "or COCO captions JSON (chosen by file name)",
-        )
-        group.add_argument(
-            "--output",
-            help="output directory (local or gs://); must be empty or new",
-        )
-        group.add_argument(
-            "--encoder-weights",
-            default="random:0",
-            help="imagenet (Keras download), random:SEED (offline), or a weights "
-            "file path / gs:// URI (default: %(default)s)",
-        )
-        group.add_argument(
-            "--image-size",
-            type=int,
-            default=DEFAULT_IMAGE_SIZE,
-            help="encoder input size in pixels, >= 75 (default: %(default)s)",
-        )
-        group.add_argument(
-            "--val-fraction",
-            type=float,
-            default=0.1,
-            help="share of images in the validation split (default: %(default)s)",
-        )
-        group.add_argument(
-            "--test-fraction",
-            type=float,
-            default=0.1,
-            help="share of images in the test split (default: %(default)s)",
-        )
-        group.add_argument(
-            "--min-word-count",
-            type=int,
-            default=1,
-            help="words seen fewer times in train captions become <unk> (default: %(default)s)",
-        )
-        group.add_argument(
-            "--max-vocab-size",
-            type=int,
-            default=None,
-            help="cap on the vocabulary, special tokens included (default: none)",
-        )
-        group.add_argument(
-            "--skip-bad-lines",
-            action="store_true",
-            help="skip and count malformed caption lines instead of failing",
-        )
-        group.add_argument(
-            "--batch-size",
-            type=int,
-            default=32,
-            help="largest encoder batch (default: %(default)s)",
-        )
-        add_precision_flag(group)
-        group.add_argument(
-            "--overwrite", action="store_true", help="delete what --output holds before writing"
-        )
-
-
-def route_joined(item, *, val_fraction: float, test_fraction: float):
-    """CoGroupByKey result -> (uri, (image_id, split, captions)), or a tally of what is off."""
-    image_id, grouped = item
-    uris, captions = sorted(grouped["uris"]), list(grouped["captions"])
-    if not uris:
-        yield beam.pvalue.TaggedOutput("tally", ("captions_without_image", len(captions)))
-        return
-    if not captions:
-        yield beam.pvalue.TaggedOutput("tally", ("images_without_captions", len(uris)))
-        return
-    if len(uris) > 1:
-        yield beam.pvalue.TaggedOutput("tally", ("duplicate_image_names", len(uris) - 1))
-    split = split_for(image_id, val_fraction=val_fraction, test_fraction=test_fraction)
-    yield uris[0], (image_id, split, captions)
-
-
-def to_record(image, vocabulary, fingerprint: str):
-    image_id, split, captions = image.payload
-    record = FeatureRecord(
-        image_id=image_id,
-        uri=image.uri,
-        features=image.features,
-        fingerprint=fingerprint,
-        caption_ids=[vocabulary.encode(caption) for caption in captions],
-        caption_texts=captions,
+@dataclasses.dataclass(frozen=True)
+class FeaturesSettings:
+    images: str = setting(
+        None,
+        "image directory (searched recursively), glob pattern, or comma-separated list of "
+        "them; local or gs://",
+        type=str,
+        required=True,
+        uris=True,
     )
-    return split, record
+    captions: str = setting(
+        None,
+        "captions file: Flickr8k captions.txt (CSV), Flickr8k.token.txt, or COCO captions "
+        "JSON (chosen by file name)",
+        type=str,
+        required=True,
+        uris=True,
+    )
+    output: str = setting(
+        None,
+        "output directory (local or gs://); must be empty or new",
+        type=str,
+        required=True,
+        uris=True,
+    )
+    encoder_weights: str = setting(
+        "random:0",
+        "imagenet (Keras download), random:SEED (offline), or a weights file path / gs:// URI",
+    )
+    image_size: int = setting(
+        299, "encoder input size in pixels", minimum=MIN_IMAGE_SIZE, maximum=1024
+    )
+    val_fraction: float = setting(
+        0.1, "share of images in the validation split", minimum=0.0, maximum=0.5
+    )
+    test_fraction: float = setting(
+        0.1, "share of images in the test split", minimum=0.0, maximum=0.5
+    )
+    min_word_count: int = setting(
+        1, "words seen fewer times in train captions become <unk>", minimum=1
+    )
+    max_vocab_size: int = setting(
+        None, "cap on the vocabulary, special tokens included (default: none)", type=int, minimum=5
+    )
+    skip_bad_lines: bool = setting(
+        False, "skip and count malformed caption lines instead of failing"
+    )
+    batch_size: int = setting(32, "largest encoder batch", minimum=1, maximum=4096)
+    precision: str = setting("fp32", PRECISION_HELP, choices=PRECISIONS)
+    overwrite: bool = setting(False, "delete what --output holds before writing")
+
+    def check(self) -> None:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise SettingsError("--val-fraction plus --test-fraction must leave a train split")
+        weights = self.encoder_weights
+        if weights.startswith("random:"):
+            if not weights[len("random:") :].isdigit():
+                raise SettingsError(
+                    f"--encoder-weights: random:SEED needs an integer seed, got {weights!r}"
+                )
+        elif weights != "imagenet" and not storage.is_gcs(weights) and not os.path.isfile(weights):
+            raise SettingsError(
+                f"--encoder-weights: {weights} is neither imagenet, random:SEED "
+                "nor an existing weights file"
+            )
+        if not storage.is_gcs(self.captions) and not os.path.isfile(self.captions):
+            raise SettingsError(f"--captions: {self.captions} does not exist")
 
 
-def write_dataset_json(_, *, output, tally, files, vocabulary, spec, fingerprint, settings):
+def prepare_output_dir(output: str, *, overwrite: bool) -> None:
+    """Refuses to write into a directory that already holds files, unless ``overwrite``
+    (Beam's file sinks can keep an earlier run's shards when a prefix is reused)."""
+    existing = [m.path for m in FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list]
+    if existing and not overwrite:
+        raise SettingsError(
+            f"--output: {output} already holds {len(existing)} files (e.g. {existing[0]}); "
+            "choose a new directory or pass --overwrite"
+        )
+    if existing:
+        FileSystems.delete(existing)
+
+
+def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, settings) -> dict:
+    """The features job's commit: vocab.txt, dataset.json, then _SUCCESS."""
     counts = {
         key: int(tally.get(key, 0))
         for key in (
@@ -177,114 +160,125 @@ def write_dataset_json(_, *, output, tally, files, vocabulary, spec, fingerprint
         "settings": settings,
     }
     storage.write_text(FileSystems.join(output, DATASET_JSON), json.dumps(dataset, indent=2))
+    storage.write_text(FileSystems.join(output, SUCCESS), "")
     return counts
 
 
-def build(pipeline, job, *, spec: EncoderSpec, weights_file: str, fingerprint: str):
+def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fingerprint: str):
     """The features job's graph."""
-    fractions = dict(val_fraction=job.val_fraction, test_fraction=job.test_fraction)
+    fractions = dict(val_fraction=settings.val_fraction, test_fraction=settings.test_fraction)
     captions, skipped = pipeline | "ReadCaptions" >> ReadCaptions(
-        job.captions, skip_bad_lines=job.skip_bad_lines
+        settings.captions, skip_bad_lines=settings.skip_bad_lines
     )
-    images = (
-        pipeline
-        | "MatchImages" >> MatchImages(job.images.split(","))
-        | "KeyByName" >> beam.Map(lambda uri: (posixpath.basename(uri), uri))
-    )
-    routed = (
-        {"uris": images, "captions": captions}
-        | "JoinCaptions" >> beam.CoGroupByKey()
-        | "Route" >> beam.FlatMap(route_joined, **fractions).with_outputs("tally", main="tasks")
-    )
+    images = pipeline | "MatchImages" >> MatchImages(settings.images.split(","))
+    tasks, routing_tally = (images, captions) | "PairWithCaptions" >> PairWithCaptions(**fractions)
     vocabulary = (
-        routed.tasks
+        tasks
         | "TrainCaptions" >> beam.FlatMap(lambda task: task[1][2] if task[1][1] == "train" else [])
         | "BuildVocabulary"
-        >> BuildVocabulary(min_count=job.min_word_count, max_size=job.max_vocab_size)
+        >> BuildVocabulary(min_count=settings.min_word_count, max_size=settings.max_vocab_size)
     )
     decoded = (
-        routed.tasks
+        tasks
         | "Redistribute" >> beam.Reshuffle()
         | "ReadAndDecode"
         >> beam.ParDo(ReadAndDecode(spec.image_size)).with_outputs("failures", main="decoded")
     )
-    encoded, encode_failures = decoded.decoded | "EncodeImages" >> EncodeImages(
-        spec, weights_file=weights_file, precision=job.precision, max_batch_size=job.batch_size
+    handler = EncoderHandler(
+        spec,
+        weights_file=weights_file,
+        precision=settings.precision,
+        min_batch_size=min(8, settings.batch_size),
+        max_batch_size=settings.batch_size,
+        share_across_processes=False,
     )
+    encoded, encode_failures = decoded.decoded | "EncodeImages" >> EncodeImages(handler)
     records = encoded | "ToRecords" >> beam.Map(
         to_record, vocabulary=beam.pvalue.AsSingleton(vocabulary), fingerprint=fingerprint
     )
-    files = records | "WriteRecords" >> WriteFeatureRecords(job.output)
+    files = records | "WriteRecords" >> WriteFeatureRecords(settings.output)
     failures = (decoded.failures, encode_failures) | "AllFailures" >> beam.Flatten()
     failure_files = failures | "WriteFailures" >> WriteFailures(
-        FileSystems.join(job.output, "failures"), run_id="features"
+        FileSystems.join(settings.output, "failures"), run_id="features"
     )
-    tally = (
-        (
-            records | "TallyRecords" >> beam.FlatMap(count_record),
-            failures | "TallyFailures" >> beam.Map(lambda _: ("failed_images", 1)),
-            skipped | "TallySkipped" >> beam.Map(lambda _: ("skipped_lines", 1)),
-            routed.tally,
-        )
-        | "AllTallies" >> beam.Flatten()
-        | "SumTallies" >> beam.CombinePerKey(sum)
-    )
-    settings = {
-        "images": job.images,
-        "captions": job.captions,
+    tallies = [
+        records | "TallyRecords" >> beam.FlatMap(count_record),
+        count(failures, "failed_images", "TallyFailures"),
+        count(skipped, "skipped_lines", "TallySkipped"),
+        routing_tally,
+    ]
+    recorded = {
+        "images": settings.images,
+        "captions": settings.captions,
         **fractions,
-        "min_word_count": job.min_word_count,
-        "max_vocab_size": job.max_vocab_size,
+        "min_word_count": settings.min_word_count,
+        "max_vocab_size": settings.max_vocab_size,
     }
-    return (
-        pipeline
-        | "Commit" >> beam.Create([None])
-        | "WriteDatasetJson"
-        >> beam.Map(
-            write_dataset_json,
-            output=job.output,
-            tally=beam.pvalue.AsDict(tally),
-            files=beam.pvalue.AsList((files, failure_files) | "AllFiles" >> beam.Flatten()),
-            vocabulary=beam.pvalue.AsSingleton(vocabulary),
-            spec={
-                "architecture": spec.architecture,
-                "image_size": spec.image_size,
-                "pooling": spec.pooling,
-                "weights": spec.weights,
-            },
+    spec_fields = {
+        "architecture": spec.architecture,
+        "image_size": spec.image_size,
+        "pooling": spec.pooling,
+        "weights": spec.weights,
+    }
+    vocabulary_side = beam.pvalue.AsSingleton(vocabulary)
+
+    def commit(tally, files, vocabulary):
+        return commit_dataset(
+            tally,
+            files,
+            output=settings.output,
+            vocabulary=vocabulary,
+            spec=spec_fields,
             fingerprint=fingerprint,
-            settings=settings,
+            settings=recorded,
         )
+
+    return pipeline | "CommitRun" >> CommitRun(
+        tallies=tallies,
+        files=[files, failure_files],
+        commit=commit,
+        side_inputs={"vocabulary": vocabulary_side},
     )
 
 
 def run(argv: list[str]) -> dict:
-    """Runs the job; returns dataset.json's contents."""
-    job, options = parse_job_options(
-        FeaturesFlags, argv, prog="beamcap features", description=__doc__
+    """Runs the job; returns dataset.json's contents. Raises ``SettingsError`` before anything
+    starts, ``RunFailed`` (with ``OUTPUT/_FAILED``) when the run fails."""
+    job = parse_job(
+        FeaturesSettings, argv, prog="beamcap features", description=__doc__, section="features"
     )
-    prepare_output_dir(job.output, overwrite=job.overwrite)
-    spec = EncoderSpec(weights=job.encoder_weights, image_size=job.image_size)
+    configure_logging(job.log_level)
+    settings = job.settings
+    prepare_output_dir(settings.output, overwrite=settings.overwrite)
+    load_keras()  # TensorFlow, quietly, once the flags are good
+    from models.encoder import EncoderSpec, ImageEncoder
+
+    spec = EncoderSpec(weights=settings.encoder_weights, image_size=settings.image_size)
     encoder = ImageEncoder(spec)
-    weights_file = FileSystems.join(job.output, ENCODER_WEIGHTS)
+    weights_file = FileSystems.join(settings.output, ENCODER_WEIGHTS)
     encoder.save_weights(weights_file)  # workers load this copy: one download, same weights
     logging.info("encoder %s fingerprint %s", spec, encoder.fingerprint[:12])
     started = time.time()
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, job, spec=spec, weights_file=weights_file, fingerprint=encoder.fingerprint)
-    dataset = json.loads(storage.read_text(FileSystems.join(job.output, DATASET_JSON)))
+    pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
+    build(pipeline, settings, spec=spec, weights_file=weights_file, fingerprint=encoder.fingerprint)
+    run_to_commit(pipeline, settings.output)
+    dataset = json.loads(storage.read_text(FileSystems.join(settings.output, DATASET_JSON)))
     logging.info(
-        "features written to %s in %.0fs: %s", job.output, time.time() - started, dataset["counts"]
+        "features written to %s in %.0fs: %s",
+        settings.output,
+        time.time() - started,
+        dataset["counts"],
     )
     return dataset
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
     dataset = run(sys.argv[1:] if argv is None else argv)
     print(json.dumps(dataset["counts"], indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["features", *sys.argv[1:]]))

@@ -1,22 +1,64 @@
-"""Read caption runs: ``OUTPUT/runs/RUN_ID/``, committed once ``_SUCCESS`` is there."""
+"""Caption runs, ``OUTPUT/runs/RUN_ID/``: launching a job so that it ends committed or failed
+(never half-done), and reading the committed runs back.
+
+Lifecycle (``transforms.commit``): committed once ``_SUCCESS`` is there; failed with the reason
+in ``_FAILED``. Readers and ``--only-new`` consider committed runs only.
+"""
 
 from __future__ import annotations
 
 import json
 import posixpath
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.runners.runner import PipelineState
 
-from transforms.caption_sink import CAPTIONS_SCHEMA
+from transforms.caption_schema import CAPTIONS_SCHEMA
+from transforms.commit import SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
+from transforms.inference import RunFault
 
-SUCCESS, SUMMARY = "_SUCCESS", "summary.json"
+SUMMARY = "summary.json"
+_RUN_FAULT = re.compile(r"RunFault: (.+)")
+_WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
 
 
-def is_committed(run_dir: str) -> bool:
-    return FileSystems.exists(FileSystems.join(run_dir, SUCCESS))
+class RunFailed(RuntimeError):
+    """The run stopped on a fault that is not an image's; the message is the one-line reason."""
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for a failed pipeline: the worker's :class:`RunFault` message where there is
+    one (runners re-raise it, or wrap it in their own error's text), else the error's first
+    line; without the runner's "[while running 'STEP']" suffix."""
+    text = str(error).strip()
+    found = None if isinstance(error, RunFault) else _RUN_FAULT.search(text)
+    if found:
+        text = found.group(1)
+    elif not isinstance(error, RunFault):
+        text = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    return _WHILE_RUNNING.sub("", text.splitlines()[0]).strip()[:500]
+
+
+def run_to_commit(pipeline, run_dir: str, *, wait: bool = True):
+    """Runs ``pipeline``, whose last step commits ``run_dir``. On any fault: ``run_dir`` is
+    marked failed with the reason and :class:`RunFailed` raised. With ``wait=False`` returns
+    Beam's result once submitted (the runner's own job then commits or fails the directory)."""
+    try:
+        result = pipeline.run()
+        if not wait:
+            return result
+        state = result.wait_until_finish()
+        if state not in (None, PipelineState.DONE):
+            raise RunFailed(f"the pipeline ended in state {state}")
+    except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
+        reason = failure_reason(error)
+        mark_failed(run_dir, reason)
+        raise RunFailed(reason) from error
+    return result
 
 
 def _read_parquet(run_dir: str, stem: str, schema: pa.Schema) -> pa.Table:
@@ -31,7 +73,7 @@ def _read_parquet(run_dir: str, stem: str, schema: pa.Schema) -> pa.Table:
 
 def read_run(run_dir: str) -> tuple[pa.Table, pa.Table, dict]:
     """(captions, failures, summary) of a committed run; an uncommitted one is an error."""
-    if not is_committed(run_dir):
+    if run_state(run_dir)["state"] != "committed":
         raise FileNotFoundError(f"{run_dir} is not a committed run (no {SUCCESS})")
     with FileSystems.open(FileSystems.join(run_dir, SUMMARY)) as handle:
         summary = json.loads(handle.read())
@@ -42,6 +84,14 @@ def read_run(run_dir: str) -> tuple[pa.Table, pa.Table, dict]:
     )
 
 
+def run_dirs(output: str) -> list[str]:
+    """Every run directory under ``OUTPUT/runs/``, whatever its state, oldest first."""
+    root = FileSystems.join(output, "runs")
+    found = FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list
+    ids = {m.path[len(root) :].strip("/").split("/")[0] for m in found}
+    return [FileSystems.join(root, run_id) for run_id in sorted(ids)]
+
+
 def committed_runs(output: str) -> list[str]:
     """The committed run directories under ``OUTPUT/runs/``, oldest first (ids sort by time)."""
     pattern = FileSystems.join(output, "runs", "*", SUCCESS)
@@ -49,12 +99,16 @@ def committed_runs(output: str) -> list[str]:
 
 
 def list_runs(output: str) -> list[dict]:
-    """The summary of every committed run, oldest first."""
-    summaries = []
-    for run_dir in committed_runs(output):
-        with FileSystems.open(FileSystems.join(run_dir, SUMMARY)) as handle:
-            summaries.append({**json.loads(handle.read()), "run_dir": run_dir})
-    return summaries
+    """Every run, oldest first: its state (committed, failed with the reason, or unfinished)
+    and, for a committed one, its summary."""
+    runs = []
+    for run_dir in run_dirs(output):
+        state = run_state(run_dir)
+        if state["state"] == "committed":
+            with FileSystems.open(FileSystems.join(run_dir, SUMMARY)) as handle:
+                state.update(json.loads(handle.read()))
+        runs.append({"run_id": posixpath.basename(run_dir), **state, "run_dir": run_dir})
+    return runs
 
 
 def read_captions(output: str) -> pa.Table:
@@ -82,29 +136,35 @@ def read_captions(output: str) -> pa.Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``beamcap runs OUTPUT``: the committed runs under an output root, with their counts."""
+    """``beamcap runs OUTPUT``: the runs under an output root: committed ones with their
+    counts, failed ones with their reason."""
     import sys
 
-    from pipeline.options import command_parser
+    from pipeline.settings import Parser
 
-    parser = command_parser("beamcap runs", main.__doc__)
+    parser = Parser("beamcap runs", main.__doc__)
     parser.add_argument("output", help="the --output root of `beamcap caption` runs")
-    parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    parser.add_argument("--json", action="store_true", help="print the runs as JSON")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     runs = list_runs(args.output)
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
     print(
-        f"{'run_id':<26}{'matched':>9}{'skipped':>9}{'captioned':>11}{'failed':>8}"
-        f"{'images/s':>10}  model"
+        f"{'run_id':<26}{'state':<11}{'matched':>9}{'skipped':>9}{'captioned':>11}{'failed':>8}"
+        f"{'images/s':>10}  model or reason"
     )
     for run in runs:
+        if run["state"] != "committed":
+            print(f"{run['run_id']:<26}{run['state']:<11}{'':>57}  {run.get('reason', '')}")
+            continue
         counts = run["counts"]
         print(
-            f"{run['run_id']:<26}{counts['matched']:>9}{counts.get('skipped_as_done', 0):>9}"
-            f"{counts['captioned']:>11}{sum(counts['failed'].values()):>8}"
-            f"{run['images_per_second'] or 0:>10.1f}  {run['model_id']}"
+            f"{run['run_id']:<26}{'committed':<11}{counts['matched']:>9}"
+            f"{counts.get('skipped_as_done', 0):>9}{counts['captioned']:>11}"
+            f"{sum(counts['failed'].values()):>8}{run['images_per_second'] or 0:>10.1f}"
+            f"  {run['model_id']}"
         )
-    print(f"{len(runs)} committed runs under {args.output}")
+    committed = sum(run["state"] == "committed" for run in runs)
+    print(f"{len(runs)} runs under {args.output}, {committed} committed")
     return 0

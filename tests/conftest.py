@@ -210,3 +210,29 @@ def caption_run(tiny_bundle, tmp_path_factory):
     )
     run_dir = root / "out" / "runs" / summary["run_id"]
     return run_dir, root / "captions.txt", root / "scenes.jsonl", must_fail
+
+
+@pytest.fixture(scope="session")
+def nan_bundle(tmp_path_factory):
+    """A bundle whose decoder weights are all NaN: a model fault, whatever the image."""
+    import keras
+    import numpy as np
+
+    from models.bundle import save_bundle
+    from models.decoder import DecoderConfig, ShowAndTell
+    from models.encoder import EncoderSpec, ImageEncoder
+    from models.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary.build(["a red circle", "a blue star"])
+    keras.utils.set_random_seed(0)
+    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=8, lstm_units=8))
+    model = decoder.training_model
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    uri = str(tmp_path_factory.mktemp("nan-bundle"))
+    save_bundle(
+        uri,
+        encoder=ImageEncoder(EncoderSpec("random:3", TINY_SIZE)),
+        decoder=decoder,
+        vocabulary=vocabulary,
+    )
+    return uri

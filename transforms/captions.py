@@ -1,10 +1,14 @@
-"""Caption files into the pipeline, and the vocabulary built from them."""
+"""Caption files into the pipeline, paired with their images, and the vocabulary built from
+them."""
 
 from __future__ import annotations
+
+import posixpath
 
 import apache_beam as beam
 
 from models.caption_files import read_caption_file
+from models.feature_records import split_for
 from models.vocabulary import Vocabulary, tokenize
 
 SKIPPED = "skipped_lines"
@@ -62,3 +66,42 @@ class BuildVocabulary(beam.PTransform):
             ),
             n=beam.pvalue.AsSingleton(num_captions),
         )
+
+
+def route_joined(item, *, val_fraction: float, test_fraction: float):
+    """CoGroupByKey result -> (uri, (image_id, split, captions)), or a tally of what is off."""
+    image_id, grouped = item
+    uris, captions = sorted(grouped["uris"]), list(grouped["captions"])
+    if not uris:
+        yield beam.pvalue.TaggedOutput("tally", ("captions_without_image", len(captions)))
+        return
+    if not captions:
+        yield beam.pvalue.TaggedOutput("tally", ("images_without_captions", len(uris)))
+        return
+    if len(uris) > 1:
+        yield beam.pvalue.TaggedOutput("tally", ("duplicate_image_names", len(uris) - 1))
+    split = split_for(image_id, val_fraction=val_fraction, test_fraction=test_fraction)
+    yield uris[0], (image_id, split, captions)
+
+
+class PairWithCaptions(beam.PTransform):
+    """(image URIs, ``(image_name, caption)`` pairs) -> ``(uri, (image_id, split, captions))``
+    per captioned image, its split from a stable hash of the name; and ``(key, n)`` tallies of
+    captions without an image, images without captions and duplicate names."""
+
+    def __init__(self, *, val_fraction: float, test_fraction: float):
+        super().__init__()
+        self.fractions = dict(val_fraction=val_fraction, test_fraction=test_fraction)
+
+    def expand(self, inputs):
+        uris, captions = inputs
+        routed = (
+            {
+                "uris": uris | "KeyByName" >> beam.Map(lambda uri: (posixpath.basename(uri), uri)),
+                "captions": captions,
+            }
+            | "Join" >> beam.CoGroupByKey()
+            | "Route"
+            >> beam.FlatMap(route_joined, **self.fractions).with_outputs("tally", main="tasks")
+        )
+        return routed.tasks, routed.tally

@@ -1,7 +1,7 @@
 """Failures are data: every per-image failure is a tagged output with its stage and reason.
 
 A stage yields ``failure(uri, stage, error)``; the job collects the ``FAILURES`` outputs of all
-stages and writes them with :class:`WriteFailures` (schema of DESIGN.md).
+stages and writes them with :class:`WriteFailures` (schema in docs/architecture.md).
 """
 
 from __future__ import annotations

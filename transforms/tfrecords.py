@@ -38,6 +38,20 @@ class WriteFeatureRecords(beam.PTransform):
         return written | "Files" >> beam.Flatten()
 
 
+def to_record(image, vocabulary, fingerprint: str) -> tuple[str, FeatureRecord]:
+    """An encoded image carrying ``(image_id, split, captions)`` -> ``(split, FeatureRecord)``."""
+    image_id, split, captions = image.payload
+    record = FeatureRecord(
+        image_id=image_id,
+        uri=image.uri,
+        features=image.features,
+        fingerprint=fingerprint,
+        caption_ids=[vocabulary.encode(caption) for caption in captions],
+        caption_texts=captions,
+    )
+    return split, record
+
+
 def count_record(item: tuple[str, FeatureRecord]):
     """Tally pairs for dataset.json: images and captions per split."""
     split, record = item

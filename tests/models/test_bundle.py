@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.bundle import BundleError, load_bundle, save_bundle
+from models.bundle import BundleError, Caption, load_bundle, save_bundle
 from models.decoder import DecoderConfig, ShowAndTell
 from models.encoder import EncoderSpec, ImageEncoder
 from models.vocabulary import Vocabulary
@@ -38,11 +38,17 @@ def saved(tmp_path, parts):
 
 
 def expected_captions(parts, images):
+    """Encoder, then beam search, then the vocabulary, by hand."""
     from models.beam_search import beam_search
     from models.decoder import DecoderStepper
 
     stepper = DecoderStepper(parts["decoder"], start_id=1, end_id=2)
-    return beam_search(stepper, parts["encoder"].encode(images), **SEARCH)
+    hypotheses = beam_search(stepper, parts["encoder"].encode(images), **SEARCH)
+    decode = parts["vocabulary"].decode
+    return [
+        [Caption(decode(h.tokens), h.tokens, h.log_prob, h.score) for h in image]
+        for image in hypotheses
+    ]
 
 
 def edit_manifest(bundle_dir, edit):
@@ -101,12 +107,12 @@ def test_mismatched_weights_fingerprint_is_refused(saved, tmp_path):
 
 def test_missing_part_and_newer_format_are_refused(saved, tmp_path):
     os.remove(f"{saved}/decoder.weights.h5")
-    with pytest.raises(BundleError, match=r"missing decoder.weights.h5"):
+    with pytest.raises(BundleError, match=r"has no decoder.weights.h5"):
         load_bundle(saved)
     edit_manifest(saved, lambda m: m.update(format_version=99))
     with pytest.raises(BundleError, match="upgrade beamcap"):
         load_bundle(saved)
-    with pytest.raises(BundleError, match="missing manifest.json"):
+    with pytest.raises(BundleError, match="has no manifest.json"):
         load_bundle(str(tmp_path / "nothing-here"))
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from models.configs import SettingsError
 from pipeline.caption import run
 from tests.conftest import write_image_folder
-from transforms.caption_sink import CAPTIONS_SCHEMA
+from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.failures import FAILURE_SCHEMA
 
 FNAPI = ["--runner", "FnApiRunner"]
@@ -77,7 +78,7 @@ def test_each_run_gets_its_own_directory(tmp_path, tiny_bundle):
     write_image_folder(images)
     first = run(job_flags(images, tiny_bundle, tmp_path / "out", "--run-id", "r1", *FNAPI))
     assert first["run_id"] == "r1"
-    with pytest.raises(SystemExit, match="never reused"):
+    with pytest.raises(SettingsError, match="never reused"):
         run(job_flags(images, tiny_bundle, tmp_path / "out", "--run-id", "r1", *FNAPI))
 
 
@@ -146,8 +147,24 @@ def test_gcs_input_and_output(gcs_emulator, tmp_path, tiny_bundle):
     assert failed == set(must_fail)
 
 
-def test_bf16_precision(tmp_path, tiny_bundle):
+def test_precision_reaches_the_encoder(tmp_path, tiny_bundle):
+    """bf16 moves the features a little, so scores move too; were --precision ignored, the two
+    runs would score every image identically."""
     images = tmp_path / "images"
     write_image_folder(images)
-    summary = run(job_flags(images, tiny_bundle, tmp_path / "out", "--precision", "bf16", *FNAPI))
-    assert summary["counts"]["captioned"] == 7
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        output = tmp_path / precision
+        summary = run(job_flags(images, tiny_bundle, output, "--precision", precision, *FNAPI))
+        assert summary["counts"]["captioned"] == 7
+        _, captions, _ = read_run(output, summary)
+        scores[precision] = dict(
+            zip(
+                captions.column("image_uri").to_pylist(),
+                captions.column("log_prob").to_pylist(),
+                strict=True,
+            )
+        )
+    assert scores["fp32"].keys() == scores["bf16"].keys()
+    differences = [abs(scores["fp32"][uri] - scores["bf16"][uri]) for uri in scores["fp32"]]
+    assert max(differences) > 1e-4

@@ -39,11 +39,12 @@ def test_dry_run_builds_the_gpu_job(tmp_path, tiny_bundle):
         "Redistribute",
         "ReadAndDecode",
         "CaptionImages",
-        "CaptionImages/Batch",
-        "CaptionImages/EncodeAndCaption",
+        "CaptionImages/RunInference/BatchElements",
+        "CaptionImages/RunInference/BeamML_RunInference",
+        "CaptionImages/SplitOutcomes",
         "WriteCaptions",
         "WriteFailures",
-        "WriteSummary",
+        "CommitRun/Commit",
     ):
         assert step in names, step
     environment = Environment(

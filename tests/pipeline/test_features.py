@@ -13,11 +13,12 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from models.configs import SettingsError
 from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, split_for
 from models.vocabulary import Vocabulary
-from pipeline.features import route_joined
 from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features
+from transforms.captions import route_joined
 from transforms.decode import decode_image
 
 
@@ -97,7 +98,7 @@ def test_splits_are_stable_across_runs(tiny_dataset, tiny_features, tmp_path):
 
 def test_refuses_a_used_output_dir(tiny_dataset, tiny_features):
     output, _ = tiny_features
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(SettingsError, match="--overwrite"):
         run_features(tiny_dataset, output)
 
 

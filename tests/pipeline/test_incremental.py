@@ -49,7 +49,7 @@ def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, 
         [first["run_id"], second["run_id"], third["run_id"], retried["run_id"]]
     )
     assert runs.main([str(output)]) == 0
-    assert "4 committed runs" in capsys.readouterr().out
+    assert "4 runs under" in capsys.readouterr().out
 
 
 def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
@@ -60,7 +60,9 @@ def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
     (crashed / "_SUCCESS").unlink()  # as if the job died after writing its shards
     again = caption(images, tiny_bundle, output)
     assert again["counts"]["skipped_as_done"] == 0 and again["counts"]["captioned"] == 7
-    assert [r["run_id"] for r in runs.list_runs(str(output))] == [again["run_id"]]
+    listed = [(r["run_id"], r["state"]) for r in runs.list_runs(str(output))]
+    assert listed == [(first["run_id"], "unfinished"), (again["run_id"], "committed")]
+    assert runs.committed_runs(str(output)) == [str(output / "runs" / again["run_id"])]
 
 
 def test_read_captions_keeps_the_latest_caption_per_image(tmp_path, tiny_bundle):

@@ -1,13 +1,11 @@
-"""The captions Parquet contract: its explicit schema and the row builder (DESIGN.md)."""
+"""The captions Parquet contract: its explicit schema and the row builder
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
 import datetime
 
 import pyarrow as pa
-
-from models.beam_search import Hypothesis
-from models.vocabulary import Vocabulary
 
 CANDIDATE = pa.struct(
     [("caption", pa.string()), ("log_prob", pa.float32()), ("score", pa.float32())]
@@ -28,13 +26,12 @@ CAPTIONS_SCHEMA = pa.schema(
 )
 
 
-def caption_row(
-    image, hypotheses: list[Hypothesis], vocabulary: Vocabulary, model_id: str, run_id: str
-) -> dict:
-    """One row of the captions Parquet (schema ``CAPTIONS_SCHEMA``); best hypothesis first."""
+def caption_row(image, captions: list, model_id: str, run_id: str) -> dict:
+    """One row of the captions Parquet (``CAPTIONS_SCHEMA``) from ``Bundle.caption``'s N-best
+    list for ``image`` (a DecodedImage), best first."""
     candidates = [
-        {"caption": vocabulary.decode(h.tokens), "log_prob": h.log_prob, "score": h.score}
-        for h in hypotheses
+        {"caption": caption.text, "log_prob": caption.log_prob, "score": caption.score}
+        for caption in captions
     ]
     return {
         "image_uri": image.uri,

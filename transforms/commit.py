@@ -1,0 +1,102 @@
+"""Publish after write: a job's outputs count once its commit marker exists, and a failed run
+says why. Both Beam jobs end with :class:`CommitRun`.
+
+A run directory ends in exactly one of two states:
+  committed  every output file, then the job's record (``summary.json`` for a caption run,
+             ``dataset.json`` for features), then ``_SUCCESS`` last;
+  failed     ``_FAILED`` holds ``{"reason": ..., "failed_at": ...}``; temporary files removed,
+             whatever was written stays for diagnosis, and every reader ignores it.
+A directory with neither is still running, or died without a word (a killed launcher).
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import posixpath
+import shutil
+from collections.abc import Callable
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from models import storage
+
+SUCCESS, FAILED = "_SUCCESS", "_FAILED"
+
+
+def count(pcoll, key: str, label: str):
+    """One ``(key, 1)`` per element, for :class:`CommitRun`'s tally."""
+    return pcoll | label >> beam.Map(lambda _: (key, 1))
+
+
+def remove_temporary_files(run_dir: str) -> None:
+    """Deletes the ``beam-temp-*`` folders Beam's file sinks leave behind a failed run."""
+    pattern = FileSystems.join(run_dir, "beam-temp-*")
+    files = FileSystems.match([FileSystems.join(pattern, "*")])[0].metadata_list
+    folders = {posixpath.dirname(m.path) for m in files}
+    if storage.is_gcs(run_dir):
+        FileSystems.delete([folder + "/" for folder in sorted(folders)])  # recursive
+    else:
+        for folder in folders | set(glob.glob(pattern)):  # empty folders match no file
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def mark_failed(run_dir: str, reason: str) -> None:
+    """Marks ``run_dir`` failed with a one-line ``reason`` and removes Beam's temporary files."""
+    remove_temporary_files(run_dir)
+    record = {
+        "reason": reason,
+        "failed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    storage.write_text(FileSystems.join(run_dir, FAILED), json.dumps(record, indent=2))
+
+
+def run_state(run_dir: str) -> dict:
+    """``{"state": "committed"}``, ``{"state": "failed", "reason": ...}`` or
+    ``{"state": "unfinished"}``."""
+    if FileSystems.exists(FileSystems.join(run_dir, SUCCESS)):
+        return {"state": "committed"}
+    if FileSystems.exists(FileSystems.join(run_dir, FAILED)):
+        record = json.loads(storage.read_text(FileSystems.join(run_dir, FAILED)))
+        return {"state": "failed", **record}
+    return {"state": "unfinished"}
+
+
+class CommitRun(beam.PTransform):
+    """Runs ``commit(tally, files, **side_inputs)`` once, after every file in ``files`` is
+    written; ``tally`` is a dict summed from the ``(key, n)`` pairs of ``tallies``. ``commit``
+    writes the job's record and marker, or raises to fail the run (having marked it failed)."""
+
+    def __init__(
+        self,
+        *,
+        tallies: list,
+        files: list,
+        commit: Callable[..., object],
+        side_inputs: dict | None = None,
+    ):
+        super().__init__()
+        self.tallies, self.files, self.commit = tallies, files, commit
+        self.extra_side_inputs = side_inputs or {}
+
+    def expand(self, pbegin):
+        tally = (
+            tuple(self.tallies)
+            | "AllTallies" >> beam.Flatten()
+            | "SumTallies" >> beam.CombinePerKey(sum)
+        )
+        files = tuple(self.files) | "AllFiles" >> beam.Flatten()
+        commit = self.commit
+        return (
+            pbegin
+            | "Once" >> beam.Create([None])
+            | "Commit"
+            >> beam.Map(
+                lambda _, tally, files, **side: commit(tally, files, **side),
+                tally=beam.pvalue.AsDict(tally),
+                files=beam.pvalue.AsList(files),
+                **self.extra_side_inputs,
+            )
+        )

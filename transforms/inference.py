@@ -1,0 +1,213 @@
+"""The model stages, on Beam's ``RunInference``: a ``ModelHandler`` per model (the bundle for
+captions, the encoder for features), with Beam's batching, model sharing and inference metrics.
+
+Failures of an image are data; faults of the run stop it. The rule, applied to every batch:
+  * a batch that raises is retried one image at a time, so that only the images at fault fail
+    (they become failure records of their stage);
+  * if every image of a batch of two or more fails on its own as well, the fault is the run's
+    (a broken model, a device error, memory): :class:`RunFault` is raised and the run fails;
+  * a model that returns non-finite values (``ModelFault``, or beam search's
+    ``FloatingPointError`` on NaN log-probabilities) or a ``MemoryError`` fails the run at
+    once: no decodable image causes those.
+The caption job adds a last guard on the whole run (``--max-failed-fraction``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from models.backend import load_keras
+from transforms.caption_schema import caption_row
+from transforms.decode import DecodedImage
+from transforms.failures import FAILURES, failure
+
+METRICS_NAMESPACE = "beamcap"
+
+
+class RunFault(RuntimeError):
+    """A fault of the run, not of an image; raised inside a worker, it fails the run."""
+
+
+def isolate_faults(function: Callable[[list], list], items: Sequence) -> list:
+    """``function(items)`` -> one result per item; on an error, item by item. Returns, per item,
+    its result or the exception it raised alone; raises :class:`RunFault` where the rule in
+    this module's docstring says the fault is the run's."""
+    items = list(items)
+    try:
+        return _checked(function(items), items)
+    except Exception as error:  # noqa: BLE001 - sorted out below
+        _raise_if_run_fault(error)
+        if len(items) == 1:
+            return [error]
+    outcomes = []
+    for item in items:
+        try:
+            outcomes += _checked(function([item]), [item])
+        except Exception as error:  # noqa: BLE001
+            _raise_if_run_fault(error)
+            outcomes.append(error)
+    if all(isinstance(outcome, Exception) for outcome in outcomes):
+        first = outcomes[0]
+        raise RunFault(
+            f"all {len(items)} images of a batch failed, each on its own too: "
+            f"{type(first).__name__}: {first}"
+        ) from first
+    return outcomes
+
+
+def _checked(results, items) -> list:
+    results = list(results)
+    if len(results) != len(items):
+        raise RunFault(f"the model returned {len(results)} results for {len(items)} images")
+    return results
+
+
+def _raise_if_run_fault(error: Exception) -> None:
+    from models.encoder import ModelFault  # the models layer is imported where models run
+
+    if isinstance(error, RunFault):
+        raise error
+    if isinstance(error, (ModelFault, FloatingPointError, MemoryError)):
+        raise RunFault(f"{type(error).__name__}: {error}") from error
+
+
+class _ImageHandler(ModelHandler):
+    """What both handlers share: batches of :class:`DecodedImage`, one outcome per image."""
+
+    def __init__(self, *, min_batch_size: int, max_batch_size: int, share_across_processes):
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            model_copies=1 if share_across_processes else None,
+        )
+
+    def run_inference(self, batch: Sequence[DecodedImage], model, inference_args=None):
+        outcomes = isolate_faults(
+            lambda images: self.infer(model, np.stack([image.pixels for image in images])), batch
+        )
+        pairs = zip(batch, outcomes, strict=True)
+        return [PredictionResult(image, outcome) for image, outcome in pairs]
+
+    def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
+        return sum(image.pixels.nbytes for image in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return METRICS_NAMESPACE
+
+
+class BundleHandler(_ImageHandler):
+    """Loads a model bundle; each batch is encoded and beam-searched (``Bundle.caption``)."""
+
+    def __init__(self, uri: str, *, model_id: str, search: dict, precision: str, **batching):
+        super().__init__(**batching)
+        self.uri, self.model_id, self.search, self.precision = uri, model_id, search, precision
+        self.max_batch_size = batching["max_batch_size"]
+
+    def load_model(self):
+        load_keras()
+        from models.bundle import load_bundle
+
+        bundle = load_bundle(self.uri, precision=self.precision, batch_size=self.max_batch_size)
+        if bundle.model_id != self.model_id:
+            raise RunFault(
+                f"{self.uri} now holds model {bundle.model_id}, not {self.model_id} as at launch"
+            )
+        return bundle
+
+    def infer(self, bundle, pixels):
+        return bundle.caption(pixels, **self.search)
+
+
+class EncoderHandler(_ImageHandler):
+    """Loads an InceptionV3 encoder; each batch becomes 2048-d features."""
+
+    def __init__(self, spec, *, weights_file: str, precision: str, **batching):
+        super().__init__(**batching)
+        self.spec, self.weights_file, self.precision = spec, weights_file, precision
+        self.max_batch_size = batching["max_batch_size"]
+
+    def load_model(self):
+        load_keras()
+        from models.encoder import ImageEncoder
+
+        return ImageEncoder(
+            self.spec,
+            weights_file=self.weights_file,
+            precision=self.precision,
+            batch_size=self.max_batch_size,
+        )
+
+    def infer(self, encoder, pixels):
+        return encoder.encode(pixels)
+
+
+class _SplitOutcomes(beam.DoFn):
+    """PredictionResult -> ``to_output(image, result)``, or a failure record of the stage the
+    error names (``default_stage`` otherwise)."""
+
+    def __init__(self, to_output: Callable, default_stage: str):
+        self.to_output, self.default_stage = to_output, default_stage
+
+    def process(self, result: PredictionResult):
+        image, outcome = result.example, result.inference
+        if isinstance(outcome, Exception):
+            yield failure(image.uri, getattr(outcome, "stage", self.default_stage), outcome)
+        else:
+            yield self.to_output(image, outcome)
+
+
+def run_model(images, handler: ModelHandler, to_output: Callable, *, stage: str):
+    """``RunInference`` with ``handler``, then outcomes split; returns (outputs, failures)."""
+    split = (
+        images
+        | "RunInference" >> RunInference(handler, metrics_namespace=METRICS_NAMESPACE)
+        | "SplitOutcomes"
+        >> beam.ParDo(_SplitOutcomes(to_output, stage)).with_outputs(FAILURES, main="main")
+    )
+    return split.main, split[FAILURES]
+
+
+class CaptionImages(beam.PTransform):
+    """DecodedImage -> caption rows (``CAPTIONS_SCHEMA``); returns (rows, failures)."""
+
+    def __init__(self, handler: BundleHandler, *, run_id: str):
+        super().__init__()
+        self.handler, self.run_id = handler, run_id
+
+    def expand(self, images):
+        model_id, run_id = self.handler.model_id, self.run_id
+        return run_model(
+            images,
+            self.handler,
+            lambda image, captions: caption_row(image, captions, model_id, run_id),
+            stage="caption",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedImage:
+    uri: str
+    features: np.ndarray  # float32 [2048]
+    width: int
+    height: int
+    payload: object = None
+
+
+def _encoded(image: DecodedImage, features: np.ndarray) -> EncodedImage:
+    return EncodedImage(image.uri, features, image.width, image.height, image.payload)
+
+
+class EncodeImages(beam.PTransform):
+    """DecodedImage -> EncodedImage; returns (encoded, failures)."""
+
+    def __init__(self, handler: EncoderHandler):
+        super().__init__()
+        self.handler = handler
+
+    def expand(self, images):
+        return run_model(images, self.handler, _encoded, stage="encode")
