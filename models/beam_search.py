@@ -1,4 +1,4 @@
-"""Batched beam search over the decoder step protocol (DESIGN.md), in plain numpy.
+"""Batched beam search over the decoder step protocol (docs/architecture.md), in plain numpy.
 
 The semantics are im2txt's ``caption_generator.beam_search`` with its top-k bug fixed, run for
 every image and every beam in one ``stepper.step`` call per time step:
@@ -30,7 +30,7 @@ import numpy as np
 
 
 class Stepper(Protocol):
-    """What beam search needs of a decoder (shapes in DESIGN.md)."""
+    """What beam search needs of a decoder (shapes in docs/architecture.md)."""
 
     start_id: int
     end_id: int

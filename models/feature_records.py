@@ -1,4 +1,4 @@
-"""The feature TFRecord contract (DESIGN.md): one ``tf.train.SequenceExample`` per image.
+"""The feature TFRecord contract (docs/architecture.md): one ``tf.train.SequenceExample`` per image.
 
 Context: ``image/id`` (bytes), ``image/uri`` (bytes), ``image/features`` (float list),
 ``encoder/fingerprint`` (bytes). Feature lists: ``caption/ids`` (one int64 list per caption) and

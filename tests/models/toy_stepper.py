@@ -50,7 +50,8 @@ def divisor(length: int, penalty: float) -> float:
 
 
 def reference_beam_search(stepper, image, *, beam_size, max_length, length_penalty=0.0):
-    """The DESIGN.md semantics written plainly, one image and one hypothesis at a time."""
+    """The beam-search semantics of docs/architecture.md written plainly, one image and one
+    hypothesis at a time."""
     live = [((), 0.0, None)]  # tokens, log_prob, state
     completed: list[Hypothesis] = []
     state0 = stepper.initial_state(np.array([[image]]))
