@@ -1,6 +1,6 @@
 """``beamcap caption``: images -> captions with scores and N-best alternatives, in Parquet.
 
-    MatchImages -> [SkipAlreadyCaptioned] -> Reshuffle -> ReadAndDecode -> CaptionImages
+    MatchImages -> [SkipAlreadyDone] -> Reshuffle -> ReadAndDecode -> CaptionImages
     (RunInference: batched InceptionV3 + beam search in one stage) -> WriteCaptions;
     every stage's failures -> WriteFailures;  tallies + written files -> CommitRun
 
@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import storage
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
 from models.manifest import verify_bundle
-from pipeline.runs import SUMMARY, committed_runs, run_to_commit
+from pipeline.runs import SUMMARY, committed_runs, inference_metrics, run_to_commit
 from pipeline.settings import configure_logging, parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.commit import SUCCESS, CommitRun, count, mark_failed
@@ -236,7 +236,7 @@ def build(
         matched = pipeline | "MatchImages" >> MatchImages(settings.input.split(","))
     uris = matched
     if settings.only_new:
-        uris = matched | "SkipAlreadyCaptioned" >> SkipAlreadyDone(list(done))
+        uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done))
     decoded = (
         uris
         | "Redistribute" >> beam.Reshuffle()
@@ -324,6 +324,18 @@ def run(argv: list[str], *, wait: bool = True):
         return result
     summary = json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
     logging.info("run %s committed to %s: %s", run_id, run_dir, summary["counts"])
+    metrics = inference_metrics(result)
+    if "inference_batch_latency_micro_secs" in metrics:
+        batches, load = (
+            metrics["inference_batch_latency_micro_secs"],
+            metrics.get("load_model_latency_milli_secs", {}),
+        )
+        logging.info(
+            "inference: %d batches, mean %.2f s per batch, model load %.1f s",
+            batches["count"],
+            batches["mean"] / 1e6,
+            load.get("mean", 0) / 1e3,
+        )
     return summary
 
 

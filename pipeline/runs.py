@@ -19,7 +19,7 @@ from apache_beam.runners.runner import PipelineState
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.commit import SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
-from transforms.inference import RunFault
+from transforms.inference import METRICS_NAMESPACE, RunFault
 
 SUMMARY = "summary.json"
 _RUN_FAULT = re.compile(r"RunFault: (.+)")
@@ -41,6 +41,24 @@ def failure_reason(error: BaseException) -> str:
     elif not isinstance(error, RunFault):
         text = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
     return _WHILE_RUNNING.sub("", text.splitlines()[0]).strip()[:500]
+
+
+def inference_metrics(result) -> dict:
+    """RunInference's metrics of a finished run (namespace ``beamcap``): counters as numbers,
+    distributions as {count, mean, max}; empty where the runner reports none."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    metrics = {c.key.metric.name: c.committed or c.attempted for c in found["counters"]}
+    for distribution in found["distributions"]:
+        value = distribution.committed or distribution.attempted
+        if value and value.count:
+            metrics[distribution.key.metric.name] = {
+                "count": value.count,
+                "mean": value.mean,
+                "max": value.max,
+            }
+    return metrics
 
 
 def run_to_commit(pipeline, run_dir: str, *, wait: bool = True):

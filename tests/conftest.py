@@ -117,10 +117,11 @@ def tiny_features(tiny_dataset, tmp_path_factory):
     return output, run_features(tiny_dataset, output)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    """An untrained bundle (random decoder) over the synthetic grammar: enough to run jobs."""
+def make_bundle(uri: str, *, nan_decoder: bool = False) -> str:
+    """An untrained bundle (random decoder) over the synthetic grammar, at ``TINY_SIZE``; with
+    ``nan_decoder`` every decoder weight is NaN (a model fault, whatever the image)."""
     import keras
+    import numpy as np
 
     from models.bundle import save_bundle
     from models.decoder import DecoderConfig, ShowAndTell
@@ -132,7 +133,9 @@ def tiny_bundle(tmp_path_factory):
     vocabulary = Vocabulary.build(captions)
     keras.utils.set_random_seed(0)
     decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=32, lstm_units=32))
-    uri = str(tmp_path_factory.mktemp("tiny-bundle"))
+    if nan_decoder:
+        model = decoder.training_model
+        model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
     save_bundle(
         uri,
         encoder=ImageEncoder(EncoderSpec("random:3", TINY_SIZE)),
@@ -140,6 +143,17 @@ def tiny_bundle(tmp_path_factory):
         vocabulary=vocabulary,
     )
     return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """Enough of a model to run jobs."""
+    return make_bundle(str(tmp_path_factory.mktemp("tiny-bundle")))
+
+
+@pytest.fixture(scope="session")
+def nan_bundle(tmp_path_factory):
+    return make_bundle(str(tmp_path_factory.mktemp("nan-bundle")), nan_decoder=True)
 
 
 def write_image_folder(root, *, good=6, seed=4):
@@ -211,28 +225,3 @@ def caption_run(tiny_bundle, tmp_path_factory):
     run_dir = root / "out" / "runs" / summary["run_id"]
     return run_dir, root / "captions.txt", root / "scenes.jsonl", must_fail
 
-
-@pytest.fixture(scope="session")
-def nan_bundle(tmp_path_factory):
-    """A bundle whose decoder weights are all NaN: a model fault, whatever the image."""
-    import keras
-    import numpy as np
-
-    from models.bundle import save_bundle
-    from models.decoder import DecoderConfig, ShowAndTell
-    from models.encoder import EncoderSpec, ImageEncoder
-    from models.vocabulary import Vocabulary
-
-    vocabulary = Vocabulary.build(["a red circle", "a blue star"])
-    keras.utils.set_random_seed(0)
-    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=8, lstm_units=8))
-    model = decoder.training_model
-    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
-    uri = str(tmp_path_factory.mktemp("nan-bundle"))
-    save_bundle(
-        uri,
-        encoder=ImageEncoder(EncoderSpec("random:3", TINY_SIZE)),
-        decoder=decoder,
-        vocabulary=vocabulary,
-    )
-    return uri
