@@ -4,7 +4,8 @@ Captions are grouped per image, each image goes to train/val/test by a stable ha
 the vocabulary is built from the train captions inside the pipeline, and images are read, decoded
 and encoded in batches by the caption job's own transforms. Output in ``--output``:
 ``{train,val,test}-*.tfrecord``, ``vocab.txt``, ``encoder.weights.h5``, ``failures-*.parquet``
-and ``dataset.json``, written last, once everything else is.
+and ``dataset.json``, written last, once everything else is. ``--with-images`` also stores each
+image's resized pixels (PNG, ``image/data``) for phase-2 training (``train --train-encoder``).
 
     beamcap features --images data/synth/Images --captions data/synth/captions.txt \\
         --output data/features --encoder-weights random:0 --image-size 299
@@ -14,6 +15,7 @@ and ``dataset.json``, written last, once everything else is.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -26,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from models.encoder import DEFAULT_IMAGE_SIZE, EncoderSpec, ImageEncoder
-from models.feature_records import FeatureRecord, split_for
+from models.feature_records import FeatureRecord, encode_png, split_for
 from pipeline.options import (
     JobFlags,
     add_precision_flag,
@@ -116,6 +118,12 @@ class FeaturesFlags(JobFlags):
         )
         add_precision_flag(group)
         group.add_argument(
+            "--with-images",
+            action="store_true",
+            help="also store each image's resized pixels (PNG, image/data) in its record, for "
+            "phase-2 training of the encoder (beamcap train --train-encoder)",
+        )
+        group.add_argument(
             "--overwrite", action="store_true", help="delete what --output holds before writing"
         )
 
@@ -136,8 +144,14 @@ def route_joined(item, *, val_fraction: float, test_fraction: float):
     yield uris[0], (image_id, split, captions)
 
 
+def attach_image_data(image):
+    """DecodedImage -> the same with its pixels, PNG-encoded, appended to the payload (what
+    ``--with-images`` stores as ``image/data``)."""
+    return dataclasses.replace(image, payload=(*image.payload, encode_png(image.pixels)))
+
+
 def to_record(image, vocabulary, fingerprint: str):
-    image_id, split, captions = image.payload
+    image_id, split, captions, *image_data = image.payload
     record = FeatureRecord(
         image_id=image_id,
         uri=image.uri,
@@ -145,6 +159,7 @@ def to_record(image, vocabulary, fingerprint: str):
         fingerprint=fingerprint,
         caption_ids=[vocabulary.encode(caption) for caption in captions],
         caption_texts=captions,
+        image_data=image_data[0] if image_data else None,
     )
     return split, record
 
@@ -208,7 +223,10 @@ def build(pipeline, job, *, spec: EncoderSpec, weights_file: str, fingerprint: s
         | "ReadAndDecode"
         >> beam.ParDo(ReadAndDecode(spec.image_size)).with_outputs("failures", main="decoded")
     )
-    encoded, encode_failures = decoded.decoded | "EncodeImages" >> EncodeImages(
+    to_encode = decoded.decoded
+    if getattr(job, "with_images", False):
+        to_encode = to_encode | "AttachImageData" >> beam.Map(attach_image_data)
+    encoded, encode_failures = to_encode | "EncodeImages" >> EncodeImages(
         spec, weights_file=weights_file, precision=job.precision, max_batch_size=job.batch_size
     )
     records = encoded | "ToRecords" >> beam.Map(
@@ -235,6 +253,7 @@ def build(pipeline, job, *, spec: EncoderSpec, weights_file: str, fingerprint: s
         **fractions,
         "min_word_count": job.min_word_count,
         "max_vocab_size": job.max_vocab_size,
+        "with_images": bool(getattr(job, "with_images", False)),
     }
     return (
         pipeline
