@@ -25,7 +25,7 @@ from models.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
 from models.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 FORMAT = "beamcap-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning)
 MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
     "manifest.json",
     "encoder.weights.h5",
@@ -72,8 +72,14 @@ def save_bundle(
     decoder: ShowAndTell,
     vocabulary: Vocabulary,
     training: dict | None = None,
+    encoder_extras: dict | None = None,
 ) -> dict:
-    """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest."""
+    """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest.
+
+    ``encoder_extras`` go into the manifest's encoder section next to the spec: ``phase`` (1:
+    the encoder as initialised, 2: fine-tuned with the decoder) and, in phase 2, ``fine_tuning``
+    (the bundle it started from, images seen, learning rate, BatchNorm mode, precision).
+    """
     if decoder.config.vocab_size != len(vocabulary):
         raise BundleError(
             f"decoder vocab_size {decoder.config.vocab_size} != vocabulary {len(vocabulary)}"
@@ -94,7 +100,12 @@ def save_bundle(
             :12
         ],
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "encoder": {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint},
+        "encoder": {
+            **dataclasses.asdict(encoder.spec),
+            "fingerprint": encoder.fingerprint,
+            "phase": 1,
+            **(encoder_extras or {}),
+        },
         "decoder": {**dataclasses.asdict(decoder.config), "fingerprint": decoder_fingerprint},
         "vocabulary": {
             "size": len(vocabulary),
@@ -146,7 +157,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
         vocabulary = Vocabulary.from_text(
             Path(tmp, VOCAB).read_text(encoding="utf-8"), source=storage.join(uri, VOCAB)
         )
-        encoder_fields = {k: v for k, v in manifest["encoder"].items() if k != "fingerprint"}
+        spec_fields = {field.name for field in dataclasses.fields(EncoderSpec)}
+        encoder_fields = {k: v for k, v in manifest["encoder"].items() if k in spec_fields}
         encoder = ImageEncoder(
             EncoderSpec(**encoder_fields),
             weights_file=str(Path(tmp, ENCODER_WEIGHTS)),

@@ -2,12 +2,15 @@
 
     beamcap train --data data/features --output data/model --config demo
     beamcap train --data gs://B/features --output gs://B/models/v1 --config flickr8k --epochs 5
+    beamcap train --data data/features --output data/model2 --config demo \
+        --init-from data/model --train-encoder       # phase 2 (features --with-images)
 
 Rerun the same command after an interruption to resume from the last finished epoch.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -45,11 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
+        text = field.metadata.get("help", "overrides the preset")
+        if isinstance(field.default, bool):  # type=bool would read "False" as True
+            parser.add_argument(
+                f"--{field.name.replace('_', '-')}",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{text} (default {field.default})",
+            )
+            continue
         parser.add_argument(
             f"--{field.name.replace('_', '-')}",
             type=type(field.default),
             default=None,
-            help=f"overrides the preset (default {field.default})",
+            help=f"{text} (default {field.default!r})",
         )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging()
@@ -71,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         k: metrics[k]
         for k in (
             "model_id",
+            "phase",
             "epochs_run",
             "best_epoch",
             "train_loss",
