@@ -118,6 +118,13 @@ def tiny_features(tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_image_features(tiny_dataset, tmp_path_factory):
+    """The tiny dataset's features written ``--with-images`` (what phase 2 trains on)."""
+    output = tmp_path_factory.mktemp("tiny-image-features")
+    return output, run_features(tiny_dataset, output, "--with-images")
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """An untrained bundle (random decoder) over the synthetic grammar: enough to run jobs."""
     import keras
