@@ -29,7 +29,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from models.feature_records import split_for  # noqa: E402
 from models.synthetic import read_scenes  # noqa: E402
 from pipeline import caption, evaluate, features, report, synth, train  # noqa: E402
-from pipeline.options import command_parser  # noqa: E402
+from pipeline.options import command_parser, configure_logging  # noqa: E402
 from pipeline.presets import as_flags, load_preset  # noqa: E402
 
 RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Beam runner for the two Beam jobs (default: %(default)s)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    configure_logging()
     started = time.time()
     hardware = machine()
     preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
