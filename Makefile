@@ -5,11 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench lock clean run-direct run-dataflow run-flink \
+.PHONY: help install demo quality test lint format bench lock clean run-direct run-dataflow run-flink \
         docker flex-template
 
 # Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
 DEMO_ARGS ?=
+# Time budget of `make quality` in minutes (phase 2 gets what the other steps leave), extra flags
+QUALITY_MINUTES ?= 85
+QUALITY_ARGS ?=
 
 # Cloud settings for the run-* targets: make run-dataflow PROJECT=p REGION=r BUCKET=b
 PROJECT ?= my-project
@@ -37,6 +40,9 @@ install: $(STAMP) ## create .venv and install beamcap with its test extra, pinne
 
 demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
+
+quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
+	$(BIN)/python -m pipeline.quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest

@@ -95,8 +95,14 @@ def save_bundle(
     decoder: ShowAndTell,
     vocabulary: Vocabulary,
     training: dict | None = None,
+    encoder_extras: dict | None = None,
 ) -> dict:
-    """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest."""
+    """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest.
+
+    ``encoder_extras`` go into the manifest's encoder section next to the spec: ``phase`` (1:
+    the encoder as initialised, 2: fine-tuned with the decoder) and, in phase 2, ``fine_tuning``
+    (the bundle it started from, images seen, learning rate, BatchNorm mode, precision).
+    """
     if decoder.config.vocab_size != len(vocabulary):
         raise BundleError(
             f"decoder vocab_size {decoder.config.vocab_size} != vocabulary {len(vocabulary)}"
@@ -115,7 +121,12 @@ def save_bundle(
         "model_id": "showtell-"
         + sha256((encoder.fingerprint + decoder_fingerprint + sha256(files[VOCAB])).encode())[:12],
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "encoder": {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint},
+        "encoder": {
+            **dataclasses.asdict(encoder.spec),
+            "fingerprint": encoder.fingerprint,
+            "phase": 1,
+            **(encoder_extras or {}),
+        },
         "decoder": {**dataclasses.asdict(decoder.config), "fingerprint": decoder_fingerprint},
         "vocabulary": {
             "size": len(vocabulary),
@@ -144,7 +155,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
         vocabulary = Vocabulary.from_text(
             Path(tmp, VOCAB).read_text(encoding="utf-8"), source=storage.join(uri, VOCAB)
         )
-        encoder_fields = {k: v for k, v in manifest["encoder"].items() if k != "fingerprint"}
+        spec_fields = {field.name for field in dataclasses.fields(EncoderSpec)}
+        encoder_fields = {k: v for k, v in manifest["encoder"].items() if k in spec_fields}
         encoder = ImageEncoder(
             EncoderSpec(**encoder_fields),
             weights_file=str(Path(tmp, ENCODER_WEIGHTS)),

@@ -12,6 +12,7 @@ import math
 
 FEATURE_DIM = 2048
 PRECISIONS = ("fp32", "bf16", "fp16")  # the encoder's compute types; weights stay float32
+BATCHNORM_MODES = ("auto", "train", "frozen")  # the encoder's BatchNorm in phase 2
 PRECISION_HELP = (
     "encoder compute type: bf16 on CPUs with AVX512_BF16/AMX and on GPUs, fp16 on older GPUs; "
     "weights stay float32"
@@ -119,3 +120,54 @@ class TrainConfig:
     beam_size: int = setting(3, "beam width of the validation BLEU decoding", minimum=1)
     max_length: int = setting(20, "most tokens per decoded caption, <end> included", minimum=1)
     seed: int = setting(0, "random seed of weights and shuffling")
+    # Phase 2 and run control.
+    init_from: str = setting(
+        "",
+        "model bundle to start from (usually phase 1's): its decoder and encoder weights; its "
+        "vocabulary must be the features'",
+        uris=True,
+    )
+    train_encoder: bool = setting(
+        False,
+        "phase 2: fit the encoder together with the decoder, on the records' pixels (features "
+        "written with --with-images)",
+    )
+    encoder_learning_rate: float = setting(
+        5e-4,
+        "Adam learning rate of the encoder in phase 2 (im2txt's train_inception: 0.0005)",
+        minimum=1e-8,
+        maximum=1.0,
+    )
+    encoder_batchnorm: str = setting(
+        "auto",
+        "encoder BatchNorm in phase 2: train (batch statistics, moving ones updated), frozen "
+        "(inference mode), or auto: train for random:SEED weights, frozen for pretrained",
+        choices=BATCHNORM_MODES,
+    )
+    encoder_precision: str = setting(
+        "fp32", "phase-2 compute type of the encoder (weights stay float32)", choices=PRECISIONS
+    )
+    captions_per_image: int = setting(
+        0,
+        "phase 2: train on this many of each image's captions per step, drawn at random (0: "
+        "all; fewer trade decoder steps for more images per second)",
+        minimum=0,
+    )
+    images_per_epoch: int = setting(
+        0,
+        "phase 2: images per epoch, i.e. between evaluations and checkpoints (0: the train "
+        "split once)",
+        minimum=0,
+    )
+    time_budget_minutes: float = setting(
+        0.0,
+        "stop training once this many minutes have passed (the running epoch is cut short, "
+        "then validated); 0: no limit",
+        minimum=0.0,
+    )
+    val_scenes: str = setting(
+        "",
+        "synthetic ground truth (scenes.jsonl): adds validation attribute accuracy to every "
+        "epoch's metrics",
+        uris=True,
+    )

@@ -1,17 +1,22 @@
 """The feature TFRecord contract (docs/architecture.md): one ``tf.train.SequenceExample`` per image.
 
 Context: ``image/id`` (bytes), ``image/uri`` (bytes), ``image/features`` (float list),
-``encoder/fingerprint`` (bytes). Feature lists: ``caption/ids`` (one int64 list per caption) and
-``caption/text`` (one bytes list per caption, holding the original caption).
+``encoder/fingerprint`` (bytes), and with ``beamcap features --with-images`` ``image/data``: the
+image as the encoder saw it (resized uint8 RGB, PNG-encoded: lossless, so phase-2 training sees
+exactly the pixels the caption job's decoder produces; im2txt keeps the JPEG file there).
+Feature lists: ``caption/ids`` (one int64 list per caption) and ``caption/text`` (one bytes list
+per caption, holding the original caption).
 
 The features pipeline writes these with :func:`encode_example`; the trainer reads them with
-:func:`parse_example` inside ``tf.data``. Both need TensorFlow, imported on first use.
+:func:`parse_example` (phase 1: features) or :func:`parse_image_example` (phase 2: pixels) inside
+``tf.data``. They need TensorFlow, imported on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 
 import numpy as np
 
@@ -39,6 +44,25 @@ class FeatureRecord:
     fingerprint: str
     caption_ids: list[list[int]]
     caption_texts: list[str]
+    image_data: bytes | None = None  # PNG of the resized pixels (``--with-images``)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 [S, S, 3] -> PNG bytes (lossless)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(
+        buffer, format="PNG", compress_level=1
+    )
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), np.uint8)
 
 
 def encode_example(record: FeatureRecord) -> bytes:
@@ -55,6 +79,15 @@ def encode_example(record: FeatureRecord) -> bytes:
                 float_list=tf.train.FloatList(value=np.asarray(record.features, np.float32))
             ),
             "encoder/fingerprint": bytes_feature(record.fingerprint),
+            **(
+                {
+                    "image/data": tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[record.image_data])
+                    )
+                }
+                if record.image_data is not None
+                else {}
+            ),
         }
     )
     feature_lists = tf.train.FeatureLists(
@@ -91,6 +124,7 @@ def decode_example(serialized: bytes) -> FeatureRecord:
         caption_texts=[
             f.bytes_list.value[0].decode("utf-8") for f in lists["caption/text"].feature
         ],
+        image_data=context["image/data"].bytes_list.value[0] if "image/data" in context else None,
     )
 
 
@@ -104,3 +138,17 @@ def parse_example(serialized, feature_dim: int):
         sequence_features={"caption/ids": tf.io.RaggedFeature(tf.int64)},
     )
     return context["image/features"], sequences["caption/ids"]
+
+
+def parse_image_example(serialized, image_size: int):
+    """``tf.data`` map function for phase 2: -> (uint8 image [S, S, 3], caption ids as a
+    RaggedTensor [C, None]). Records written without ``--with-images`` fail here."""
+    import tensorflow as tf
+
+    context, sequences = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={"image/data": tf.io.FixedLenFeature([], tf.string)},
+        sequence_features={"caption/ids": tf.io.RaggedFeature(tf.int64)},
+    )
+    image = tf.io.decode_png(context["image/data"], channels=3)
+    return tf.ensure_shape(image, [image_size, image_size, 3]), sequences["caption/ids"]

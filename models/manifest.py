@@ -10,7 +10,7 @@ from models import storage
 from models.configs import SettingsError
 
 FORMAT = "beamcap-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning)
 MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
     "manifest.json",
     "encoder.weights.h5",

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "runs": ("pipeline.runs", "list the committed caption runs under an output root"),
     "report": ("pipeline.report", "write an HTML page of a caption run"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
+    "quality": ("pipeline.quality", "both training phases on synthetic scenes: the quality proof"),
 }
 
 

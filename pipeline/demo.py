@@ -136,11 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             str(data / "scenes.jsonl"),
         ],
     )
-    step("report", report.main, [str(run_dir)])
+    step("report", report.main, [str(run_dir), "--model", str(model)])
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     training = json.loads((model / "metrics.json").read_text())
+    encoder = summary.get("encoder") or json.loads((model / "manifest.json").read_text())["encoder"]
+    warning = report.encoder_warning(encoder)
     print("\n=== beamcap demo: done")
+    if warning:
+        print(f"\n{'!' * 100}\nWARNING: {warning}\n{'!' * 100}\n")
     print(f"steps (s)           {timings}  total {sum(timings.values()):.0f}s")
     print(
         f"captioned           {summary['counts']['captioned']} of "
@@ -149,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train / val loss    {training['train_loss']:.3f} / {training['val_loss']:.3f}")
     for key in ("bleu4", "cider_d", "rouge_l", "attribute_accuracy"):
         print(f"{key:<20}{metrics[key]:.4f}")
+    print(f"encoder             {report.describe_encoder(encoder)}")
     print(f"report              {(run_dir / 'report.html').resolve()}")
+    if warning:
+        print("WARNING: random, untrained encoder: the captions above do not describe the images")
     return 0
 
 

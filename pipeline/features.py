@@ -7,7 +7,9 @@
 
 Output in ``--output``: ``{train,val,test}-*.tfrecord``, ``vocab.txt``, ``encoder.weights.h5``,
 ``failures-*.parquet``, then ``dataset.json`` and ``_SUCCESS`` once everything else is written;
-a failed run leaves ``_FAILED`` with its reason instead. See docs/architecture.md.
+a failed run leaves ``_FAILED`` with its reason instead. ``--with-images`` also stores each
+image's resized pixels (PNG, ``image/data``) for phase-2 training (``train --train-encoder``).
+See docs/architecture.md.
 
     beamcap features --images data/synth/Images --captions data/synth/captions.txt \\
         --output data/features --encoder-weights random:0 --image-size 299
@@ -41,7 +43,7 @@ from transforms.decode import ReadAndDecode
 from transforms.failures import WriteFailures
 from transforms.inference import EncodeImages, EncoderHandler
 from transforms.match import MatchImages
-from transforms.tfrecords import WriteFeatureRecords, count_record, to_record
+from transforms.tfrecords import WriteFeatureRecords, attach_image_data, count_record, to_record
 
 DATASET_JSON = "dataset.json"
 ENCODER_WEIGHTS = "encoder.weights.h5"
@@ -97,6 +99,11 @@ class FeaturesSettings:
         False, "skip and count malformed caption lines instead of failing"
     )
     batch_size: int = setting(32, "largest encoder batch", minimum=1, maximum=4096)
+    with_images: bool = setting(
+        False,
+        "also store each image's resized pixels (PNG, image/data) in its record, for phase-2 "
+        "training of the encoder (beamcap train --train-encoder)",
+    )
     precision: str = setting("fp32", PRECISION_HELP, choices=PRECISIONS)
     overwrite: bool = setting(False, "delete what --output holds before writing")
 
@@ -192,7 +199,10 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
         max_batch_size=settings.batch_size,
         share_across_processes=False,
     )
-    encoded, encode_failures = decoded.decoded | "EncodeImages" >> EncodeImages(handler)
+    to_encode = decoded.decoded
+    if settings.with_images:
+        to_encode = to_encode | "AttachImageData" >> beam.Map(attach_image_data)
+    encoded, encode_failures = to_encode | "EncodeImages" >> EncodeImages(handler)
     records = encoded | "ToRecords" >> beam.Map(
         to_record, vocabulary=beam.pvalue.AsSingleton(vocabulary), fingerprint=fingerprint
     )
@@ -213,6 +223,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
         **fractions,
         "min_word_count": settings.min_word_count,
         "max_vocab_size": settings.max_vocab_size,
+        "with_images": settings.with_images,
     }
     spec_fields = {
         "architecture": spec.architecture,

@@ -4,7 +4,14 @@ Per image: a thumbnail, the caption, its score and log-probability, and the N-be
 the failures with their stage and reason, and the run's summary counts (and metrics.json, when
 ``beamcap evaluate`` wrote one). Thumbnails are embedded, so the page can be mailed or archived.
 
+The encoder that made the captions (the summary's ``encoder`` section, or the manifest of
+``--model``) heads the page; when its weights are ``random:SEED`` and were never trained (not
+phase 2), a warning says that the captions cannot describe the images and how to get real ones.
+With ``--model``, the bundle's training history follows: its loss and learning-curve plot
+(validation accuracy against images seen) and the table of its epochs.
+
     beamcap report out/runs/RUN_ID                      # writes out/runs/RUN_ID/report.html
+    beamcap report out/runs/RUN_ID --model data/model   # + encoder and training history
     beamcap report gs://B/captions/runs/RUN_ID --images ./local-copy --output report.html
 """
 
@@ -35,7 +42,91 @@ td, th { padding: 4px 10px; text-align: left; vertical-align: top; border-bottom
 .caption { font-size: 1.1em; font-weight: 600; } .score { color: #666; font-size: 0.9em; }
 .nbest { margin: 0.4em 0 0 1.2em; color: #444; } .uri { color: #888; font-size: 0.8em; }
 .failure td { color: #a00; }
+.warning { border: 2px solid #c60; background: #fff4e5; padding: 0.8em 1em; margin: 1em 0;
+           font-size: 1.05em; } .warning strong { color: #a40; }
+.history td, .history th { font-size: 0.9em; }
 """
+
+RANDOM_ENCODER_WARNING = (
+    "The encoder is randomly initialised (weights {weights}) and was never trained, so its "
+    "features do not describe the images and these captions cannot either: the decoder learned "
+    "the captions' grammar, not the scenes. For real captions use --encoder-weights imagenet on "
+    "a connected machine, or train the encoder with the decoder (phase 2: `make quality`, or "
+    "`beamcap train --init-from BUNDLE --train-encoder` on features written --with-images)."
+)
+
+
+def encoder_warning(encoder: dict | None) -> str | None:
+    """The warning for captions from an untrained random encoder; None otherwise (or when the
+    encoder is unknown: runs and bundles written before the summary named it)."""
+    if not encoder:
+        return None
+    weights = str(encoder.get("weights", ""))
+    if weights.startswith("random:") and encoder.get("phase", 1) != 2:
+        return RANDOM_ENCODER_WARNING.format(weights=weights)
+    return None
+
+
+def describe_encoder(encoder: dict) -> str:
+    """One line: architecture, size, weights, and phase 2's fine-tuning when there was one."""
+    text = (
+        f"{encoder.get('architecture', '?')} {encoder.get('image_size', '?')}px, weights "
+        f"{encoder.get('weights', '?')}, fingerprint {str(encoder.get('fingerprint', '?'))[:12]}"
+    )
+    tuning = encoder.get("fine_tuning")
+    if encoder.get("phase") == 2 and tuning:
+        text += (
+            f"; fine-tuned with the decoder (phase 2): {tuning.get('images_seen')} images, "
+            f"learning rate {tuning.get('learning_rate')}, BatchNorm {tuning.get('batchnorm')}"
+        )
+    elif encoder.get("phase") == 2:
+        text += "; fine-tuned with the decoder (phase 2)"
+    return text
+
+
+def _image_data_uri(data: bytes, kind: str = "png") -> str:
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+def training_section(model_uri: str) -> list[str]:
+    """The bundle's loss / learning-curve plot and its per-epoch history, as HTML parts."""
+    esc = html.escape
+    parts = [f"<h2>Training of {esc(model_uri)}</h2>"]
+    plot = FileSystems.join(model_uri, "loss.png")
+    if FileSystems.exists(plot):
+        with FileSystems.open(plot) as handle:
+            parts.append(
+                f"<img id='learning-curve' alt='loss and learning curve' "
+                f"src='{_image_data_uri(handle.read())}'>"
+            )
+    metrics_uri = FileSystems.join(model_uri, "metrics.json")
+    if not FileSystems.exists(metrics_uri):
+        return parts
+    history = json.loads(storage.read_text(metrics_uri)).get("history", [])
+    columns = [
+        key
+        for key in (
+            "images_seen",
+            "captions_seen",
+            "minutes",
+            "loss",
+            "val_loss",
+            "val_bleu4",
+            "val_attribute_accuracy",
+        )
+        if history and key in history[0]
+    ]
+    parts.append("<table class='history'><tr><th>epoch</th>")
+    parts += [f"<th>{esc(c.replace('_', ' '))}</th>" for c in columns]
+    parts.append("</tr>")
+    for row in history:
+        cells = "".join(
+            f"<td>{row[c]:.0f}</td>" if c.endswith("_seen") else f"<td>{row[c]:.4g}</td>"
+            for c in columns
+        )
+        parts.append(f"<tr><td>{int(row['epoch']) + 1}</td>{cells}</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def thumbnail(uri: str, images_root: str | None) -> str | None:
@@ -53,8 +144,14 @@ def thumbnail(uri: str, images_root: str | None) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def render(run_dir: str, images_root: str | None = None) -> str:
+def render(run_dir: str, images_root: str | None = None, *, model_uri: str | None = None) -> str:
     captions, failures, summary = read_run(run_dir)
+    encoder = summary.get("encoder")
+    if encoder is None and model_uri:
+        from models.bundle import read_manifest
+
+        encoder = read_manifest(model_uri).get("encoder")
+    warning = encoder_warning(encoder)
     metrics_uri = FileSystems.join(run_dir, "metrics.json")
     metrics = json.loads(storage.read_text(metrics_uri)) if FileSystems.exists(metrics_uri) else {}
     esc = html.escape
@@ -63,8 +160,21 @@ def render(run_dir: str, images_root: str | None = None) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>beamcap run {esc(summary['run_id'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>beamcap run {esc(summary['run_id'])}</h1>",
+        *(
+            [
+                "<div class='warning' id='encoder-warning'><strong>Warning:</strong> "
+                f"{esc(warning)}</div>"
+            ]
+            if warning
+            else []
+        ),
         "<table id='summary'>",
         f"<tr><th>model</th><td>{esc(summary['model_id'])}</td></tr>",
+        *(
+            [f"<tr><th>encoder</th><td>{esc(describe_encoder(encoder))}</td></tr>"]
+            if encoder
+            else []
+        ),
         f"<tr><th>matched</th><td>{counts['matched']}</td></tr>",
         f"<tr><th>captioned</th><td>{counts['captioned']}</td></tr>",
         *(
@@ -79,6 +189,7 @@ def render(run_dir: str, images_root: str | None = None) -> str:
             if isinstance(value, float) and key not in ("images_per_second",)
         ),
         "</table>",
+        *(training_section(model_uri) if model_uri else []),
         f"<h2>Captions ({captions.num_rows})</h2>",
     ]
     for row in sorted(captions.to_pylist(), key=lambda r: r["image_uri"]):
@@ -119,9 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", default=None, help="HTML file to write (default: RUN_DIR/report.html)"
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the run's model bundle: names its encoder when the run's summary does not, and "
+        "adds its training history (loss, learning curve, epochs)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     output = args.output or FileSystems.join(args.run_dir, "report.html")
-    storage.write_text(output, render(args.run_dir, args.images))
+    storage.write_text(output, render(args.run_dir, args.images, model_uri=args.model))
     print(f"report written to {output}")
     return 0
 

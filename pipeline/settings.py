@@ -116,18 +116,20 @@ def preset_section(preset: dict, name: str, settings_type) -> dict:
     return dict(values)
 
 
-def beam_flags(settings: dict) -> list[str]:
-    """A preset's ``beam`` section as Beam flags (Beam's names keep their underscores):
-    {"experiments": ["a", "b"], "no_auth": true} -> ["--experiments", "a", ..., "--no_auth"]."""
+def as_flags(settings: dict, *, hyphens: bool = True) -> list[str]:
+    """Settings as flags: {"image_size": 75, "experiments": ["a", "b"], "no_auth": true} ->
+    ["--image-size", "75", "--experiments", "a", "--experiments", "b", "--no-auth"]. Job
+    flags use hyphens; Beam's own (a preset's ``beam`` section) keep underscores."""
     flags = []
     for key, value in settings.items():
+        name = "--" + (key.replace("_", "-") if hyphens else key)
         if value is None or value is False:
             continue
         if value is True:
-            flags.append(f"--{key}")
+            flags.append(name)
         else:
             for item in value if isinstance(value, list) else [value]:
-                flags += [f"--{key}", str(item)]
+                flags += [name, str(item)]
     return flags
 
 
@@ -168,7 +170,7 @@ def parse_job(
     parser.set_defaults(**preset_section(preset, section, settings_type))
     args, rest = parser.parse_known_args(argv)
     if beam:
-        rest = [*beam_flags(preset.get("beam") or {}), *rest]
+        rest = [*as_flags(preset.get("beam") or {}, hyphens=False), *rest]
     unknown = unknown_beam_flags(rest) if beam else [arg for arg in rest]
     if unknown:
         known = [flag(field.name) for field in dataclasses.fields(settings_type)] + [

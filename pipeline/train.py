@@ -2,6 +2,8 @@
 
     beamcap train --data data/features --output data/model --config demo
     beamcap train --data gs://B/features --output gs://B/models/v1 --config flickr8k --epochs 5
+    beamcap train --data data/features --output data/model2 --config demo \\
+        --init-from data/model --train-encoder       # phase 2 (features --with-images)
 
 Rerun the same command after an interruption to resume from the last finished epoch. A preset's
 ``train`` section sets the flags below, its ``decoder`` section the decoder's sizes.
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         key: metrics[key]
         for key in (
             "model_id",
+            "phase",
             "epochs_run",
             "best_epoch",
             "train_loss",

@@ -117,6 +117,13 @@ def tiny_features(tiny_dataset, tmp_path_factory):
     return output, run_features(tiny_dataset, output)
 
 
+@pytest.fixture(scope="session")
+def tiny_image_features(tiny_dataset, tmp_path_factory):
+    """The tiny dataset's features written ``--with-images`` (what phase 2 trains on)."""
+    output = tmp_path_factory.mktemp("tiny-image-features")
+    return output, run_features(tiny_dataset, output, "--with-images")
+
+
 def make_bundle(uri: str, *, nan_decoder: bool = False) -> str:
     """An untrained bundle (random decoder) over the synthetic grammar, at ``TINY_SIZE``; with
     ``nan_decoder`` every decoder weight is NaN (a model fault, whatever the image)."""
@@ -224,4 +231,3 @@ def caption_run(tiny_bundle, tmp_path_factory):
     )
     run_dir = root / "out" / "runs" / summary["run_id"]
     return run_dir, root / "captions.txt", root / "scenes.jsonl", must_fail
-

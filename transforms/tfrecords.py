@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from models.feature_records import SPLITS, FeatureRecord, encode_example
+from models.feature_records import SPLITS, FeatureRecord, encode_example, encode_png
 
 
 class WriteFeatureRecords(beam.PTransform):
@@ -38,9 +40,16 @@ class WriteFeatureRecords(beam.PTransform):
         return written | "Files" >> beam.Flatten()
 
 
+def attach_image_data(image):
+    """DecodedImage -> the same with its pixels, PNG-encoded, appended to the payload (what
+    ``features --with-images`` stores as ``image/data``)."""
+    return dataclasses.replace(image, payload=(*image.payload, encode_png(image.pixels)))
+
+
 def to_record(image, vocabulary, fingerprint: str) -> tuple[str, FeatureRecord]:
-    """An encoded image carrying ``(image_id, split, captions)`` -> ``(split, FeatureRecord)``."""
-    image_id, split, captions = image.payload
+    """An encoded image carrying ``(image_id, split, captions[, png])`` ->
+    ``(split, FeatureRecord)``."""
+    image_id, split, captions, *image_data = image.payload
     record = FeatureRecord(
         image_id=image_id,
         uri=image.uri,
@@ -48,6 +57,7 @@ def to_record(image, vocabulary, fingerprint: str) -> tuple[str, FeatureRecord]:
         fingerprint=fingerprint,
         caption_ids=[vocabulary.encode(caption) for caption in captions],
         caption_texts=captions,
+        image_data=image_data[0] if image_data else None,
     )
     return split, record
 

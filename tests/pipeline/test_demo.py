@@ -21,6 +21,8 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     for step in ("synth", "features", "train", "caption", "evaluate", "report"):
         assert f"=== {step}" in out
     assert "attribute_accuracy" in out and "report.html" in out
+    assert "WARNING: The encoder is randomly initialised (weights random:5)" in out
+    assert "make quality" in out
     [run_dir] = (work / "captions" / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     tests = len((work / "caption-inputs.txt").read_text().splitlines())
@@ -28,5 +30,6 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     assert summary["counts"]["failed"]["decode"] == 3  # the three broken files
     assert summary["counts"]["captioned"] == tests - 3
     assert (run_dir / "report.html").exists() and (run_dir / "metrics.json").exists()
+    assert "id='encoder-warning'" in (run_dir / "report.html").read_text()
     dataset = json.loads((work / "features" / "dataset.json").read_text())
     assert dataset["encoder"]["weights"] == "random:5"  # the flag overrides the preset

@@ -110,3 +110,52 @@ def test_report_renders_in_chromium(caption_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (1200, 1000)
     assert pixels.std() > 20, "the screenshot is blank"
+
+
+def with_summary(run_dir, tmp_path, **changes):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, **changes}))
+    return copy
+
+
+RANDOM_ENCODER = {
+    "architecture": "InceptionV3",
+    "image_size": 75,
+    "pooling": "avg",
+    "weights": "random:0",
+    "fingerprint": "ab" * 32,
+}
+
+
+def test_report_warns_when_the_encoder_is_random_and_untrained(caption_run, tmp_path):
+    run_dir, *_ = caption_run
+    page = report.render(str(with_summary(run_dir, tmp_path, encoder=RANDOM_ENCODER)))
+    assert "id='encoder-warning'" in page
+    assert page.index("encoder-warning") < page.index("id='summary'")  # heads the page
+    assert "--encoder-weights imagenet" in page and "make quality" in page
+    assert "InceptionV3 75px, weights random:0" in page
+
+
+def test_report_does_not_warn_for_a_fine_tuned_or_pretrained_encoder(caption_run, tmp_path):
+    run_dir, *_ = caption_run
+    tuned = {**RANDOM_ENCODER, "phase": 2, "fine_tuning": {"images_seen": 1000}}
+    page = report.render(str(with_summary(run_dir, tmp_path / "a", encoder=tuned)))
+    assert "encoder-warning" not in page and "fine-tuned with the decoder (phase 2)" in page
+    imagenet = {**RANDOM_ENCODER, "weights": "imagenet", "phase": 1}
+    page = report.render(str(with_summary(run_dir, tmp_path / "b", encoder=imagenet)))
+    assert "encoder-warning" not in page
+
+
+def test_report_reads_the_encoder_from_the_model_when_the_summary_lacks_it(
+    caption_run, tiny_bundle, tmp_path
+):
+    run_dir, *_ = caption_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("encoder", None)
+    copy = with_summary(run_dir, tmp_path)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    assert "encoder-warning" not in report.render(str(copy))  # unknown: no claim either way
+    page = report.render(str(copy), model_uri=tiny_bundle)  # the tiny bundle: random, phase 1
+    assert "id='encoder-warning'" in page and "Training of" in page

@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from models.configs import SettingsError
 from models.encoder import EncoderSpec, ImageEncoder
-from models.feature_records import decode_example, split_for
+from models.feature_records import decode_example, decode_png, split_for
 from models.vocabulary import Vocabulary
 from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features
 from transforms.captions import route_joined
@@ -138,3 +138,22 @@ def test_join_routes_orphans_and_duplicates():
             ),
             label="CheckTally",
         )
+
+
+def test_with_images_stores_the_pixels_the_encoder_saw(tiny_features, tiny_image_features):
+    plain, _ = tiny_features
+    output, dataset = tiny_image_features
+    assert dataset["settings"]["with_images"] is True
+    assert dataset["counts"] == tiny_features[1]["counts"]
+    without = {i: r for split in records(plain).values() for i, r in split.items()}
+    found = records(output)
+    assert sum(len(split) for split in found.values()) == TINY_IMAGES
+    for items in found.values():
+        for image_id, record in items.items():
+            assert without[image_id].image_data is None
+            pixels, _, _ = decode_image(Path(record.uri).read_bytes(), TINY_SIZE)
+            np.testing.assert_array_equal(decode_png(record.image_data), pixels)
+            np.testing.assert_allclose(
+                record.features, without[image_id].features, rtol=1e-4, atol=1e-5
+            )
+            assert record.caption_ids == without[image_id].caption_ids

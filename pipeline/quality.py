@@ -1,0 +1,274 @@
+"""``beamcap quality``: prove that the captions describe the scenes, both training phases, offline.
+
+synth -> features ``--with-images`` -> train phase 1 (the decoder on the random encoder's
+features) -> train phase 2 (``--init-from`` phase 1 ``--train-encoder``: encoder and decoder
+together) -> caption (the held-out test images, the caption job unchanged) -> evaluate -> report,
+each step the real command with the ``quality`` preset. Phase 2 gets the time the other steps
+leave of ``--minutes``. Writes ``WORKDIR/quality.json`` (machine, date, minutes per step, images
+seen, held-out attribute accuracy, BLEU-4, CIDEr-D, the accuracy-versus-images-seen curve) and
+the run's report with the learning curve.
+
+    beamcap quality --workdir data/quality --minutes 85      # what `make quality` runs
+
+Hardware: training runs on Keras' TensorFlow backend (tf.data, GradientTape); when TensorFlow
+sees a GPU, the preset's ``gpu`` section overrides the CPU sizes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from models.feature_records import split_for  # noqa: E402
+from models.synthetic import read_scenes  # noqa: E402
+from pipeline import caption, evaluate, features, report, synth, train  # noqa: E402
+from pipeline.settings import Parser, as_flags, configure_logging, load_preset  # noqa: E402
+
+RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
+
+
+def machine() -> dict:
+    """What the run ran on, for quality.json."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "gpus": []}
+    try:
+        import tensorflow as tf
+
+        info["gpus"] = [
+            tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")
+        ]
+    except Exception:  # noqa: BLE001 - a description, never a reason to fail
+        pass
+    return info
+
+
+def with_gpu_overrides(preset: dict, gpus: list) -> dict:
+    if not gpus:
+        return preset
+    merged = {
+        key: dict(value) if isinstance(value, dict) else value for key, value in preset.items()
+    }
+    for section, values in (preset.get("gpu") or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def curve(metrics: dict, phase: int) -> list[dict]:
+    key = "images_seen" if phase == 2 else "captions_seen"
+    return [
+        {
+            "phase": phase,
+            key: int(row[key]),
+            "minutes": row.get("minutes"),
+            "val_attribute_accuracy": row.get("val_attribute_accuracy"),
+            "val_bleu4": row.get("val_bleu4"),
+            "val_loss": row.get("val_loss"),
+        }
+        for row in metrics["history"]
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser("beamcap quality", __doc__)
+    parser.add_argument(
+        "--workdir", default="data/quality", help="where every step writes (default: %(default)s)"
+    )
+    parser.add_argument("--config", default="quality", help="preset (default: %(default)s)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=85.0,
+        help="time budget of the whole run; phase 2 gets what the other steps leave "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images", type=int, default=None, help="synthetic images (default: the preset's)"
+    )
+    parser.add_argument(
+        "--runner",
+        default="DirectRunner",
+        help="Beam runner for the two Beam jobs (default: %(default)s)",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    configure_logging(args.log_level)
+    started = time.time()
+    hardware = machine()
+    preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    data, feats = work / "synth", work / "features"
+    phase1, phase2, out = work / "model-phase1", work / "model-phase2", work / "captions"
+    scenes = data / "scenes.jsonl"
+    timings: dict[str, float] = {}
+    print(f"beamcap quality: {args.minutes:g} minutes on {hardware}", flush=True)
+
+    def step(name, function, *step_args):
+        print(f"\n=== {name} ({(time.time() - started) / 60:.1f} min in)", flush=True)
+        begun = time.time()
+        result = function(*step_args)
+        timings[name] = round((time.time() - begun) / 60, 2)
+        return result
+
+    synth_settings = preset.get("synth", {})
+    images = args.images or synth_settings.get("images", 60000)
+    step(
+        "synth",
+        synth.main,
+        [
+            "--output",
+            str(data),
+            "--images",
+            str(images),
+            "--seed",
+            str(synth_settings.get("seed", 0)),
+        ],
+    )
+    feature_settings = dict(preset.get("features", {}))
+    step(
+        "features",
+        features.run,
+        [
+            "--images",
+            str(data / "Images"),
+            "--captions",
+            str(data / "captions.txt"),
+            "--output",
+            str(feats),
+            "--overwrite",
+            "--with-images",
+            "--runner",
+            args.runner,
+            *as_flags(feature_settings),
+        ],
+    )
+    common = ["--data", str(feats), "--config", args.config, "--val-scenes", str(scenes)]
+    step("phase1", train.main, [*common, "--output", str(phase1)])
+    left = args.minutes - (time.time() - started) / 60 - RESERVE_MINUTES
+    if left < 1:
+        print(f"warning: only {left:.1f} minutes left for phase 2; giving it 1", flush=True)
+    phase2_flags = [
+        *as_flags({**preset.get("phase2", {}), "time_budget_minutes": round(max(left, 1.0), 2)}),
+        "--init-from",
+        str(phase1),
+    ]
+    step("phase2", train.main, [*common, "--output", str(phase2), *phase2_flags])
+
+    fractions = {k: feature_settings.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
+    test_images = [
+        data / "Images" / scene.image
+        for scene in read_scenes(str(scenes))
+        if split_for(scene.image, **fractions) == "test"
+    ]
+    listing = work / "caption-inputs.txt"
+    listing.write_text("".join(f"{path.resolve()}\n" for path in test_images))
+    summary = step(
+        "caption",
+        caption.run,
+        [
+            "--input-list",
+            str(listing),
+            "--model",
+            str(phase2),
+            "--output",
+            str(out),
+            "--runner",
+            args.runner,
+            *as_flags(preset.get("caption", {})),
+        ],
+    )
+    run_dir = out / "runs" / summary["run_id"]
+    step(
+        "evaluate",
+        evaluate.main,
+        [
+            "--captions",
+            str(run_dir),
+            "--references",
+            str(data / "captions.txt"),
+            "--scenes",
+            str(scenes),
+        ],
+    )
+    step(
+        "report",
+        report.main,
+        [str(run_dir), "--model", str(phase2)],
+    )
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    first = json.loads((phase1 / "metrics.json").read_text())
+    second = json.loads((phase2 / "metrics.json").read_text())
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": hardware,
+        "minutes_budget": args.minutes,
+        "minutes_total": round((time.time() - started) / 60, 1),
+        "minutes_per_step": timings,
+        "synthetic_images": images,
+        "image_size": feature_settings.get("image_size"),
+        "phase1_captions_seen": first.get("captions_seen"),
+        "phase2_images_seen": second.get("images_seen"),
+        "phase2_images_per_second": round(
+            second["images_seen"] / max(second["history"][-1]["minutes"] * 60, 1e-9), 1
+        )
+        if second.get("history")
+        else None,
+        "phase2_stopped_by_time_budget": second.get("stopped_by_time_budget"),
+        "held_out": {
+            key: metrics.get(key)
+            for key in (
+                "images_scored",
+                "attribute_accuracy",
+                "bleu4",
+                "cider_d",
+                "rouge_l",
+                "images_with_scenes",
+            )
+        },
+        "target_attribute_accuracy": 0.9,
+        "curve": curve(first, 1) + curve(second, 2),
+        "model": str(phase2),
+        "report": str((run_dir / "report.html").resolve()),
+    }
+    (work / "quality.json").write_text(json.dumps(result, indent=2))
+    held = result["held_out"]
+    print("\n=== beamcap quality: done")
+    print(f"machine             {hardware['cpu']} x{hardware['cores']}  gpus {hardware['gpus']}")
+    print(f"minutes per step    {timings}  total {result['minutes_total']}")
+    print(
+        f"phase 2             {result['phase2_images_seen']} images seen "
+        f"({result['phase2_images_per_second']} images/s)"
+    )
+    print("curve (phase 2)     images seen -> validation attribute accuracy")
+    for point in curve(second, 2):
+        print(
+            f"    {point['images_seen']:>9}  {point['val_attribute_accuracy']:.3f}  "
+            f"({point['minutes']:.1f} min)"
+        )
+    print(
+        f"held-out            attribute accuracy {held['attribute_accuracy']:.4f} "
+        f"(target 0.90), BLEU-4 {held['bleu4']:.4f}, CIDEr-D {held['cider_d']:.4f} "
+        f"on {held['images_scored']} images"
+    )
+    print(f"report              {result['report']}")
+    print(f"summary             {(work / 'quality.json').resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+import json
+
+from pipeline import quality
+
+TINY_PRESET = """
+synth: {images: 60, seed: 5}
+features: {encoder_weights: "random:0", image_size: 75, val_fraction: 0.2, test_fraction: 0.2}
+decoder: {embedding_dim: 32, lstm_units: 32, dropout: 0.0}
+train: {batch_size: 16, epochs: 1, bleu_sample: 4, max_length: 20}
+phase2: {train_encoder: true, batch_size: 4, captions_per_image: 2, images_per_epoch: 8,
+         epochs: 2, patience: 10, encoder_learning_rate: 0.001}
+caption: {beam_size: 2, max_length: 20, num_candidates: 2, batch_size: 8}
+"""
+
+
+def test_quality_runs_both_phases_and_reports_the_curve(tmp_path, capsys):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET)
+    work = tmp_path / "quality"
+    flags = ["--workdir", str(work), "--config", str(preset), "--runner", "FnApiRunner"]
+    assert quality.main([*flags, "--minutes", "30"]) == 0
+    out = capsys.readouterr().out
+    for step in ("synth", "features", "phase1", "phase2", "caption", "evaluate", "report"):
+        assert f"=== {step}" in out
+    result = json.loads((work / "quality.json").read_text())
+    assert result["phase2_images_seen"] == 16 and result["machine"]["cores"] >= 1
+    phase2 = [point for point in result["curve"] if point["phase"] == 2]
+    assert [point["images_seen"] for point in phase2] == [8, 16]
+    assert all(0 <= point["val_attribute_accuracy"] <= 1 for point in phase2)
+    held = result["held_out"]
+    assert held["images_scored"] == held["images_with_scenes"] > 0
+    assert all(held[key] is not None for key in ("attribute_accuracy", "bleu4", "cider_d"))
+
+    manifest = json.loads((work / "model-phase2" / "manifest.json").read_text())
+    assert manifest["encoder"]["phase"] == 2
+    [run_dir] = (work / "captions" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model_id"] == manifest["model_id"]  # the caption job read the phase-2 bundle
+    assert summary["counts"]["captioned"] == held["images_scored"]
+    page = (run_dir / "report.html").read_text()
+    assert "id='learning-curve'" in page and "encoder-warning" not in page
+    assert "fine-tuned with the decoder (phase 2)" in page
