@@ -8,7 +8,10 @@ with :func:`use_gcs_client`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob as globlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,16 +36,20 @@ def use_gcs_client(client) -> None:
     _GCS_CLIENT = client
 
 
-def _blob(uri: str):
+def _client():
     global _GCS_CLIENT
     if _GCS_CLIENT is None:
         from google.cloud import storage
 
         _GCS_CLIENT = storage.Client()
+    return _GCS_CLIENT
+
+
+def _blob(uri: str):
     bucket, _, name = uri[len("gs://") :].partition("/")
     if not bucket or not name:
         raise ValueError(f"not a gs://BUCKET/OBJECT URI: {uri}")
-    return _GCS_CLIENT.bucket(bucket).blob(name)
+    return _client().bucket(bucket).blob(name)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -62,6 +69,16 @@ def exists(uri: str) -> bool:
     if is_gcs(uri):
         return _blob(uri).exists()
     return Path(uri).is_file()
+
+
+def glob(pattern: str) -> list[str]:
+    """The files matching a shell pattern (``*``, ``?``, ``[...]``), sorted."""
+    if not is_gcs(pattern):
+        return sorted(path for path in globlib.glob(pattern) if Path(path).is_file())
+    bucket, _, name = pattern[len("gs://") :].partition("/")
+    prefix = re.split(r"[*?\[]", name, maxsplit=1)[0]
+    blobs = _client().list_blobs(bucket, prefix=prefix)
+    return sorted(f"gs://{bucket}/{b.name}" for b in blobs if fnmatch.fnmatchcase(b.name, name))
 
 
 def write_bytes(uri: str, data: bytes) -> None:

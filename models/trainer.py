@@ -52,9 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def _shards(data_dir: str, split: str) -> list[str]:
-    import tensorflow as tf
-
-    return sorted(tf.io.gfile.glob(storage.join(data_dir, f"{split}-*.tfrecord")))
+    return storage.glob(storage.join(data_dir, f"{split}-*.tfrecord"))
 
 
 def caption_pairs(

@@ -116,6 +116,7 @@ def test_multi_process_direct_runner(tmp_path, tiny_bundle):
             "2",
             "--direct_running_mode",
             "multi_processing",
+            "--share-model-across-processes",  # both workers call one model server
         )
     )
     assert_accounts_for_everything(images, tmp_path / "out", summary, must_fail)
