@@ -148,22 +148,16 @@ def main(argv: list[str] | None = None) -> int:
 
     synth_settings = preset.get("synth", {})
     images = args.images or synth_settings.get("images", 60000)
-    step(
-        "synth",
-        synth.main,
-        [
-            "--output",
-            str(data),
-            "--images",
-            str(images),
-            "--seed",
-            str(synth_settings.get("seed", 0)),
-        ],
-    )
     feature_settings = dict(preset.get("features", {}))
+    reuse = args.reuse_data and reusable(data, feats, images, feature_settings)
+    if reuse:
+        print(f"\n=== synth, features: reusing {data} and {feats}", flush=True)
+    else:
+        seed = str(synth_settings.get("seed", 0))
+        step("synth", synth.main, ["--output", str(data), "--images", str(images), "--seed", seed])
     step(
         "features",
-        features.run,
+        lambda flags: None if reuse else features.run(flags),
         [
             "--images",
             str(data / "Images"),
