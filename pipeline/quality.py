@@ -68,6 +68,21 @@ def with_gpu_overrides(preset: dict, gpus: list) -> dict:
     return merged
 
 
+def reusable(data: Path, feats: Path, images: int, feature_settings: dict) -> bool:
+    """True when ``data`` holds ``images`` scenes and ``feats`` their finished features
+    (dataset.json is written last) with images, at the preset's size."""
+    try:
+        scenes = sum(1 for line in (data / "scenes.jsonl").open() if line.strip())
+        dataset = json.loads((feats / "dataset.json").read_text())
+    except OSError:
+        return False
+    return (
+        scenes == images
+        and dataset["settings"].get("with_images") is True
+        and dataset["encoder"]["image_size"] == feature_settings.get("image_size")
+    )
+
+
 def curve(metrics: dict, phase: int) -> list[dict]:
     key = "images_seen" if phase == 2 else "captions_seen"
     return [
@@ -104,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         default="DirectRunner",
         help="Beam runner for the two Beam jobs (default: %(default)s)",
     )
+    parser.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help="keep WORKDIR's synthetic images and features when a previous run completed them "
+        "(same preset): start at phase 1",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging(args.log_level)
     started = time.time()
@@ -126,22 +147,16 @@ def main(argv: list[str] | None = None) -> int:
 
     synth_settings = preset.get("synth", {})
     images = args.images or synth_settings.get("images", 60000)
-    step(
-        "synth",
-        synth.main,
-        [
-            "--output",
-            str(data),
-            "--images",
-            str(images),
-            "--seed",
-            str(synth_settings.get("seed", 0)),
-        ],
-    )
     feature_settings = dict(preset.get("features", {}))
+    reuse = args.reuse_data and reusable(data, feats, images, feature_settings)
+    if reuse:
+        print(f"\n=== synth, features: reusing {data} and {feats}", flush=True)
+    else:
+        seed = str(synth_settings.get("seed", 0))
+        step("synth", synth.main, ["--output", str(data), "--images", str(images), "--seed", seed])
     step(
         "features",
-        features.run,
+        lambda flags: None if reuse else features.run(flags),
         [
             "--images",
             str(data / "Images"),
