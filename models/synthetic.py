@@ -183,6 +183,43 @@ def describes(scene: Scene, caption: str) -> bool:
     return True
 
 
+ATTRIBUTE_FIELDS = ("count", "column", "colour", "shape", "size")
+
+
+def attribute_hits(scene: Scene, caption: str) -> dict[str, list[bool]]:
+    """What ``describes`` is made of, for a learning curve that moves before it does: per
+    ``ATTRIBUTE_FIELDS`` field, one verdict per object of the scene (``count``: one per image,
+    whether the caption names as many objects as the scene holds). An object's ``colour``,
+    ``shape`` and ``size`` count as right when the caption names an object in its column with
+    that value (chance: 1/6, 1/4, 1/2)."""
+    objects, _ = parse_caption(caption)
+    named = {o["column"]: o for o in objects}
+    hits: dict[str, list[bool]] = {field: [] for field in ATTRIBUTE_FIELDS}
+    hits["count"].append(len(objects) == len(scene.objects))
+    for truth in scene.objects:
+        found = named.get(truth.column)
+        hits["column"].append(found is not None)
+        for field in ("colour", "shape", "size"):
+            hits[field].append(found is not None and found[field] == getattr(truth, field))
+    return hits
+
+
+def attribute_scores(pairs: list[tuple[Scene, str]]) -> dict[str, float]:
+    """Over ``(scene, caption)`` pairs: ``attribute_accuracy``, the share of images whose caption
+    ``describes`` its scene, and ``FIELD_accuracy`` for each of ``ATTRIBUTE_FIELDS`` from
+    ``attribute_hits`` (the learning curve moves in these long before it moves in the first).
+    NaN for no pairs."""
+    hits: dict[str, list[bool]] = {field: [] for field in ATTRIBUTE_FIELDS}
+    for scene, caption in pairs:
+        for field, values in attribute_hits(scene, caption).items():
+            hits[field] += values
+    verdicts = {"attribute": [describes(scene, caption) for scene, caption in pairs], **hits}
+    return {
+        f"{name}_accuracy": sum(values) / len(values) if values else float("nan")
+        for name, values in verdicts.items()
+    }
+
+
 # ----------------------------------------------------------------------------------- drawing
 
 

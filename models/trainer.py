@@ -46,6 +46,7 @@ from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, decode_png, parse_example, parse_image_example
 from models.joint import JointCaptioner, resolve_batchnorm, set_batchnorm
 from models.metrics import caption_scores
+from models.synthetic import attribute_scores, read_scenes
 from models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -172,14 +173,8 @@ def bleu4(
     return caption_scores(captions, references)["bleu4"]
 
 
-def attribute_accuracy(scenes: dict, image_ids: list[str], captions: list[str]) -> float:
-    """Share of images whose caption names every object of its synthetic scene correctly."""
-    from models.synthetic import describes
-
-    judged = [
-        describes(scenes[i], c) for i, c in zip(image_ids, captions, strict=True) if i in scenes
-    ]
-    return sum(judged) / len(judged) if judged else float("nan")
+def _val(scores: dict) -> dict:
+    return {f"val_{key}": value for key, value in scores.items()}
 
 
 class _Validation(keras.callbacks.Callback):
@@ -212,7 +207,7 @@ class _Validation(keras.callbacks.Callback):
         if not self.sample.image_ids:
             return {
                 "val_bleu4": float("nan"),
-                **({"val_attribute_accuracy": float("nan")} if self.scenes is not None else {}),
+                **(_val(attribute_scores([])) if self.scenes is not None else {}),
             }
         features = self.featurize(self.sample.inputs)
         captions = decode_captions(
@@ -225,9 +220,9 @@ class _Validation(keras.callbacks.Callback):
         self.last_captions = captions
         result = {"val_bleu4": caption_scores(captions, self.sample.references)["bleu4"]}
         if self.scenes is not None:
-            result["val_attribute_accuracy"] = attribute_accuracy(
-                self.scenes, self.sample.image_ids, captions
-            )
+            pairs = zip(self.sample.image_ids, captions, strict=True)
+            judged = [(self.scenes[i], c) for i, c in pairs if i in self.scenes]
+            result |= _val(attribute_scores(judged))
         return result
 
     def on_epoch_end(self, epoch, logs=None):
@@ -346,7 +341,9 @@ def _plot(history: list[dict], path: Path) -> None:
         axis = axes[0][1]
         seen = [row[seen_key] for row in history]
         for key, label in (
-            ("val_attribute_accuracy", "attribute accuracy"),
+            ("val_attribute_accuracy", "attribute accuracy (every object right)"),
+            ("val_colour_accuracy", "colour (per object)"),
+            ("val_shape_accuracy", "shape (per object)"),
             ("val_bleu4", "BLEU-4"),
         ):
             if key in history[0]:
@@ -537,8 +534,6 @@ def train(
 
     scenes = None
     if config.val_scenes:
-        from models.synthetic import read_scenes
-
         scenes = {scene.image: scene for scene in read_scenes(config.val_scenes)}
 
     local_output = Path(output) if not storage.is_gcs(output) else None

@@ -2,8 +2,10 @@
 
 BLEU-1..4, ROUGE-L and CIDEr-D (COCO-caption definitions, via pycocoevalcap) and, given the
 synthetic dataset's ``scenes.jsonl``, attribute accuracy: the share of images whose caption names
-every object's shape, colour and position correctly (and nothing else). Images are matched to
-references by file name. Writes ``metrics.json`` into the run directory and prints a table.
+every object's shape, colour and position correctly (and nothing else), and what it is made of
+(``count_accuracy`` per image; ``column``, ``colour``, ``shape``, ``size_accuracy`` per object).
+Images are matched to references by file name. Writes ``metrics.json`` into the run directory
+and prints a table.
 
     beamcap evaluate --captions out/runs/RUN_ID --references data/synth/captions.txt \\
         --scenes data/synth/scenes.jsonl
@@ -21,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from models import storage
 from models.caption_files import read_caption_file
 from models.metrics import caption_scores
-from models.synthetic import describes, read_scenes
+from models.synthetic import ATTRIBUTE_FIELDS, attribute_scores, read_scenes
 from pipeline.runs import read_run
 from pipeline.settings import Parser
 
@@ -50,14 +52,16 @@ def evaluate(run_dir: str, references_uri: str, scenes_uri: str | None = None) -
     }
     if scenes_uri:
         scenes = {scene.image: scene for scene in read_scenes(scenes_uri)}
-        judged = [describes(scenes[n], c) for n, c in rows if n in scenes]
-        metrics["attribute_accuracy"] = sum(judged) / len(judged) if judged else None
+        judged = [(scenes[n], c) for n, c in rows if n in scenes]
+        scores = attribute_scores(judged).items()
+        metrics |= {key: value if judged else None for key, value in scores}
         metrics["images_with_scenes"] = len(judged)
     return metrics
 
 
 def table(metrics: dict) -> str:
     keys = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "attribute_accuracy"]
+    keys += [f"{field}_accuracy" for field in ATTRIBUTE_FIELDS]
     lines = [f"{'metric':<20}{'value':>10}"]
     lines += [f"{key:<20}{metrics[key]:>10.4f}" for key in keys if metrics.get(key) is not None]
     lines.append(f"{'images scored':<20}{metrics['images_scored']:>10}")

@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.feature_records import split_for  # noqa: E402
-from models.synthetic import read_scenes  # noqa: E402
+from models.synthetic import ATTRIBUTE_FIELDS, read_scenes  # noqa: E402
 from pipeline import caption, evaluate, features, report, synth, train  # noqa: E402
 from pipeline.settings import Parser, as_flags, configure_logging, load_preset  # noqa: E402
 
@@ -91,6 +91,8 @@ def curve(metrics: dict, phase: int) -> list[dict]:
             key: int(row[key]),
             "minutes": row.get("minutes"),
             "val_attribute_accuracy": row.get("val_attribute_accuracy"),
+            "val_colour_accuracy": row.get("val_colour_accuracy"),
+            "val_shape_accuracy": row.get("val_shape_accuracy"),
             "val_bleu4": row.get("val_bleu4"),
             "val_loss": row.get("val_loss"),
         }
@@ -249,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in (
                 "images_scored",
                 "attribute_accuracy",
+                *(f"{field}_accuracy" for field in ATTRIBUTE_FIELDS),
                 "bleu4",
                 "cider_d",
                 "rouge_l",
@@ -269,17 +272,20 @@ def main(argv: list[str] | None = None) -> int:
         f"phase 2             {result['phase2_images_seen']} images seen "
         f"({result['phase2_images_per_second']} images/s)"
     )
-    print("curve (phase 2)     images seen -> validation attribute accuracy")
+    print("curve (phase 2)     images seen, minutes: validation attribute accuracy (colour, shape)")
     for point in curve(second, 2):
         print(
-            f"    {point['images_seen']:>9}  {point['val_attribute_accuracy']:.3f}  "
-            f"({point['minutes']:.1f} min)"
+            f"    {point['images_seen']:>9}  {point['minutes']:5.1f} min:  "
+            f"{point['val_attribute_accuracy']:.3f}  ({point['val_colour_accuracy']:.3f}, "
+            f"{point['val_shape_accuracy']:.3f})"
         )
     print(
         f"held-out            attribute accuracy {held['attribute_accuracy']:.4f} "
         f"(target 0.90), BLEU-4 {held['bleu4']:.4f}, CIDEr-D {held['cider_d']:.4f} "
         f"on {held['images_scored']} images"
     )
+    parts = ", ".join(f"{field} {held[f'{field}_accuracy']:.3f}" for field in ATTRIBUTE_FIELDS)
+    print(f"held-out, in parts  {parts}")
     print(f"report              {result['report']}")
     print(f"summary             {(work / 'quality.json').resolve()}")
     return 0

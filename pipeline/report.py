@@ -113,6 +113,8 @@ def training_section(model_uri: str) -> list[str]:
             "val_loss",
             "val_bleu4",
             "val_attribute_accuracy",
+            "val_colour_accuracy",
+            "val_shape_accuracy",
         )
         if history and key in history[0]
     ]

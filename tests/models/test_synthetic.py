@@ -1,5 +1,6 @@
 import csv
 import io
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from models.synthetic import (
     Scene,
     SceneObject,
     SynthConfig,
+    attribute_hits,
+    attribute_scores,
     describes,
     generate,
     make_example,
@@ -91,6 +94,31 @@ SCENE = Scene(
 )
 def test_describes_checks_shape_colour_position_and_relations(caption, expected):
     assert describes(SCENE, caption) is expected
+
+
+def test_attribute_hits_judge_each_object_in_its_column():
+    # left: right colour, wrong shape; right: named in the wrong column; one object too many
+    caption = "a small red square on the left, a large blue star in the middle and a red circle"
+    assert attribute_hits(SCENE, caption) == {
+        "count": [True],  # the third phrase lacks a size, so the grammar reads two objects
+        "column": [True, False],
+        "colour": [True, False],
+        "shape": [False, False],
+        "size": [True, False],
+    }
+    right = "a small red circle on the left and a large blue star on the right"
+    assert set(map(all, attribute_hits(SCENE, right).values())) == {True}
+
+
+def test_attribute_scores_pool_objects_and_images():
+    wrong = "a small red square on the left"
+    right = "a small red circle on the left and a large blue star on the right"
+    scores = attribute_scores([(SCENE, right), (SCENE, wrong)])
+    assert scores["attribute_accuracy"] == 0.5  # images
+    assert scores["count_accuracy"] == 0.5
+    assert scores["column_accuracy"] == 0.75  # objects: 3 of 4 named in their column
+    assert scores["colour_accuracy"] == 0.75 and scores["shape_accuracy"] == 0.5
+    assert all(math.isnan(value) for value in attribute_scores([]).values())
 
 
 def test_parse_caption_reads_objects_and_relations():

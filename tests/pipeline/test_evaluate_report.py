@@ -41,6 +41,9 @@ def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
         assert metrics[key] == pytest.approx(value)
     assert metrics["images_with_scenes"] == 6
     assert 0.0 <= metrics["attribute_accuracy"] <= 1.0
+    parts = [metrics[f"{field}_accuracy"] for field in ("count", "column", "colour", "shape")]
+    assert all(0.0 <= part <= 1.0 for part in parts)
+    assert metrics["count_accuracy"] >= metrics["attribute_accuracy"]  # a part of every verdict
     out = capsys.readouterr().out
     assert "cider_d" in out and "attribute_accuracy" in out
 

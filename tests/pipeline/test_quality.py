@@ -26,10 +26,12 @@ def test_quality_runs_both_phases_and_reports_the_curve(tmp_path, capsys):
     assert result["phase2_images_seen"] == 16 and result["machine"]["cores"] >= 1
     phase2 = [point for point in result["curve"] if point["phase"] == 2]
     assert [point["images_seen"] for point in phase2] == [8, 16]
-    assert all(0 <= point["val_attribute_accuracy"] <= 1 for point in phase2)
+    for key in ("val_attribute_accuracy", "val_colour_accuracy", "val_shape_accuracy"):
+        assert all(0 <= point[key] <= 1 for point in phase2)
     held = result["held_out"]
     assert held["images_scored"] == held["images_with_scenes"] > 0
-    assert all(held[key] is not None for key in ("attribute_accuracy", "bleu4", "cider_d"))
+    keys = ("attribute_accuracy", "colour_accuracy", "shape_accuracy", "bleu4", "cider_d")
+    assert all(held[key] is not None for key in keys)
 
     manifest = json.loads((work / "model-phase2" / "manifest.json").read_text())
     assert manifest["encoder"]["phase"] == 2
