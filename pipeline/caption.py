@@ -38,7 +38,7 @@ from models import storage
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
 from models.manifest import verify_bundle
 from pipeline.runs import SUMMARY, committed_runs, inference_metrics, run_to_commit
-from pipeline.settings import configure_logging, parse_job
+from pipeline.settings import parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.commit import SUCCESS, CommitRun, count, mark_failed
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
@@ -295,7 +295,6 @@ def run(argv: list[str], *, wait: bool = True):
     job = parse_job(
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
-    configure_logging(job.log_level)
     settings = job.settings
     manifest = verify_bundle(settings.model)
     run_id = settings.run_id or new_run_id()

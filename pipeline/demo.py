@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     data, feats, model, out = work / "synth", work / "features", work / "model", work / "captions"
     timings: dict[str, float] = {}
 
-    def step(name, function, *step_args):
+    def step(name, function, flags):
         print(f"\n=== {name}", flush=True)
         started = time.time()
-        result = function(*step_args)
+        result = function([*flags, "--log-level", args.log_level])
         timings[name] = round(time.time() - started, 1)
         return result
 

@@ -36,7 +36,7 @@ from models import storage
 from models.backend import load_keras
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
 from pipeline.runs import run_to_commit
-from pipeline.settings import configure_logging, parse_job
+from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions
 from transforms.commit import SUCCESS, CommitRun, count
 from transforms.decode import ReadAndDecode
@@ -258,7 +258,6 @@ def run(argv: list[str]) -> dict:
     job = parse_job(
         FeaturesSettings, argv, prog="beamcap features", description=__doc__, section="features"
     )
-    configure_logging(job.log_level)
     settings = job.settings
     prepare_output_dir(settings.output, overwrite=settings.overwrite)
     load_keras()  # TensorFlow, quietly, once the flags are good

@@ -26,10 +26,11 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from models.backend import load_keras  # noqa: E402
 from models.feature_records import split_for  # noqa: E402
 from models.synthetic import ATTRIBUTE_FIELDS, read_scenes  # noqa: E402
 from pipeline import caption, evaluate, features, report, synth, train  # noqa: E402
-from pipeline.settings import Parser, as_flags, configure_logging, load_preset  # noqa: E402
+from pipeline.settings import Parser, as_flags, load_preset  # noqa: E402
 
 RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
 
@@ -46,6 +47,7 @@ def machine() -> dict:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "gpus": []}
     try:
+        load_keras()  # quietly: TensorFlow's C++ start-up lines unless --log-level debug
         import tensorflow as tf
 
         info["gpus"] = [
@@ -128,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         "(same preset): start at phase 1",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    configure_logging(args.log_level)
     started = time.time()
     hardware = machine()
     preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
@@ -140,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     print(f"beamcap quality: {args.minutes:g} minutes on {hardware}", flush=True)
 
-    def step(name, function, *step_args):
+    def step(name, function, flags):
         print(f"\n=== {name} ({(time.time() - started) / 60:.1f} min in)", flush=True)
         begun = time.time()
-        result = function(*step_args)
+        result = function([*flags, "--log-level", args.log_level])
         timings[name] = round((time.time() - begun) / 60, 2)
         return result
 

@@ -51,6 +51,12 @@ class Parser(argparse.ArgumentParser):
             "(default: %(default)s)",
         )
 
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's, then applies ``--log-level``: every command honours it the same way."""
+        parsed, rest = super().parse_known_args(args, namespace)
+        configure_logging(parsed.log_level)
+        return parsed, rest
+
     def error(self, message):
         raise SettingsError(message)
 
@@ -146,7 +152,6 @@ def unknown_beam_flags(args: list[str]) -> list[str]:
 class Job(NamedTuple):
     settings: object  # the job's settings dataclass, checked
     beam_args: list[str]  # everything for Beam's PipelineOptions
-    log_level: str
     preset: dict  # the whole --config preset, for jobs with more than one section
 
 
@@ -187,7 +192,7 @@ def parse_job(
     check_ranges(settings)
     if hasattr(settings, "check"):
         settings.check()
-    return Job(settings, rest, args.log_level, preset)
+    return Job(settings, rest, preset)
 
 
 def configure_logging(level: str = "info") -> None:

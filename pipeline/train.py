@@ -20,7 +20,7 @@ import sys
 from models import storage
 from models.backend import load_keras
 from models.configs import DecoderConfig, SettingsError, TrainConfig, check_ranges, setting
-from pipeline.settings import configure_logging, parse_job, preset_section
+from pipeline.settings import parse_job, preset_section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     decoder_settings = preset_section(job.preset, "decoder", DecoderConfig)
     check_ranges(DecoderConfig(vocab_size=1, **decoder_settings))
-    configure_logging(job.log_level)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     load_keras()  # TensorFlow, quietly, once the flags are good
     from models.trainer import train

@@ -29,3 +29,20 @@ def test_console_script_runs():
         [sys.executable, "-m", "pipeline.cli", "inspect", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "BUNDLE" in result.stdout.upper()
+
+
+def test_commands_that_load_tensorflow_start_quietly(tmp_path, parts):  # noqa: F811
+    """TensorFlow's C++ start-up lines (absl's pre-init warning, oneDNN, CUDA probing) stay off
+    stderr, which they reach through file descriptor 2, unless --log-level debug asks for them."""
+    from models.bundle import save_bundle
+
+    save_bundle(str(tmp_path / "b"), **parts)
+
+    def inspect(*flags):
+        command = [sys.executable, "-m", "pipeline.cli", "inspect", str(tmp_path / "b"), *flags]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stderr
+
+    assert "absl" not in inspect() and "oneDNN" not in inspect("--log-level", "warning")
+    assert "absl::InitializeLog" in inspect("--log-level", "debug")  # the lines exist here

@@ -96,7 +96,7 @@ def test_help_answers_without_loading_tensorflow():
     script = (
         "import sys\n"
         "from pipeline import cli\n"
-        "for name in ('caption', 'features', 'train', 'inspect', 'runs', 'demo'):\n"
+        "for name in ('caption', 'features', 'train', 'inspect', 'runs', 'demo', 'quality'):\n"
         "    try:\n"
         "        cli.main([name, '--help'])\n"
         "    except SystemExit as done:\n"
