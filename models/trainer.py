@@ -304,6 +304,14 @@ class _Progress(keras.callbacks.Callback):
         )
 
 
+def headline(metrics: dict) -> dict:
+    """The figures of a training run that its bundle's manifest records and ``beamcap train``
+    prints."""
+    keys = ("phase", "epochs_run", "best_epoch", "train_loss", "val_loss", "val_bleu4")
+    keys += ("seconds", "images_seen", "captions_seen")
+    return {key: metrics[key] for key in keys if key in metrics}
+
+
 def _history(path: Path) -> list[dict]:
     """Per-epoch rows of the CSV log, the last row of each epoch kept (a resumed run may
     repeat the epoch it was interrupted in)."""
@@ -629,25 +637,12 @@ def train(
             },
         }
         metrics["encoder_batchnorm"] = batchnorm
-    summary = {
-        k: metrics[k]
-        for k in (
-            "phase",
-            "epochs_run",
-            "best_epoch",
-            "train_loss",
-            "val_loss",
-            "val_bleu4",
-            "seconds",
-            seen_key,
-        )
-    }
     manifest = save_bundle(
         output,
         encoder=encoder,
         decoder=decoder,
         vocabulary=vocabulary,
-        training={**summary, "data": data_dir, "init_from": config.init_from or None},
+        training={**headline(metrics), "data": data_dir, "init_from": config.init_from or None},
         encoder_extras=extras,
     )
     metrics["model_id"] = manifest["model_id"]

@@ -28,6 +28,34 @@ def write_broken_files(folder: Path) -> list[Path]:
     return [folder / name for name in files]
 
 
+def held_out_images(data: Path, feature_settings: dict) -> list[Path]:
+    """The synthetic dataset's test split, as the features job drew it from ``feature_settings``."""
+    fractions = {k: feature_settings.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
+    return [
+        data / "Images" / scene.image
+        for scene in read_scenes(str(data / "scenes.jsonl"))
+        if split_for(scene.image, **fractions) == "test"
+    ]
+
+
+def caption_and_score(step, data: Path, model: Path, out: Path, inputs: list[Path], flags: list):
+    """caption ``inputs`` with ``model`` into ``out`` -> evaluate against ``data``'s captions and
+    scenes -> report, each through ``step(name, main, flags)``: ``(run directory, summary)``."""
+    listing = out.parent / "caption-inputs.txt"
+    listing.write_text("".join(f"{path.resolve()}\n" for path in inputs))
+    summary = step(
+        "caption",
+        caption.run,
+        ["--input-list", str(listing), "--model", str(model), "--output", str(out), *flags],
+    )
+    run_dir = out / "runs" / summary["run_id"]
+    references = ["--references", str(data / "captions.txt")]
+    scenes = ["--scenes", str(data / "scenes.jsonl")]
+    step("evaluate", evaluate.main, ["--captions", str(run_dir), *references, *scenes])
+    step("report", report.main, [str(run_dir), "--model", str(model)])
+    return run_dir, summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser("beamcap demo", __doc__)
     parser.add_argument(
@@ -97,46 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         "train", train.main, ["--data", str(feats), "--output", str(model), "--config", args.config]
     )
 
-    feature_settings = preset.get("features", {})
-    fractions = {k: feature_settings.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
-    test_images = [
-        data / "Images" / scene.image
-        for scene in read_scenes(str(data / "scenes.jsonl"))
-        if split_for(scene.image, **fractions) == "test"
+    inputs = [
+        *held_out_images(data, preset.get("features", {})),
+        *write_broken_files(work / "broken"),
     ]
-    listing = work / "caption-inputs.txt"
-    inputs = [*test_images, *write_broken_files(work / "broken")]
-    listing.write_text("".join(f"{path.resolve()}\n" for path in inputs))
-    summary = step(
-        "caption",
-        caption.run,
-        [
-            "--input-list",
-            str(listing),
-            "--model",
-            str(model),
-            "--output",
-            str(out),
-            "--runner",
-            args.runner,
-            "--config",
-            args.config,
-        ],
-    )
-    run_dir = out / "runs" / summary["run_id"]
-    step(
-        "evaluate",
-        evaluate.main,
-        [
-            "--captions",
-            str(run_dir),
-            "--references",
-            str(data / "captions.txt"),
-            "--scenes",
-            str(data / "scenes.jsonl"),
-        ],
-    )
-    step("report", report.main, [str(run_dir), "--model", str(model)])
+    flags = ["--runner", args.runner, "--config", args.config]
+    run_dir, summary = caption_and_score(step, data, model, out, inputs, flags)
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     training = json.loads((model / "metrics.json").read_text())

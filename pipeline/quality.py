@@ -27,9 +27,9 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.backend import load_keras  # noqa: E402
-from models.feature_records import split_for  # noqa: E402
-from models.synthetic import ATTRIBUTE_FIELDS, read_scenes  # noqa: E402
-from pipeline import caption, evaluate, features, report, synth, train  # noqa: E402
+from models.synthetic import ATTRIBUTE_FIELDS  # noqa: E402
+from pipeline import features, synth, train  # noqa: E402
+from pipeline.demo import caption_and_score, held_out_images  # noqa: E402
 from pipeline.settings import Parser, as_flags, load_preset  # noqa: E402
 
 RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
@@ -186,46 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     step("phase2", train.main, [*common, "--output", str(phase2), *phase2_flags])
 
-    fractions = {k: feature_settings.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
-    test_images = [
-        data / "Images" / scene.image
-        for scene in read_scenes(str(scenes))
-        if split_for(scene.image, **fractions) == "test"
-    ]
-    listing = work / "caption-inputs.txt"
-    listing.write_text("".join(f"{path.resolve()}\n" for path in test_images))
-    summary = step(
-        "caption",
-        caption.run,
-        [
-            "--input-list",
-            str(listing),
-            "--model",
-            str(phase2),
-            "--output",
-            str(out),
-            "--runner",
-            args.runner,
-            *as_flags(preset.get("caption", {})),
-        ],
-    )
-    run_dir = out / "runs" / summary["run_id"]
-    step(
-        "evaluate",
-        evaluate.main,
-        [
-            "--captions",
-            str(run_dir),
-            "--references",
-            str(data / "captions.txt"),
-            "--scenes",
-            str(scenes),
-        ],
-    )
-    step(
-        "report",
-        report.main,
-        [str(run_dir), "--model", str(phase2)],
+    caption_flags = ["--runner", args.runner, *as_flags(preset.get("caption", {}))]
+    run_dir, _ = caption_and_score(
+        step, data, phase2, out, held_out_images(data, feature_settings), caption_flags
     )
 
     metrics = json.loads((run_dir / "metrics.json").read_text())

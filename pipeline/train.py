@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     check_ranges(DecoderConfig(vocab_size=1, **decoder_settings))
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     load_keras()  # TensorFlow, quietly, once the flags are good
-    from models.trainer import train
+    from models.trainer import headline, train
 
     settings = job.settings
     metrics = train(
@@ -83,21 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         config=settings.config,
         checkpoint_dir=settings.checkpoint_dir,
     )
-    summary = {
-        key: metrics[key]
-        for key in (
-            "model_id",
-            "phase",
-            "epochs_run",
-            "best_epoch",
-            "train_loss",
-            "val_loss",
-            "val_bleu4",
-            "seconds",
-        )
-    }
     logging.info("bundle written to %s", settings.output)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({"model_id": metrics["model_id"], **headline(metrics)}, indent=2))
     return 0
 
 
