@@ -72,13 +72,19 @@ def exists(uri: str) -> bool:
 
 
 def glob(pattern: str) -> list[str]:
-    """The files matching a shell pattern (``*``, ``?``, ``[...]``), sorted."""
+    """The files matching a shell pattern (``*``, ``?``, ``[...]``; none of them matches ``/``),
+    sorted."""
     if not is_gcs(pattern):
         return sorted(path for path in globlib.glob(pattern) if Path(path).is_file())
     bucket, _, name = pattern[len("gs://") :].partition("/")
     prefix = re.split(r"[*?\[]", name, maxsplit=1)[0]
     blobs = _client().list_blobs(bucket, prefix=prefix)
-    return sorted(f"gs://{bucket}/{b.name}" for b in blobs if fnmatch.fnmatchcase(b.name, name))
+    depth = name.count("/")
+    return sorted(
+        f"gs://{bucket}/{b.name}"
+        for b in blobs
+        if b.name.count("/") == depth and fnmatch.fnmatchcase(b.name, name)
+    )
 
 
 def write_bytes(uri: str, data: bytes) -> None:

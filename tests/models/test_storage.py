@@ -4,7 +4,7 @@ from models import storage
 
 
 def test_glob_exists_and_round_trip_locally(tmp_path):
-    for name in ("train-0.tfrecord", "train-1.tfrecord", "val-0.tfrecord"):
+    for name in ("train-0.tfrecord", "train-1.tfrecord", "val-0.tfrecord", "train-x/y.tfrecord"):
         storage.write_text(str(tmp_path / "data" / name), name)
     (tmp_path / "data" / "train-dir.tfrecord").mkdir()  # a directory is not a file
     found = storage.glob(str(tmp_path / "data" / "train-*.tfrecord"))
@@ -15,7 +15,8 @@ def test_glob_exists_and_round_trip_locally(tmp_path):
 
 def test_glob_and_exists_on_gcs(gcs_emulator):
     root = "gs://beamcap-test/storage-test"
-    for name in ("train-0.tfrecord", "train-1.tfrecord", "val-0.tfrecord", "sub/train-9.txt"):
+    names = ("train-0.tfrecord", "train-1.tfrecord", "val-0.tfrecord", "train-x/y.tfrecord")
+    for name in names:
         storage.write_text(f"{root}/{name}", name)
     assert storage.glob(f"{root}/train-*.tfrecord") == [
         f"{root}/train-0.tfrecord",
