@@ -40,13 +40,13 @@ import numpy as np
 from models import storage
 from models.beam_search import beam_search
 from models.bundle import load_bundle, save_bundle
-from models.configs import DecoderConfig, TrainConfig
+from models.configs import DecoderConfig, SettingsError, TrainConfig
 from models.decoder import DecoderStepper, ShowAndTell, masked_cross_entropy
 from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, decode_png, parse_example, parse_image_example
 from models.joint import JointCaptioner, resolve_batchnorm, set_batchnorm
 from models.metrics import caption_scores
-from models.synthetic import attribute_scores, read_scenes
+from models.synthetic import ATTRIBUTE_FIELDS, attribute_scores, read_scenes
 from models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -348,12 +348,10 @@ def _plot(history: list[dict], path: Path) -> None:
     if seen_key:
         axis = axes[0][1]
         seen = [row[seen_key] for row in history]
-        for key, label in (
-            ("val_attribute_accuracy", "attribute accuracy (every object right)"),
-            ("val_colour_accuracy", "colour (per object)"),
-            ("val_shape_accuracy", "shape (per object)"),
-            ("val_bleu4", "BLEU-4"),
-        ):
+        labels = {"val_attribute_accuracy": "attribute accuracy (every object right)"}
+        labels |= {f"val_{field}_accuracy": f"{field} (per object)" for field in ATTRIBUTE_FIELDS}
+        labels |= {"val_count_accuracy": "count (per image)", "val_bleu4": "BLEU-4"}
+        for key, label in labels.items():
             if key in history[0]:
                 axis.plot(seen, [row[key] for row in history], marker="o", label=label)
         axis.set(
@@ -371,7 +369,7 @@ def _plot(history: list[dict], path: Path) -> None:
 
 def _check_encoder_file(encoder: ImageEncoder, data_dir: str, encoder_info: dict) -> None:
     if encoder.fingerprint != encoder_info["fingerprint"]:
-        raise ValueError(
+        raise SettingsError(
             f"{data_dir}/{encoder_info['weights_file']} does not hold the weights the features "
             f"were computed with (fingerprint {encoder.fingerprint[:12]}, dataset.json says "
             f"{encoder_info['fingerprint'][:12]})"
@@ -384,17 +382,17 @@ def _start_from_bundle(
     """The bundle's encoder and decoder, after checking it fits the data."""
     bundle = load_bundle(uri, precision=precision)
     if bundle.vocabulary.words != vocabulary.words:
-        raise ValueError(
+        raise SettingsError(
             f"--init-from {uri} has another vocabulary ({len(bundle.vocabulary)} words) than the "
             f"features ({len(vocabulary)}): train phase 2 on the features phase 1 was trained on"
         )
     if bundle.encoder.spec.image_size != encoder_info["image_size"]:
-        raise ValueError(
+        raise SettingsError(
             f"--init-from {uri} encodes {bundle.encoder.spec.image_size}px images, the features "
             f"hold {encoder_info['image_size']}px"
         )
     if phase == 1 and bundle.encoder.fingerprint != encoder_info["fingerprint"]:
-        raise ValueError(
+        raise SettingsError(
             f"--init-from {uri} has another encoder (fingerprint "
             f"{bundle.encoder.fingerprint[:12]}) than the one the features were computed with "
             f"({encoder_info['fingerprint'][:12]}): its decoder cannot continue on these "
@@ -429,7 +427,7 @@ def train(
     encoder_info = dataset["encoder"]
     phase = 2 if config.train_encoder else 1
     if phase == 2 and not dataset.get("settings", {}).get("with_images"):
-        raise ValueError(
+        raise SettingsError(
             f"{data_dir} holds no images: phase 2 (--train-encoder) trains on pixels; write the "
             "features with `beamcap features ... --with-images`"
         )

@@ -55,7 +55,7 @@ class CaptionSettings:
     input: str = setting(
         None,
         "comma-separated image directories (searched recursively) or glob patterns ('**' "
-        "recurses), local or gs://",
+        "recurses), local or gs://; give this or --input-list",
         type=str,
         uris=True,
     )

@@ -69,6 +69,17 @@ def _truth(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _help(field: dataclasses.Field) -> str:
+    """The field's help, ending in "(required)" or its default unless it has none to show or the
+    text already says what happens by default."""
+    text, meta = field.metadata["help"], field.metadata
+    if meta["required"]:
+        return f"{text} (required)"
+    if field.default in (None, "") or "default" in text:
+        return text
+    return f"{text} (default: {field.default})"
+
+
 def add_settings(parser: argparse.ArgumentParser, settings_type, title: str) -> None:
     """One flag per field of ``settings_type``: ``--x`` for a bool field (also ``--x=false``,
     the form Dataflow flex templates pass), ``--x VALUE`` otherwise."""
@@ -77,8 +88,7 @@ def add_settings(parser: argparse.ArgumentParser, settings_type, title: str) -> 
         meta = field.metadata
         if "help" not in meta:
             continue
-        default = "required" if meta["required"] else f"default: {field.default}"
-        options = dict(dest=field.name, default=field.default, help=f"{meta['help']} ({default})")
+        options = dict(dest=field.name, default=field.default, help=_help(field))
         if meta["type"] is bool:
             options.update(nargs="?", const=True, type=_truth)
         else:

@@ -41,13 +41,18 @@ class TrainSettings(TrainConfig):
     )
     checkpoint_dir: str = setting(
         None,
-        "where per-epoch checkpoints go (default: OUTPUT/checkpoints for a local output, a "
-        "temporary directory otherwise)",
+        "local folder for per-epoch checkpoints; rerunning the same command resumes from it "
+        "(default: OUTPUT/checkpoints for a local output; for a gs:// output a temporary folder, "
+        "so give one to be able to resume)",
         type=str,
-        uris=True,
     )
 
     def check(self) -> None:
+        if self.checkpoint_dir and storage.is_gcs(self.checkpoint_dir):
+            raise SettingsError(
+                f"--checkpoint-dir takes a local folder (Keras writes checkpoints locally), "
+                f"got {self.checkpoint_dir}"
+            )
         if not storage.exists(storage.join(self.data, "dataset.json")):
             raise SettingsError(
                 f"--data: {self.data} holds no dataset.json; write it with `beamcap features`"

@@ -8,7 +8,7 @@ import pytest
 
 from models import trainer
 from models.bundle import load_bundle
-from models.configs import check_ranges
+from models.configs import SettingsError, check_ranges
 from models.joint import resolve_batchnorm
 from models.trainer import TrainConfig, train
 from tests.conftest import TINY_SIZE
@@ -131,13 +131,13 @@ def test_phase2_resumes_after_an_interruption(tiny_image_features, phase1, tmp_p
 
 def test_phase2_needs_features_written_with_images(tiny_features, phase1, tmp_path):
     data, _ = tiny_features
-    with pytest.raises(ValueError, match="--with-images"):
+    with pytest.raises(SettingsError, match="--with-images"):
         train(str(data), str(tmp_path / "phase2"), config=phase2_config(phase1))
 
 
 def test_refuses_a_bundle_with_another_vocabulary(tiny_image_features, tiny_bundle, tmp_path):
     data, _ = tiny_image_features
-    with pytest.raises(ValueError, match="another vocabulary"):
+    with pytest.raises(SettingsError, match="another vocabulary"):
         train(str(data), str(tmp_path / "phase2"), config=phase2_config(tiny_bundle))
 
 

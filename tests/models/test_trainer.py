@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models.bundle import load_bundle
+from models.configs import SettingsError
 from models.encoder import EncoderSpec, ImageEncoder
 from models.trainer import TrainConfig, train
 from tests.conftest import TINY_SIZE
@@ -88,7 +89,7 @@ def test_refuses_features_whose_encoder_weights_changed(tiny_features, tmp_path)
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     ImageEncoder(EncoderSpec("random:4", TINY_SIZE)).save_weights(str(copy / "encoder.weights.h5"))
-    with pytest.raises(ValueError, match="does not hold the weights the features"):
+    with pytest.raises(SettingsError, match="does not hold the weights the features"):
         train(
             str(copy),
             str(tmp_path / "model"),

@@ -90,6 +90,25 @@ def test_features_and_train_check_their_settings(tmp_path, tiny_dataset, capsys)
         capsys, "train", "--data", tmp_path, "--output", tmp_path / "m", "--learning-rate", "inf"
     )
     assert status == 2 and "--learning-rate must be a finite number" in err
+    status, err = beamcap(
+        capsys,
+        "train",
+        "--data",
+        tmp_path,
+        "--output",
+        tmp_path / "m",
+        "--checkpoint-dir",
+        "gs://b/c",
+    )
+    assert status == 2 and "--checkpoint-dir takes a local folder" in err
+
+
+def test_phase_2_on_features_without_images_is_refused_in_one_line(tmp_path, tiny_features, capsys):
+    data, _ = tiny_features
+    flags = ["train", "--data", data, "--output", tmp_path / "m", "--train-encoder"]
+    status, err = beamcap(capsys, *flags)
+    assert status == 2 and err.startswith("beamcap train: error: ") and "--with-images" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_help_answers_without_loading_tensorflow():
