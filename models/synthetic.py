@@ -184,6 +184,8 @@ def describes(scene: Scene, caption: str) -> bool:
 
 
 ATTRIBUTE_FIELDS = ("count", "column", "colour", "shape", "size")
+# What ``attribute_scores`` returns, scene-level first; validation adds a ``val_`` prefix.
+ACCURACY_KEYS = ("attribute_accuracy", *(f"{field}_accuracy" for field in ATTRIBUTE_FIELDS))
 
 
 def attribute_hits(scene: Scene, caption: str) -> dict[str, list[bool]]:

@@ -28,6 +28,24 @@ def write_broken_files(folder: Path) -> list[Path]:
     return [folder / name for name in files]
 
 
+class Steps:
+    """Runs a walk-through's steps, each a command's ``main(flags)``: a header line, the run's
+    ``--log-level``, and the minutes each took (``minutes``; ``elapsed()`` since the start)."""
+
+    def __init__(self, log_level: str):
+        self.log_level, self.started, self.minutes = log_level, time.time(), {}
+
+    def elapsed(self) -> float:
+        return (time.time() - self.started) / 60
+
+    def __call__(self, name: str, function, flags: list):
+        print(f"\n=== {name} ({self.elapsed():.1f} min in)", flush=True)
+        begun = time.time()
+        result = function([*flags, "--log-level", self.log_level])
+        self.minutes[name] = round((time.time() - begun) / 60, 2)
+        return result
+
+
 def held_out_images(data: Path, feature_settings: dict) -> list[Path]:
     """The synthetic dataset's test split, as the features job drew it from ``feature_settings``."""
     fractions = {k: feature_settings.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
@@ -80,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = load_preset(args.config)
     work = Path(args.workdir)
     data, feats, model, out = work / "synth", work / "features", work / "model", work / "captions"
-    timings: dict[str, float] = {}
-
-    def step(name, function, flags):
-        print(f"\n=== {name}", flush=True)
-        started = time.time()
-        result = function([*flags, "--log-level", args.log_level])
-        timings[name] = round(time.time() - started, 1)
-        return result
-
+    step = Steps(args.log_level)
     synth_settings = preset.get("synth", {})
     step(
         "synth",
@@ -139,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== beamcap demo: done")
     if warning:
         print(f"\n{'!' * 100}\nWARNING: {warning}\n{'!' * 100}\n")
-    print(f"steps (s)           {timings}  total {sum(timings.values()):.0f}s")
+    print(f"minutes per step    {step.minutes}  total {step.elapsed():.1f}")
     print(
         f"captioned           {summary['counts']['captioned']} of "
         f"{summary['counts']['matched']} (failed: {summary['counts']['failed']})"
@@ -155,4 +165,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["demo", *sys.argv[1:]]))

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from models import storage
 from models.caption_files import read_caption_file
 from models.metrics import caption_scores
-from models.synthetic import ATTRIBUTE_FIELDS, attribute_scores, read_scenes
+from models.synthetic import ACCURACY_KEYS, attribute_scores, read_scenes
 from pipeline.runs import read_run
 from pipeline.settings import Parser
 
@@ -60,8 +60,7 @@ def evaluate(run_dir: str, references_uri: str, scenes_uri: str | None = None) -
 
 
 def table(metrics: dict) -> str:
-    keys = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "attribute_accuracy"]
-    keys += [f"{field}_accuracy" for field in ATTRIBUTE_FIELDS]
+    keys = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", *ACCURACY_KEYS]
     lines = [f"{'metric':<20}{'value':>10}"]
     lines += [f"{key:<20}{metrics[key]:>10.4f}" for key in keys if metrics.get(key) is not None]
     lines.append(f"{'images scored':<20}{metrics['images_scored']:>10}")
@@ -98,4 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["evaluate", *sys.argv[1:]]))

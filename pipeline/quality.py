@@ -21,15 +21,16 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
+
+import yaml
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.backend import load_keras  # noqa: E402
-from models.synthetic import ATTRIBUTE_FIELDS  # noqa: E402
+from models.synthetic import ACCURACY_KEYS, ATTRIBUTE_FIELDS  # noqa: E402
 from pipeline import features, synth, train  # noqa: E402
-from pipeline.demo import caption_and_score, held_out_images  # noqa: E402
+from pipeline.demo import Steps, caption_and_score, held_out_images  # noqa: E402
 from pipeline.settings import Parser, as_flags, load_preset  # noqa: E402
 
 RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
@@ -92,9 +93,7 @@ def curve(metrics: dict, phase: int) -> list[dict]:
             "phase": phase,
             key: int(row[key]),
             "minutes": row.get("minutes"),
-            "val_attribute_accuracy": row.get("val_attribute_accuracy"),
-            "val_colour_accuracy": row.get("val_colour_accuracy"),
-            "val_shape_accuracy": row.get("val_shape_accuracy"),
+            **{f"val_{key}": row.get(f"val_{key}") for key in ACCURACY_KEYS},
             "val_bleu4": row.get("val_bleu4"),
             "val_loss": row.get("val_loss"),
         }
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "(same preset): start at phase 1",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    started = time.time()
+    step = Steps(args.log_level)  # the budget counts from here
     hardware = machine()
     preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
     work = Path(args.workdir)
@@ -138,15 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     data, feats = work / "synth", work / "features"
     phase1, phase2, out = work / "model-phase1", work / "model-phase2", work / "captions"
     scenes = data / "scenes.jsonl"
-    timings: dict[str, float] = {}
     print(f"beamcap quality: {args.minutes:g} minutes on {hardware}", flush=True)
-
-    def step(name, function, flags):
-        print(f"\n=== {name} ({(time.time() - started) / 60:.1f} min in)", flush=True)
-        begun = time.time()
-        result = function([*flags, "--log-level", args.log_level])
-        timings[name] = round((time.time() - begun) / 60, 2)
-        return result
 
     synth_settings = preset.get("synth", {})
     images = args.images or synth_settings.get("images", 60000)
@@ -174,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             *as_flags(feature_settings),
         ],
     )
-    common = ["--data", str(feats), "--config", args.config, "--val-scenes", str(scenes)]
+    effective = work / "preset.yaml"  # the preset after the GPU overrides: what both phases read
+    effective.write_text(yaml.safe_dump({k: v for k, v in preset.items() if k != "gpu"}))
+    common = ["--data", str(feats), "--config", str(effective), "--val-scenes", str(scenes)]
     step("phase1", train.main, [*common, "--output", str(phase1)])
-    left = args.minutes - (time.time() - started) / 60 - RESERVE_MINUTES
+    left = args.minutes - step.elapsed() - RESERVE_MINUTES
     if left < 1:
         print(f"warning: only {left:.1f} minutes left for phase 2; giving it 1", flush=True)
     phase2_flags = [
@@ -198,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": hardware,
         "minutes_budget": args.minutes,
-        "minutes_total": round((time.time() - started) / 60, 1),
-        "minutes_per_step": timings,
+        "minutes_total": round(step.elapsed(), 1),
+        "minutes_per_step": step.minutes,
         "synthetic_images": images,
         "image_size": feature_settings.get("image_size"),
         "phase1_captions_seen": first.get("captions_seen"),
@@ -214,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             key: metrics.get(key)
             for key in (
                 "images_scored",
-                "attribute_accuracy",
-                *(f"{field}_accuracy" for field in ATTRIBUTE_FIELDS),
+                *ACCURACY_KEYS,
                 "bleu4",
                 "cider_d",
                 "rouge_l",
@@ -231,17 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     held = result["held_out"]
     print("\n=== beamcap quality: done")
     print(f"machine             {hardware['cpu']} x{hardware['cores']}  gpus {hardware['gpus']}")
-    print(f"minutes per step    {timings}  total {result['minutes_total']}")
+    print(f"minutes per step    {step.minutes}  total {result['minutes_total']}")
     print(
         f"phase 2             {result['phase2_images_seen']} images seen "
         f"({result['phase2_images_per_second']} images/s)"
     )
-    print("curve (phase 2)     images seen, minutes: validation attribute accuracy (colour, shape)")
+    print(
+        "curve (phase 2)     images seen, minutes: validation attribute accuracy "
+        f"({', '.join(ATTRIBUTE_FIELDS)})"
+    )
     for point in curve(second, 2):
+        parts = ", ".join(f"{point[f'val_{field}_accuracy']:.3f}" for field in ATTRIBUTE_FIELDS)
         print(
             f"    {point['images_seen']:>9}  {point['minutes']:5.1f} min:  "
-            f"{point['val_attribute_accuracy']:.3f}  ({point['val_colour_accuracy']:.3f}, "
-            f"{point['val_shape_accuracy']:.3f})"
+            f"{point['val_attribute_accuracy']:.3f}  ({parts})"
         )
     print(
         f"held-out            attribute accuracy {held['attribute_accuracy']:.4f} "
@@ -256,4 +251,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["quality", *sys.argv[1:]]))

@@ -28,6 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from models import storage
+from models.manifest import read_manifest
+from models.synthetic import ACCURACY_KEYS
 from pipeline.runs import read_run
 from pipeline.settings import Parser
 
@@ -112,9 +114,7 @@ def training_section(model_uri: str) -> list[str]:
             "loss",
             "val_loss",
             "val_bleu4",
-            "val_attribute_accuracy",
-            "val_colour_accuracy",
-            "val_shape_accuracy",
+            *(f"val_{key}" for key in ACCURACY_KEYS),
         )
         if history and key in history[0]
     ]
@@ -150,8 +150,6 @@ def render(run_dir: str, images_root: str | None = None, *, model_uri: str | Non
     captions, failures, summary = read_run(run_dir)
     encoder = summary.get("encoder")
     if encoder is None and model_uri:
-        from models.bundle import read_manifest
-
         encoder = read_manifest(model_uri).get("encoder")
     warning = encoder_warning(encoder)
     metrics_uri = FileSystems.join(run_dir, "metrics.json")
@@ -246,4 +244,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import main as beamcap
+
+    sys.exit(beamcap(["report", *sys.argv[1:]]))

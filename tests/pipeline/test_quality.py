@@ -1,4 +1,7 @@
 import json
+import os
+
+import yaml
 
 from pipeline import quality
 
@@ -23,11 +26,14 @@ def test_quality_runs_both_phases_and_reports_the_curve(tmp_path, capsys):
     for step in ("synth", "features", "phase1", "phase2", "caption", "evaluate", "report"):
         assert f"=== {step}" in out
     result = json.loads((work / "quality.json").read_text())
-    assert result["phase2_images_seen"] == 16 and result["machine"]["cores"] >= 1
+    assert result["phase2_images_seen"] == 16 and result["machine"]["cores"] == os.cpu_count()
     phase2 = [point for point in result["curve"] if point["phase"] == 2]
     assert [point["images_seen"] for point in phase2] == [8, 16]
-    for key in ("val_attribute_accuracy", "val_colour_accuracy", "val_shape_accuracy"):
-        assert all(0 <= point[key] <= 1 for point in phase2)
+    history = json.loads((work / "model-phase2" / "metrics.json").read_text())["history"]
+    for key in ("val_attribute_accuracy", "val_count_accuracy", "val_shape_accuracy", "val_loss"):
+        assert [point[key] for point in phase2] == [row[key] for row in history]
+    effective = yaml.safe_load((work / "preset.yaml").read_text())
+    assert effective["train"] == yaml.safe_load(TINY_PRESET)["train"]  # what both phases read
     held = result["held_out"]
     assert held["images_scored"] == held["images_with_scenes"] > 0
     keys = ("attribute_accuracy", "colour_accuracy", "shape_accuracy", "bleu4", "cider_d")
@@ -42,3 +48,19 @@ def test_quality_runs_both_phases_and_reports_the_curve(tmp_path, capsys):
     page = (run_dir / "report.html").read_text()
     assert "id='learning-curve'" in page and "encoder-warning" not in page
     assert "fine-tuned with the decoder (phase 2)" in page
+
+    assert quality.reusable(work / "synth", work / "features", 60, {"image_size": 75})
+    assert not quality.reusable(work / "synth", work / "features", 61, {"image_size": 75})
+    assert not quality.reusable(work / "synth", work / "features", 60, {"image_size": 96})
+    assert not quality.reusable(work / "synth", tmp_path / "nowhere", 60, {"image_size": 75})
+
+
+def test_gpu_overrides_apply_only_when_there_is_a_gpu():
+    preset = {
+        "train": {"batch_size": 128, "epochs": 1},
+        "gpu": {"train": {"batch_size": 512}, "synth": {"images": 9}},
+    }
+    assert quality.with_gpu_overrides(preset, []) is preset
+    merged = quality.with_gpu_overrides(preset, ["H100"])
+    assert merged["train"] == {"batch_size": 512, "epochs": 1} and merged["synth"] == {"images": 9}
+    assert preset["train"] == {"batch_size": 128, "epochs": 1}  # the preset itself is untouched
