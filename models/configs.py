@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 FEATURE_DIM = 2048
+MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 PRECISIONS = ("fp32", "bf16", "fp16")  # the encoder's compute types; weights stay float32
 BATCHNORM_MODES = ("auto", "train", "frozen")  # the encoder's BatchNorm in phase 2
 PRECISION_HELP = (

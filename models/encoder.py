@@ -21,9 +21,8 @@ import keras
 import numpy as np
 
 from models import storage
-from models.configs import PRECISIONS
+from models.configs import MIN_IMAGE_SIZE, PRECISIONS
 
-MIN_IMAGE_SIZE = 75
 DEFAULT_IMAGE_SIZE = 299
 
 

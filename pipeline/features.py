@@ -34,7 +34,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
 from models.backend import load_keras
-from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
+from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
+from models.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions
@@ -46,9 +47,6 @@ from transforms.match import MatchImages
 from transforms.tfrecords import WriteFeatureRecords, attach_image_data, count_record, to_record
 
 DATASET_JSON = "dataset.json"
-ENCODER_WEIGHTS = "encoder.weights.h5"
-VOCAB = "vocab.txt"
-MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,12 +223,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
         "max_vocab_size": settings.max_vocab_size,
         "with_images": settings.with_images,
     }
-    spec_fields = {
-        "architecture": spec.architecture,
-        "image_size": spec.image_size,
-        "pooling": spec.pooling,
-        "weights": spec.weights,
-    }
+    spec_fields = dataclasses.asdict(spec)
     vocabulary_side = beam.pvalue.AsSingleton(vocabulary)
 
     def commit(tally, files, vocabulary):

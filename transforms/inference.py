@@ -86,6 +86,11 @@ class _ImageHandler(ModelHandler):
             model_copies=1 if share_across_processes else None,
         )
 
+    @property
+    def max_batch_size(self) -> int:
+        """The batch shape the model is compiled for (Beam's batching setting)."""
+        return self.batch_elements_kwargs()["max_batch_size"]
+
     def run_inference(self, batch: Sequence[DecodedImage], model, inference_args=None):
         outcomes = isolate_faults(
             lambda images: self.infer(model, np.stack([image.pixels for image in images])), batch
@@ -106,7 +111,6 @@ class BundleHandler(_ImageHandler):
     def __init__(self, uri: str, *, model_id: str, search: dict, precision: str, **batching):
         super().__init__(**batching)
         self.uri, self.model_id, self.search, self.precision = uri, model_id, search, precision
-        self.max_batch_size = batching["max_batch_size"]
 
     def load_model(self):
         load_keras()
@@ -129,7 +133,6 @@ class EncoderHandler(_ImageHandler):
     def __init__(self, spec, *, weights_file: str, precision: str, **batching):
         super().__init__(**batching)
         self.spec, self.weights_file, self.precision = spec, weights_file, precision
-        self.max_batch_size = batching["max_batch_size"]
 
     def load_model(self):
         load_keras()
