@@ -49,7 +49,8 @@ def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, 
         [first["run_id"], second["run_id"], third["run_id"], retried["run_id"]]
     )
     assert runs.main([str(output)]) == 0
-    assert "4 runs under" in capsys.readouterr().out
+    assert all(run["state"] == "committed" for run in listed)
+    assert f"4 runs under {output}, 4 committed" in capsys.readouterr().out
 
 
 def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
