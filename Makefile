@@ -42,7 +42,7 @@ demo: install ## the whole job on the synthetic dataset: synth, features, train,
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
 
 quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
-	$(BIN)/python -m pipeline.quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
+	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest
@@ -76,7 +76,7 @@ format: install ## ruff: fix what can be fixed, reformat
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## run every benchmark (each prints ratios against an in-run baseline)
+bench: install ## the CPU speed benchmarks: beam search, caption job (ratios against an in-run baseline)
 	$(BIN)/python benchmarks/beam_search.py
 	$(BIN)/python benchmarks/caption_pipeline.py
 

@@ -17,6 +17,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from models.configs import PRECISIONS  # noqa: E402
 from models.decoder import DecoderConfig, ShowAndTell  # noqa: E402
 from models.encoder import EncoderSpec, ImageEncoder  # noqa: E402
 from models.joint import JointCaptioner  # noqa: E402
@@ -41,12 +42,20 @@ def measure(size: int, precision: str, batch: int, steps: int, captions: int, le
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[75, 96, 128])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--captions", type=int, default=5)
-    parser.add_argument("--length", type=int, default=26)
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[75, 96, 128], help="image sizes in pixels"
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=PRECISIONS,
+        help="encoder compute types to compare",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per training step")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+    parser.add_argument("--captions", type=int, default=5, help="captions per image")
+    parser.add_argument("--length", type=int, default=26, help="tokens per caption")
     args = parser.parse_args()
     print(f"{'size':>5} {'precision':>9} {'images/s':>9}")
     for size in args.sizes:

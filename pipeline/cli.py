@@ -19,13 +19,19 @@ SUBCOMMANDS = {
     "demo": ("pipeline.demo", "the whole job on the synthetic dataset, offline"),
     "synth": ("pipeline.synth", "generate the synthetic captioned dataset"),
     "features": ("pipeline.features", "images + captions -> TFRecord features (a Beam job)"),
-    "train": ("pipeline.train", "fit the caption decoder on features; write a model bundle"),
+    "train": (
+        "pipeline.train",
+        "fit the decoder (phase 2: and the encoder); write a model bundle",
+    ),
     "caption": (
         "pipeline.caption",
         "images -> captions with scores and N-best, Parquet (Beam job)",
     ),
     "evaluate": ("pipeline.evaluate", "score a caption run: BLEU, ROUGE-L, CIDEr-D, attributes"),
-    "runs": ("pipeline.runs", "list the committed caption runs under an output root"),
+    "runs": (
+        "pipeline.runs",
+        "list the caption runs under an output root, with their state",
+    ),
     "report": ("pipeline.report", "write an HTML page of a caption run"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
     "quality": ("pipeline.quality", "both training phases on synthetic scenes: the quality proof"),
