@@ -28,6 +28,25 @@ def write_broken_files(folder: Path) -> list[Path]:
     return [folder / name for name in files]
 
 
+def walkthrough_parser(name: str, doc: str) -> Parser:
+    """``beamcap NAME``'s parser with the flags every walk-through has: --workdir, --config,
+    --images and --runner."""
+    parser = Parser(f"beamcap {name}", doc)
+    parser.add_argument(
+        "--workdir", default=f"data/{name}", help="where every step writes (default: %(default)s)"
+    )
+    parser.add_argument("--config", default=name, help="preset (default: %(default)s)")
+    parser.add_argument(
+        "--images", type=int, default=None, help="synthetic images (default: the preset's)"
+    )
+    parser.add_argument(
+        "--runner",
+        default="DirectRunner",
+        help="Beam runner for the two Beam jobs (default: %(default)s)",
+    )
+    return parser
+
+
 class Steps:
     """Runs a walk-through's steps, each a command's ``main(flags)``: a header line, the run's
     ``--log-level``, and the minutes each took (``minutes``; ``elapsed()`` since the start)."""
@@ -44,6 +63,12 @@ class Steps:
         result = function([*flags, "--log-level", self.log_level])
         self.minutes[name] = round((time.time() - begun) / 60, 2)
         return result
+
+
+def features_flags(data: Path, feats: Path, runner: str) -> list[str]:
+    """The features job over the synthetic dataset in ``data``, into ``feats`` (overwritten)."""
+    inputs = ["--images", str(data / "Images"), "--captions", str(data / "captions.txt")]
+    return [*inputs, "--output", str(feats), "--overwrite", "--runner", runner]
 
 
 def held_out_images(data: Path, feature_settings: dict) -> list[Path]:
@@ -75,24 +100,12 @@ def caption_and_score(step, data: Path, model: Path, out: Path, inputs: list[Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser("beamcap demo", __doc__)
-    parser.add_argument(
-        "--workdir", default="data/demo", help="where every step writes (default: %(default)s)"
-    )
-    parser.add_argument("--config", default="demo", help="preset (default: %(default)s)")
-    parser.add_argument(
-        "--images", type=int, default=None, help="synthetic images (default: the preset's)"
-    )
+    parser = walkthrough_parser("demo", __doc__)
     parser.add_argument(
         "--encoder-weights",
         default=None,
         help="InceptionV3 weights for the features step: imagenet on a connected machine, a "
         "weights file, or random:SEED (default: the preset's, random:0 in demo)",
-    )
-    parser.add_argument(
-        "--runner",
-        default="DirectRunner",
-        help="Beam runner for the two Beam jobs (default: %(default)s)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     preset = load_preset(args.config)
@@ -116,20 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     step(
         "features",
         features.run,
-        [
-            "--images",
-            str(data / "Images"),
-            "--captions",
-            str(data / "captions.txt"),
-            "--output",
-            str(feats),
-            "--overwrite",
-            "--runner",
-            args.runner,
-            "--config",
-            args.config,
-            *weights,
-        ],
+        [*features_flags(data, feats, args.runner), "--config", args.config, *weights],
     )
     step(
         "train", train.main, ["--data", str(feats), "--output", str(model), "--config", args.config]

@@ -30,8 +30,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from models.backend import load_keras  # noqa: E402
 from models.synthetic import ACCURACY_KEYS, ATTRIBUTE_FIELDS  # noqa: E402
 from pipeline import features, synth, train  # noqa: E402
-from pipeline.demo import Steps, caption_and_score, held_out_images  # noqa: E402
-from pipeline.settings import Parser, as_flags, load_preset  # noqa: E402
+from pipeline.demo import (  # noqa: E402
+    Steps,
+    caption_and_score,
+    features_flags,
+    held_out_images,
+    walkthrough_parser,
+)
+from pipeline.settings import as_flags, load_preset  # noqa: E402
 
 RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
 
@@ -102,25 +108,13 @@ def curve(metrics: dict, phase: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser("beamcap quality", __doc__)
-    parser.add_argument(
-        "--workdir", default="data/quality", help="where every step writes (default: %(default)s)"
-    )
-    parser.add_argument("--config", default="quality", help="preset (default: %(default)s)")
+    parser = walkthrough_parser("quality", __doc__)
     parser.add_argument(
         "--minutes",
         type=float,
         default=85.0,
         help="time budget of the whole run; phase 2 gets what the other steps leave "
         "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--images", type=int, default=None, help="synthetic images (default: the preset's)"
-    )
-    parser.add_argument(
-        "--runner",
-        default="DirectRunner",
-        help="Beam runner for the two Beam jobs (default: %(default)s)",
     )
     parser.add_argument(
         "--reuse-data",
@@ -151,19 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     step(
         "features",
         lambda flags: None if reuse else features.run(flags),
-        [
-            "--images",
-            str(data / "Images"),
-            "--captions",
-            str(data / "captions.txt"),
-            "--output",
-            str(feats),
-            "--overwrite",
-            "--with-images",
-            "--runner",
-            args.runner,
-            *as_flags(feature_settings),
-        ],
+        [*features_flags(data, feats, args.runner), "--with-images", *as_flags(feature_settings)],
     )
     effective = work / "preset.yaml"  # the preset after the GPU overrides: what both phases read
     effective.write_text(yaml.safe_dump({k: v for k, v in preset.items() if k != "gpu"}))
