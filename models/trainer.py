@@ -349,8 +349,10 @@ def _plot(history: list[dict], path: Path) -> None:
         axis = axes[0][1]
         seen = [row[seen_key] for row in history]
         labels = {"val_attribute_accuracy": "attribute accuracy (every object right)"}
-        labels |= {f"val_{field}_accuracy": f"{field} (per object)" for field in ATTRIBUTE_FIELDS}
-        labels |= {"val_count_accuracy": "count (per image)", "val_bleu4": "BLEU-4"}
+        for field in ATTRIBUTE_FIELDS:
+            per = "image" if field == "count" else "object"
+            labels[f"val_{field}_accuracy"] = f"{field} (per {per})"
+        labels["val_bleu4"] = "BLEU-4"
         for key, label in labels.items():
             if key in history[0]:
                 axis.plot(seen, [row[key] for row in history], marker="o", label=label)

@@ -70,12 +70,12 @@ def _truth(text: str) -> bool:
 
 
 def _help(field: dataclasses.Field) -> str:
-    """The field's help, ending in "(required)" or its default unless it has none to show or the
-    text already says what happens by default."""
+    """The field's help, ending in "(required)" or its default; a field defaulting to None or ""
+    says in its own words what happens without it."""
     text, meta = field.metadata["help"], field.metadata
     if meta["required"]:
         return f"{text} (required)"
-    if field.default in (None, "") or "default" in text:
+    if field.default in (None, ""):
         return text
     return f"{text} (default: {field.default})"
 
