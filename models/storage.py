@@ -8,6 +8,7 @@ with :func:`use_gcs_client`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import glob as globlib
 import os
@@ -95,6 +96,80 @@ def write_bytes(uri: str, data: bytes) -> None:
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Writes a new file atomically, only if none exists (``O_EXCL`` locally; on ``gs://`` an
+    upload with ``if_generation_match=0``); False when the file already exists."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            _blob(uri).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            return False
+        return True
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(uri, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    return True
+
+
+def read_versioned(uri: str) -> tuple[bytes, object] | None:
+    """A file's bytes and a version token for :func:`delete_if_version` (the generation on
+    ``gs://``, the bytes themselves locally); None when there is no such file."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        blob = _blob(uri)
+        try:
+            blob.reload()
+            generation = blob.generation
+            return blob.download_as_bytes(if_generation_match=generation), generation
+        except (NotFound, PreconditionFailed):
+            return None
+    try:
+        data = Path(uri).read_bytes()
+    except FileNotFoundError:
+        return None
+    return data, data
+
+
+def delete_if_version(uri: str, version) -> bool:
+    """Deletes a file only while it is still the version :func:`read_versioned` returned;
+    False when it changed or is gone. Locally, deleters take turns on ``URI.lock``."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        try:
+            _blob(uri).delete(if_generation_match=version)
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
+    with open(f"{uri}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if Path(uri).read_bytes() != version:
+                return False
+            os.unlink(uri)
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def remove(uri: str) -> None:
+    """Deletes a file if it exists."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        with contextlib.suppress(NotFound):
+            _blob(uri).delete()
+        return
+    Path(uri).unlink(missing_ok=True)
 
 
 def read_text(uri: str) -> str:

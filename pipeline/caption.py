@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -33,14 +34,23 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from models import storage
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
 from models.manifest import verify_bundle
-from pipeline.runs import SUMMARY, committed_runs, inference_metrics, run_to_commit
+from pipeline import lease
+from pipeline.lease import DEFAULT_MINUTES
+from pipeline.runs import (
+    SUMMARY,
+    clean_abandoned,
+    committed_runs,
+    inference_metrics,
+    run_to_commit,
+)
 from pipeline.settings import parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
-from transforms.commit import SUCCESS, CommitRun, count, mark_failed
+from transforms.commit import SUCCESS, CommitRun, count, mark_failed, run_state
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
@@ -111,17 +121,30 @@ class CaptionSettings:
     )
     only_new: bool = setting(
         False,
-        "skip images already captioned, or already failed, in a "
-        "committed run under the same --output (what a schedule wants)",
+        "skip images already captioned, or already failed, in a committed run under the same "
+        "--output, as long as the file is unchanged (what a schedule wants); one such run at "
+        "a time: another one holding the output's lease makes this one exit with status 75",
+    )
+    only_new_for_model: bool = setting(
+        False,
+        "--only-new, but an image counts as done only when this bundle's model captioned it "
+        "(a new model recaptions what others did)",
     )
     retry_failures: bool = setting(
         False, "with --only-new: also retry images that failed in earlier runs"
+    )
+    lease_minutes: int = setting(
+        DEFAULT_MINUTES,
+        "how long an --only-new run holds the output's lease: longer than your longest run, "
+        "or another run may take it over; a killed run on this host frees it at once",
+        minimum=1,
+        maximum=7 * 24 * 60,
     )
 
     def check(self) -> None:
         if bool(self.input) == bool(self.input_list):
             raise SettingsError("give exactly one of --input and --input-list")
-        if self.retry_failures and not self.only_new:
+        if self.retry_failures and not self.incremental:
             raise SettingsError("--retry-failures goes with --only-new")
         if self.num_candidates is not None and self.num_candidates > self.beam_size:
             raise SettingsError(
@@ -141,6 +164,11 @@ class CaptionSettings:
             local = path and not storage.is_gcs(path) and not _has_wildcard(path)
             if local and not os.path.exists(path):
                 raise SettingsError(f"--input: {path} does not exist")
+
+    @property
+    def incremental(self) -> bool:
+        """An --only-new run: it skips what is done and holds the output's lease."""
+        return self.only_new or self.only_new_for_model
 
     @property
     def search(self) -> dict:
@@ -174,6 +202,16 @@ def read_input_list(uri: str) -> list[str]:
 def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, started_at) -> dict:
     """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
     images failed than ``--max-failed-fraction`` allows, the run marked failed."""
+    if settings.incremental:
+        held = lease.holder(settings.output)
+        if held is None or held.run_id != run_id:
+            fail_run(
+                settings.output,
+                run_id,
+                f"this run's lease on {settings.output} was taken over before it could commit "
+                f"(it ran longer than --lease-minutes {settings.lease_minutes}); nothing of it "
+                "counts as done",
+            )
     seconds = time.time() - started_at
     counts = {
         "matched": int(tally.get("matched", 0)),
@@ -189,8 +227,7 @@ def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, star
             f"{failed} of {counts['matched']} matched images failed ({stages}), more than "
             f"--max-failed-fraction {limit}; see {FileSystems.join(run_dir, 'failures-*')}"
         )
-        mark_failed(run_dir, reason)
-        raise RunFault(reason)
+        fail_run(settings.output, run_id, reason)
     summary = {
         "run_id": run_id,
         "model_id": manifest["model_id"],
@@ -205,7 +242,15 @@ def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, star
     }
     storage.write_text(FileSystems.join(run_dir, SUMMARY), json.dumps(summary, indent=2))
     storage.write_text(FileSystems.join(run_dir, SUCCESS), "")
+    lease.release(settings.output, run_id)
     return summary
+
+
+def fail_run(output: str, run_id: str, reason: str):
+    """Marks the run failed, releases its leases and raises :class:`RunFault`."""
+    mark_failed(lease.run_dir_of(output, run_id), reason)
+    lease.release(output, run_id)
+    raise RunFault(reason)
 
 
 def done_files(output: str, *, retry_failures: bool) -> list[str]:
@@ -235,7 +280,7 @@ def build(
     else:
         matched = pipeline | "MatchImages" >> MatchImages(settings.input.split(","))
     uris = matched
-    if settings.only_new:
+    if settings.incremental:
         uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done))
     decoded = (
         uris
@@ -301,24 +346,38 @@ def run(argv: list[str], *, wait: bool = True):
     run_dir = FileSystems.join(settings.output, "runs", run_id)
     if FileSystems.match([FileSystems.join(run_dir, "*")])[0].metadata_list:
         raise SettingsError(f"--run-id: {run_dir} exists; a run id is never reused")
-    done = (
-        done_files(settings.output, retry_failures=settings.retry_failures)
-        if settings.only_new
-        else []
-    )
-    started_at = time.time()
-    pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
-    build(
-        pipeline,
-        settings,
-        run_id=run_id,
-        run_dir=run_dir,
-        manifest=manifest,
-        started_at=started_at,
-        done=done,
-    )
-    result = run_to_commit(pipeline, run_dir, wait=wait)
+    # A launcher that hands the job to a remote runner (wait=False) is no proof of life.
+    held = lease.new_lease(run_id, settings.lease_minutes, pid=os.getpid() if wait else None)
+    if settings.incremental:
+        lease.acquire(settings.output, held)  # OutputBusy: exit status 75
+    release = functools.partial(lease.release, settings.output, run_id)
+    try:
+        lease.write_run_lease(settings.output, held)
+        for abandoned in clean_abandoned(settings.output):
+            logging.warning("marked %s failed: abandoned (no commit, no live lease)", abandoned)
+        done = (
+            done_files(settings.output, retry_failures=settings.retry_failures)
+            if settings.incremental
+            else []
+        )
+        started_at = time.time()
+        pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
+        build(
+            pipeline,
+            settings,
+            run_id=run_id,
+            run_dir=run_dir,
+            manifest=manifest,
+            started_at=started_at,
+            done=done,
+        )
+    except BaseException:
+        release()
+        raise
+    result = run_to_commit(pipeline, run_dir, wait=wait, on_failure=release)
     if not wait:
+        if PipelineState.is_terminal(result.state) and run_state(run_dir)["state"] == "unfinished":
+            release()  # it never ran (a --dry_run): nothing will commit or fail it
         logging.info("submitted run %s; it commits to %s", run_id, run_dir)
         return result
     summary = json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))

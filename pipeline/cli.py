@@ -3,7 +3,9 @@
 Every subcommand is a module of this package with a ``main(argv)``; Beam jobs take Beam's own
 flags (``--runner`` and the rest) after theirs. Exit status: 0 done; 1 the run failed (a fault
 that is not an image's: the reason is printed, the run directory marked failed); 2 refused
-before anything started (a flag, preset, path or bundle: one line naming it).
+before anything started (a flag, preset, path or bundle: one line naming it); 75 (EX_TEMPFAIL,
+"try again later") an ``--only-new`` run found another live run holding the output's lease:
+nothing started, one line names the holder; a scheduler should treat it as a skipped tick.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beamcap: unknown subcommand {name!r}\n\n{usage()}", end="", file=sys.stderr)
         return 2
     from models.configs import SettingsError  # light: no framework behind it
+    from pipeline.lease import EXIT_BUSY, OutputBusy
     from pipeline.runs import RunFailed
 
     prog = f"beamcap {name}"
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as error:
         print(f"{prog}: run failed: {error}", file=sys.stderr)
         return 1
+    except OutputBusy as error:
+        print(f"{prog}: busy: {error}", file=sys.stderr)
+        return EXIT_BUSY
 
 
 if __name__ == "__main__":

@@ -7,21 +7,27 @@ in ``_FAILED``. Readers and ``--only-new`` consider committed runs only.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import posixpath
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 
+from pipeline.lease import live_lease, release
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.commit import SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
 from transforms.inference import METRICS_NAMESPACE, RunFault
 
 SUMMARY = "summary.json"
+ABANDONED = "abandoned"
+STATES = ("committed", "failed", "unfinished")
 _RUN_FAULT = re.compile(r"RunFault: (.+)")
 _WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
 
@@ -61,10 +67,11 @@ def inference_metrics(result) -> dict:
     return metrics
 
 
-def run_to_commit(pipeline, run_dir: str, *, wait: bool = True):
+def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambda: None):
     """Runs ``pipeline``, whose last step commits ``run_dir``. On any fault: ``run_dir`` is
-    marked failed with the reason and :class:`RunFailed` raised. With ``wait=False`` returns
-    Beam's result once submitted (the runner's own job then commits or fails the directory)."""
+    marked failed with the reason, ``on_failure()`` called (the run's leases released) and
+    :class:`RunFailed` raised. With ``wait=False`` returns Beam's result once submitted (the
+    runner's own job then commits or fails the directory)."""
     try:
         result = pipeline.run()
         if not wait:
@@ -75,6 +82,7 @@ def run_to_commit(pipeline, run_dir: str, *, wait: bool = True):
     except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
         reason = failure_reason(error)
         mark_failed(run_dir, reason)
+        on_failure()
         raise RunFailed(reason) from error
     return result
 
@@ -102,12 +110,21 @@ def read_run(run_dir: str) -> tuple[pa.Table, pa.Table, dict]:
     )
 
 
+def _run_files(output: str) -> dict[str, list]:
+    """Run id -> the FileMetadata of every file under ``OUTPUT/runs/RUN_ID/``, at any depth
+    (a killed run may hold nothing but Beam's ``beam-temp-*`` folders)."""
+    root = FileSystems.join(output, "runs")
+    found = FileSystems.match([FileSystems.join(root, "*", "**")])[0].metadata_list
+    files: dict[str, list] = {}
+    for metadata in found:
+        files.setdefault(metadata.path[len(root) :].strip("/").split("/")[0], []).append(metadata)
+    return files
+
+
 def run_dirs(output: str) -> list[str]:
     """Every run directory under ``OUTPUT/runs/``, whatever its state, oldest first."""
     root = FileSystems.join(output, "runs")
-    found = FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list
-    ids = {m.path[len(root) :].strip("/").split("/")[0] for m in found}
-    return [FileSystems.join(root, run_id) for run_id in sorted(ids)]
+    return [FileSystems.join(root, run_id) for run_id in sorted(_run_files(output))]
 
 
 def committed_runs(output: str) -> list[str]:
@@ -118,15 +135,42 @@ def committed_runs(output: str) -> list[str]:
 
 def list_runs(output: str) -> list[dict]:
     """Every run, oldest first: its state (committed, failed with the reason, or unfinished)
-    and, for a committed one, its summary."""
+    and, for a committed one, its summary; for an unfinished one its age in seconds (since its
+    lease began, else since its oldest file) and ``lease``, the live lease that covers it or
+    None (then the run is abandoned: ``beamcap runs --clean`` or the next run marks it so)."""
     runs = []
-    for run_dir in run_dirs(output):
+    now = time.time()
+    root = FileSystems.join(output, "runs")
+    for run_id, files in sorted(_run_files(output).items()):
+        run_dir = FileSystems.join(root, run_id)
         state = run_state(run_dir)
         if state["state"] == "committed":
             with FileSystems.open(FileSystems.join(run_dir, SUMMARY)) as handle:
                 state.update(json.loads(handle.read()))
-        runs.append({"run_id": posixpath.basename(run_dir), **state, "run_dir": run_dir})
+        elif state["state"] == "unfinished":
+            covering = live_lease(output, run_id)
+            since = min(m.last_updated_in_seconds for m in files)
+            if covering:
+                since = datetime.datetime.fromisoformat(covering.started_at).timestamp()
+            state["age_seconds"] = round(now - since)
+            state["lease"] = dataclasses.asdict(covering) if covering else None
+        runs.append({"run_id": run_id, **state, "run_dir": run_dir})
     return runs
+
+
+def clean_abandoned(output: str) -> list[str]:
+    """Marks every unfinished run that no live lease covers failed ("abandoned") and removes
+    its temporary files; returns their run ids. Committed, failed and live runs stay as they
+    are."""
+    abandoned = [
+        run["run_id"]
+        for run in list_runs(output)
+        if run["state"] == "unfinished" and run["lease"] is None
+    ]
+    for run_id in abandoned:
+        mark_failed(FileSystems.join(output, "runs", run_id), ABANDONED)
+        release(output, run_id)
+    return abandoned
 
 
 def read_captions(output: str) -> pa.Table:
@@ -153,9 +197,26 @@ def read_captions(output: str) -> pa.Table:
     return every.take(rows).drop_columns(["_run"]).sort_by("image_uri")
 
 
+def _age(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _unfinished_note(run: dict) -> str:
+    covering = run["lease"]
+    if covering is None:
+        return f"age {_age(run['age_seconds'])}; no live lease: abandoned (see --clean)"
+    process = f" pid {covering['pid']}" if covering["pid"] is not None else ""
+    return (
+        f"age {_age(run['age_seconds'])}; leased by {covering['host']}{process} "
+        f"until {covering['expires_at']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """``beamcap runs OUTPUT``: the runs under an output root: committed ones with their
-    counts, failed ones with their reason."""
+    counts, failed ones with their reason, unfinished ones with their age and the lease that
+    still covers them (none: the run died). ``--clean`` marks those abandoned."""
     import sys
 
     from pipeline.settings import Parser
@@ -163,7 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser("beamcap runs", main.__doc__)
     parser.add_argument("output", help="the --output root of `beamcap caption` runs")
     parser.add_argument("--json", action="store_true", help="print the runs as JSON")
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="mark unfinished runs that no live lease covers failed (reason: abandoned) and "
+        "remove their temporary files; committed and live runs are left alone",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.clean:
+        for run_id in clean_abandoned(args.output):
+            print(f"marked {run_id} failed: {ABANDONED}; its temporary files removed")
     runs = list_runs(args.output)
     if args.json:
         print(json.dumps(runs, indent=2))
@@ -174,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for run in runs:
         if run["state"] != "committed":
-            print(f"{run['run_id']:<26}{run['state']:<11}{'':>57}  {run.get('reason', '')}")
+            note = _unfinished_note(run) if run["state"] == "unfinished" else run["reason"]
+            print(f"{run['run_id']:<26}{run['state']:<11}{'':>57}  {note}")
             continue
         counts = run["counts"]
         print(
@@ -183,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(counts['failed'].values()):>8}{run['images_per_second'] or 0:>10.1f}"
             f"  {run['model_id']}"
         )
-    committed = sum(run["state"] == "committed" for run in runs)
-    print(f"{len(runs)} runs under {args.output}, {committed} committed")
+    tally = {state: sum(run["state"] == state for run in runs) for state in STATES}
+    states = ", ".join(f"{n} {state}" for state, n in tally.items())
+    print(f"{len(runs)} runs under {args.output}: {states}")
     return 0

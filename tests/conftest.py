@@ -18,6 +18,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def honour_generation_preconditions():
+    """The emulator ignores ``ifGenerationMatch``; make uploads and deletes honour it as Cloud
+    Storage documents (0: the object must not exist; else its generation must equal it; 412
+    otherwise), one request at a time."""
+    import threading
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    lock = threading.Lock()
+
+    def guarded(handler, name_of):
+        def handle(request, response, storage, *args, **kwargs):
+            wanted = request.query.get("ifGenerationMatch")
+            if not wanted:
+                return handler(request, response, storage, *args, **kwargs)
+            with lock:
+                try:
+                    current = storage.get_file_obj(request.params["bucket_name"], name_of(request))
+                    generation = str(current["generation"])
+                except NotFound:
+                    generation = "0"
+                if generation != wanted[0]:
+                    response.status = HTTPStatus.PRECONDITION_FAILED
+                    response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+                    return None
+                return handler(request, response, storage, *args, **kwargs)
+
+        return handle
+
+    def upload_name(request):
+        if "name" in request.query:
+            return request.query["name"][0]
+        return request.data["meta"]["name"]
+
+    replacements = {
+        objects.insert: guarded(objects.insert, upload_name),
+        objects.delete: guarded(objects.delete, lambda request: request.params["object_id"]),
+    }
+    for _, handlers in server.HANDLERS:
+        for method, handler in handlers.items():
+            handlers[method] = replacements.get(handler, handler)
+    objects.insert = replacements[objects.insert]
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """An in-memory Cloud Storage emulator on loopback with bucket ``beamcap-test``.
@@ -28,6 +75,7 @@ def gcs_emulator():
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs
 
+    honour_generation_preconditions()
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket="beamcap-test")
     server.start()
@@ -124,9 +172,10 @@ def tiny_image_features(tiny_dataset, tmp_path_factory):
     return output, run_features(tiny_dataset, output, "--with-images")
 
 
-def make_bundle(uri: str, *, nan_decoder: bool = False) -> str:
-    """An untrained bundle (random decoder) over the synthetic grammar, at ``TINY_SIZE``; with
-    ``nan_decoder`` every decoder weight is NaN (a model fault, whatever the image)."""
+def make_bundle(uri: str, *, nan_decoder: bool = False, seed: int = 0) -> str:
+    """An untrained bundle (random decoder, drawn from ``seed``) over the synthetic grammar, at
+    ``TINY_SIZE``; with ``nan_decoder`` every decoder weight is NaN (a model fault, whatever the
+    image)."""
     import keras
     import numpy as np
 
@@ -138,7 +187,7 @@ def make_bundle(uri: str, *, nan_decoder: bool = False) -> str:
 
     captions = [c for i in range(20) for c in make_example(SynthConfig(seed=1), i)[1]]
     vocabulary = Vocabulary.build(captions)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=32, lstm_units=32))
     if nan_decoder:
         model = decoder.training_model
@@ -156,6 +205,12 @@ def make_bundle(uri: str, *, nan_decoder: bool = False) -> str:
 def tiny_bundle(tmp_path_factory):
     """Enough of a model to run jobs."""
     return make_bundle(str(tmp_path_factory.mktemp("tiny-bundle")))
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory):
+    """Another model (another model_id) of the same shape."""
+    return make_bundle(str(tmp_path_factory.mktemp("other-bundle")), seed=1)
 
 
 @pytest.fixture(scope="session")

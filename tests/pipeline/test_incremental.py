@@ -50,7 +50,7 @@ def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, 
     )
     assert runs.main([str(output)]) == 0
     assert all(run["state"] == "committed" for run in listed)
-    assert f"4 runs under {output}, 4 committed" in capsys.readouterr().out
+    assert f"4 runs under {output}: 4 committed, 0 failed, 0 unfinished" in capsys.readouterr().out
 
 
 def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
@@ -61,8 +61,11 @@ def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
     (crashed / "_SUCCESS").unlink()  # as if the job died after writing its shards
     again = caption(images, tiny_bundle, output)
     assert again["counts"]["skipped_as_done"] == 0 and again["counts"]["captioned"] == 7
-    listed = [(r["run_id"], r["state"]) for r in runs.list_runs(str(output))]
-    assert listed == [(first["run_id"], "unfinished"), (again["run_id"], "committed")]
+    listed = [(r["run_id"], r["state"], r.get("reason")) for r in runs.list_runs(str(output))]
+    assert listed == [
+        (first["run_id"], "failed", "abandoned"),  # the next run found it without a lease
+        (again["run_id"], "committed", None),
+    ]
     assert runs.committed_runs(str(output)) == [str(output / "runs" / again["run_id"])]
 
 

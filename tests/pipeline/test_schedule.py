@@ -1,0 +1,212 @@
+"""Scheduled --only-new runs: one at a time per output (exit 75 for the second), crashed runs
+in view and cleaned, and "done" meaning this content (by this model, if asked)."""
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from models import storage
+from models.synthetic import SynthConfig, make_example
+from pipeline import caption as caption_module
+from pipeline import cli, lease, runs
+from tests.pipeline.test_caption import FNAPI
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_images(folder: Path, count: int, *, seed: int = 5) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        (folder / f"img{index}.jpg").write_bytes(make_example(SynthConfig(seed=seed), index)[2])
+
+
+def flags(images, bundle, output, *extra):
+    return ["--input", str(images), "--model", bundle, "--output", str(output), "--max-length",
+            "6", "--only-new", *extra, *FNAPI]  # fmt: skip
+
+
+def committed_uris(output: str) -> collections.Counter:
+    """How often each image appears across the committed runs' captions."""
+    counter = collections.Counter()
+    for run_dir in runs.committed_runs(output):
+        captions, _, _ = runs.read_run(run_dir)
+        counter.update(captions.column("image_uri").to_pylist())
+    return counter
+
+
+def held_at_commit(gate: str):
+    """A commit step that waits for the file ``gate`` before committing."""
+    commit = caption_module.commit_run
+
+    def wait_then_commit(*args, **kwargs):
+        deadline = time.time() + 120
+        while not storage.exists(gate) and time.time() < deadline:
+            time.sleep(0.1)
+        return commit(*args, **kwargs)
+
+    return wait_then_commit
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_overlapping_runs_caption_each_image_once(
+    where, tmp_path, tiny_bundle, capsys, monkeypatch, request
+):
+    images = tmp_path / "images"
+    write_images(images, 4)
+    extra = []
+    if where == "gcs":
+        request.getfixturevalue("gcs_emulator")
+        output, extra = f"gs://beamcap-test/overlap-{tmp_path.name}", ["--no_auth"]
+    else:
+        output = str(tmp_path / "out")
+    gate = str(tmp_path / "gate")
+    monkeypatch.setattr(caption_module, "commit_run", held_at_commit(gate))
+    first = {}
+    thread = threading.Thread(
+        target=lambda: first.update(caption_module.run(flags(images, tiny_bundle, output, *extra)))
+    )
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while not storage.exists(lease.output_lease_uri(output)) and time.time() < deadline:
+            time.sleep(0.05)
+        status = cli.main(["caption", *flags(images, tiny_bundle, output, *extra)])
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the emulator's logs
+    finally:
+        Path(gate).touch()
+        thread.join(120)
+    assert status == lease.EXIT_BUSY == 75
+    assert err.startswith(f"beamcap caption: busy: {output} is leased by run {first['run_id']} (")
+    assert err.endswith("; try again later")
+    assert first["counts"]["captioned"] == 4
+    assert [r["run_id"] for r in runs.list_runs(output)] == [first["run_id"]]  # no trace of #2
+    assert sorted(committed_uris(output).values()) == [1, 1, 1, 1]
+    assert not storage.exists(lease.output_lease_uri(output))  # released by the commit step
+    if where == "gcs":
+        return  # the rest is the same there
+    second = caption_module.run(flags(images, tiny_bundle, output, *extra))
+    assert second["counts"]["captioned"] == 0 and second["counts"]["skipped_as_done"] == 4
+
+
+def test_a_killed_run_is_listed_unfinished_then_abandoned_and_rerun(tmp_path, tiny_bundle, capsys):
+    images, output = tmp_path / "images", tmp_path / "out"
+    write_images(images, 12)
+    command = [sys.executable, "-m", "pipeline.cli", "caption", *flags(images, tiny_bundle, output)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(output.glob("runs/*/beam-temp-*")) and time.time() < deadline:
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    (killed,) = runs.list_runs(str(output))
+    assert killed["state"] == "unfinished" and killed["lease"] is None
+    assert 0 <= killed["age_seconds"] < 300
+    assert runs.main([str(output)]) == 0
+    assert "unfinished" in capsys.readouterr().out
+    assert list(output.glob(f"runs/{killed['run_id']}/beam-temp-*"))
+
+    again = caption_module.run(flags(images, tiny_bundle, output))  # takes over, cleans, reruns
+    log = capsys.readouterr().err
+    assert f"process {process.pid} on this host no longer exists" in log
+    assert f"marked {killed['run_id']} failed: abandoned" in log
+    assert again["counts"]["captioned"] == 12 and again["counts"]["skipped_as_done"] == 0
+    states = [(r["run_id"], r["state"], r.get("reason")) for r in runs.list_runs(str(output))]
+    assert states == [
+        (killed["run_id"], "failed", "abandoned"),
+        (again["run_id"], "committed", None),
+    ]
+    assert not list(output.glob("runs/*/beam-temp-*"))
+    assert not list(output.glob("runs/*/_LEASE")) and not (output / "_LEASE").exists()
+    assert committed_uris(str(output)) == {str(images / f"img{i}.jpg"): 1 for i in range(12)}
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def fake_run(output: Path, run_id: str, *, lease_of=None) -> Path:
+    """A run directory as a killed job leaves it: Beam temp files, no marker."""
+    temp = output / "runs" / run_id / "beam-temp-captions-1"
+    temp.mkdir(parents=True)
+    (temp / "shard").write_bytes(b"x")
+    if lease_of is not None:
+        lease.write_run_lease(str(output), lease_of)
+    return temp.parent
+
+
+def test_runs_clean_marks_only_dead_unfinished_runs_abandoned(tmp_path, capsys):
+    output = tmp_path / "out"
+    committed = output / "runs" / "20260101T000000Z-aaaaaa"
+    committed.mkdir(parents=True)
+    (committed / "_SUCCESS").touch()
+    (committed / "summary.json").write_text(
+        json.dumps(
+            {
+                "counts": {"matched": 0, "captioned": 0, "failed": {}},
+                "model_id": "m",
+                "images_per_second": None,
+            }
+        )  # fmt: skip
+    )
+    live_id, dead_id, expired_id, bare_id = (f"20260102T00000{i}Z-bbbbbb" for i in range(4))
+    live = fake_run(output, live_id, lease_of=lease.new_lease(live_id, 60, pid=os.getpid()))
+    dead = fake_run(output, dead_id, lease_of=lease.new_lease(dead_id, 60, pid=dead_pid()))
+    expired = lease.new_lease(expired_id, 60, pid=os.getpid())
+    expired = lease.Lease(**{**expired.__dict__, "expires_at": "2020-01-01T00:00:00+00:00"})
+    fake_run(output, expired_id, lease_of=expired)
+    fake_run(output, bare_id)
+
+    assert runs.main([str(output)]) == 0
+    listing = capsys.readouterr().out
+    assert f"leased by {lease.socket.gethostname()} pid {os.getpid()} until" in listing
+    assert listing.count("no live lease: abandoned") == 3
+    assert "5 runs under" in listing and "1 committed, 0 failed, 4 unfinished" in listing
+
+    assert runs.main([str(output), "--clean"]) == 0
+    out = capsys.readouterr().out
+    for run_id in (dead_id, expired_id, bare_id):
+        assert f"marked {run_id} failed: abandoned; its temporary files removed" in out
+    assert "1 committed, 3 failed, 1 unfinished" in out
+    states = {r["run_id"]: (r["state"], r.get("reason")) for r in runs.list_runs(str(output))}
+    assert states[live_id] == ("unfinished", None) and list(live.glob("beam-temp-*/shard"))
+    assert states[committed.name] == ("committed", None)
+    for run_id in (dead_id, expired_id, bare_id):
+        assert states[run_id] == ("failed", "abandoned")
+        assert not list((output / "runs" / run_id).glob("beam-temp-*"))
+    assert not list(dead.glob("_LEASE"))
+
+
+def test_a_stale_output_lease_is_taken_over_and_a_live_one_refused(tmp_path):
+    output = str(tmp_path / "out")
+    mine = lease.new_lease("run-a", 60, pid=os.getpid())
+    lease.acquire(output, mine)
+    with pytest.raises(lease.OutputBusy, match="leased by run run-a .*try again later"):
+        lease.acquire(output, lease.new_lease("run-b", 60, pid=os.getpid()))
+    lease.release(output, "run-b")  # not the holder: no effect
+    assert lease.holder(output) == mine
+    lease.release(output, "run-a")
+    assert lease.holder(output) is None
+    lease.acquire(output, lease.new_lease("run-c", 60, pid=dead_pid()))
+    lease.acquire(output, lease.new_lease("run-d", 60, pid=None))  # run-c's process is gone
+    assert lease.holder(output).run_id == "run-d"
+
+
+def test_lease_minutes_is_checked(tmp_path, tiny_bundle, capsys):
+    status = cli.main(
+        ["caption", *flags(tmp_path, tiny_bundle, tmp_path / "out", "--lease-minutes", "0")]
+    )
+    assert status == 2 and "--lease-minutes must be >= 1, got 0" in capsys.readouterr().err
