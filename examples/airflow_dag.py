@@ -2,11 +2,16 @@
 
 Requires apache-airflow with the apache-beam and google providers. Set the Airflow Variables
 beamcap_bucket, gcp_project, gcp_region and beamcap_template (the flex template's gs:// path).
+
+One --only-new run at a time holds the output's lease; another exits with status 75 ("try
+again later"). max_active_runs=1 keeps this DAG from overlapping itself, and the BashOperator
+turns a 75 (another DAG or a manual run holding the lease) into a skipped task, not a failure.
 """
 
 import pendulum
 from airflow import DAG
 from airflow.models import Variable
+from airflow.operators.bash import BashOperator
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
 
@@ -17,8 +22,19 @@ with DAG(
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,
     tags=["beamcap"],
 ) as dag:
+    # On the Airflow worker itself (DirectRunner): exit 75 marks the task skipped.
+    caption_here = BashOperator(
+        task_id="caption_here",
+        bash_command=(
+            f"beamcap caption --input gs://{BUCKET}/incoming/ --model gs://{BUCKET}/models/v1 "
+            f"--output gs://{BUCKET}/captions --only-new"
+        ),
+        skip_on_exit_code=75,
+    )
+
     # DirectRunner or Flink: the job's module run by Airflow's Beam operator.
     caption_on_flink = BeamRunPythonPipelineOperator(
         task_id="caption_on_flink",

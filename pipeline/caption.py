@@ -10,7 +10,9 @@ file is in exactly one of captions and failures, unless ``--only-new`` skipped i
 earlier committed run (counted as ``skipped_as_done``). A fault that is not an image's (bad
 settings, a broken model, more failed images than ``--max-failed-fraction``) fails the run
 instead: exit status 1, one line saying why, ``_FAILED`` with the reason and no ``_SUCCESS``,
-so the next ``--only-new`` run picks its images up again. See docs/architecture.md.
+so the next ``--only-new`` run picks its images up again. An ``--only-new`` run holds the
+output's lease (``pipeline.lease``): while another live run holds it, this one starts nothing
+and exits with status 75. See docs/architecture.md and the README's "Run on a schedule".
 
     beamcap caption --input 'photos/**.jpg' --model data/model --output out/captions
     python -m pipeline.caption --input gs://B/images/ --model gs://B/models/v1 \\
@@ -54,7 +56,7 @@ from transforms.commit import SUCCESS, CommitRun, count, mark_failed, run_state
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
-from transforms.match import MatchImages
+from transforms.match import MatchImages, with_identity
 from transforms.skip import SkipAlreadyDone
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -276,16 +278,21 @@ def build(
     """The caption job's graph; with ``settings.only_new``, images listed in the ``done``
     Parquet files (earlier committed runs) are skipped."""
     if settings.input_list:
-        matched = pipeline | "ListImages" >> beam.Create(read_input_list(settings.input_list))
+        matched = (
+            pipeline
+            | "ListImages" >> beam.Create(read_input_list(settings.input_list))
+            | "LookUpIdentities" >> beam.Map(with_identity)
+        )
     else:
-        matched = pipeline | "MatchImages" >> MatchImages(settings.input.split(","))
-    uris = matched
+        pattern = settings.input.split(",")
+        matched = pipeline | "MatchImages" >> MatchImages(pattern, identities=True)
+    uris = matched  # (uri, identity): the identity rides along as the image's payload
     if settings.incremental:
-        uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done))
+        model_id = manifest["model_id"] if settings.only_new_for_model else None
+        uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done), model_id=model_id)
     decoded = (
         uris
         | "Redistribute" >> beam.Reshuffle()
-        | "WithoutPayload" >> beam.Map(lambda uri: (uri, None))
         | "ReadAndDecode"
         >> beam.ParDo(
             ReadAndDecode(manifest["encoder"]["image_size"], max_pixels=settings.max_pixels)
@@ -336,7 +343,8 @@ def build(
 def run(argv: list[str], *, wait: bool = True):
     """Runs one captioning run and returns its summary; with ``wait=False`` (a scheduler's
     launch, a Dataflow ``--dry_run``) returns Beam's PipelineResult as soon as it is submitted.
-    Raises ``SettingsError`` before anything starts, ``RunFailed`` for a failed run."""
+    Raises ``SettingsError`` before anything starts, ``OutputBusy`` when another live run
+    holds the output's lease (``--only-new``), ``RunFailed`` for a failed run."""
     job = parse_job(
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )

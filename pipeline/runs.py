@@ -15,12 +15,13 @@ import re
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.lease import live_lease, release
-from transforms.caption_schema import CAPTIONS_SCHEMA
+from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.commit import SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
 from transforms.inference import METRICS_NAMESPACE, RunFault
@@ -93,8 +94,8 @@ def _read_parquet(run_dir: str, stem: str, schema: pa.Schema) -> pa.Table:
     tables = []
     for path in paths:
         with FileSystems.open(path) as handle:
-            tables.append(pq.read_table(pa.BufferReader(handle.read())))
-    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+            tables.append(conform(pq.read_table(pa.BufferReader(handle.read())), schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def read_run(run_dir: str) -> tuple[pa.Table, pa.Table, dict]:
@@ -174,27 +175,25 @@ def clean_abandoned(output: str) -> list[str]:
 
 
 def read_captions(output: str) -> pa.Table:
-    """Every committed run's captions as one table, the latest caption of each image only
-    (a later run wins; within a run, rows are unique)."""
-    tables = []
-    for index, run_dir in enumerate(committed_runs(output)):  # oldest first
-        table = _read_parquet(run_dir, "captions", CAPTIONS_SCHEMA)
-        tables.append(table.append_column("_run", pa.array([index] * table.num_rows, pa.int32())))
+    """Every committed run's captions as one table: the latest caption (``captioned_at``) of
+    each image by each model, so an image captioned again after it changed, or by a second
+    model, appears once per model. Filter on ``model_id`` for one model's captions."""
+    tables = [
+        _read_parquet(run_dir, "captions", CAPTIONS_SCHEMA) for run_dir in committed_runs(output)
+    ]
     if not tables:
         return CAPTIONS_SCHEMA.empty_table()
     every = pa.concat_tables(tables)
-    grouped = every.group_by("image_uri").aggregate([("_run", "max")])
-    latest = pa.table({"image_uri": grouped["image_uri"], "_run": grouped["_run_max"]})
-    # Arrow joins cannot carry list columns: join the keys with row numbers, then take rows.
-    keys = pa.table(
-        {
-            "image_uri": every["image_uri"],
-            "_run": every["_run"],
-            "_row": pa.array(range(every.num_rows), pa.int64()),
-        }
+    group = ["image_uri", "model_id"]
+    # Arrow joins cannot carry list columns: rank the keys with row numbers, then take rows.
+    keys = every.select([*group, "captioned_at"]).append_column(
+        "_row", pa.array(range(every.num_rows), pa.int64())
     )
-    rows = keys.join(latest, keys=["image_uri", "_run"], join_type="inner")["_row"]
-    return every.take(rows).drop_columns(["_run"]).sort_by("image_uri")
+    newest = keys.group_by(group).aggregate([("captioned_at", "max")])
+    joined = keys.join(newest, keys=group, join_type="inner")
+    joined = joined.filter(pc.equal(joined["captioned_at"], joined["captioned_at_max"]))
+    rows = joined.group_by(group).aggregate([("_row", "max")])["_row_max"]  # ties: the later row
+    return every.take(rows).sort_by([("image_uri", "ascending"), ("model_id", "ascending")])
 
 
 def _age(seconds: int) -> str:

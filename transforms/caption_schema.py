@@ -10,9 +10,11 @@ import pyarrow as pa
 CANDIDATE = pa.struct(
     [("caption", pa.string()), ("log_prob", pa.float32()), ("score", pa.float32())]
 )
+CAPTIONS_VERSION = 2  # 2 added image_identity; version-1 files read with it null
 CAPTIONS_SCHEMA = pa.schema(
     [
         ("image_uri", pa.string()),
+        ("image_identity", pa.string()),
         ("caption", pa.string()),
         ("log_prob", pa.float32()),
         ("score", pa.float32()),
@@ -22,19 +24,31 @@ CAPTIONS_SCHEMA = pa.schema(
         ("model_id", pa.string()),
         ("run_id", pa.string()),
         ("captioned_at", pa.timestamp("us", tz="UTC")),
-    ]
+    ],
+    metadata={b"beamcap.captions_version": str(CAPTIONS_VERSION).encode()},
 )
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: columns an older file lacks are added as nulls, so files of
+    every schema version read alike."""
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names).cast(schema)
 
 
 def caption_row(image, captions: list, model_id: str, run_id: str) -> dict:
     """One row of the captions Parquet (``CAPTIONS_SCHEMA``) from ``Bundle.caption``'s N-best
-    list for ``image`` (a DecodedImage), best first."""
+    list for ``image`` (a DecodedImage whose payload is the file's identity,
+    ``transforms.match.identity``), best first."""
     candidates = [
         {"caption": caption.text, "log_prob": caption.log_prob, "score": caption.score}
         for caption in captions
     ]
     return {
         "image_uri": image.uri,
+        "image_identity": image.payload,
         **candidates[0],
         "candidates": candidates,
         "width": image.width,

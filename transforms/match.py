@@ -17,18 +17,41 @@ def as_pattern(path: str) -> str:
     return path
 
 
-class MatchImages(beam.PTransform):
-    """patterns -> PCollection of file URIs (sorted within each pattern, deduplicated)."""
+def identity(metadata) -> str:
+    """What a file was when it was matched: ``SIZE:UPDATED`` (bytes, and the modification time
+    locally or the object's update time on ``gs://`` in integer microseconds). A file rewritten
+    in place gets a new identity."""
+    return f"{metadata.size_in_bytes}:{round(metadata.last_updated_in_seconds * 1e6)}"
 
-    def __init__(self, patterns: list[str]):
+
+def updated_micros(image_identity: str) -> int:
+    return int(image_identity.rsplit(":", 1)[1])
+
+
+def with_identity(uri: str) -> tuple[str, str | None]:
+    """``(uri, identity)`` of a listed file; None where it cannot be looked up (it then fails
+    at the read stage, as a failure of its own)."""
+    try:
+        return uri, identity(FileSystems.get_filesystem(uri).metadata(uri))
+    except Exception:  # noqa: BLE001 - missing, forbidden, ...: the read stage reports it
+        return uri, None
+
+
+class MatchImages(beam.PTransform):
+    """patterns -> PCollection of file URIs (sorted within each pattern, deduplicated); with
+    ``identities``, of ``(uri, identity)`` pairs."""
+
+    def __init__(self, patterns: list[str], *, identities: bool = False):
         super().__init__()
         self.patterns = [as_pattern(p) for p in patterns]
+        self.identities = identities
 
     def expand(self, pipeline):
+        identities = self.identities
         return (
             pipeline
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll()
-            | "Paths" >> beam.Map(lambda metadata: metadata.path)
+            | "Paths" >> beam.Map(lambda m: (m.path, identity(m)) if identities else m.path)
             | "Dedupe" >> beam.Distinct()
         )

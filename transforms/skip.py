@@ -1,35 +1,91 @@
 """Skip images that earlier runs already handled: a join inside the pipeline, so the set of
-done URIs never has to fit in the launcher's memory."""
+done URIs never has to fit in the launcher's memory.
+
+An image is done when an earlier committed run captioned this same file, the same identity
+(``transforms.match.identity``: size and update time), or failed on it and the file has not
+been updated since. Caption rows written before identities were recorded (captions schema
+version 1) count the same way as failures: done unless the file changed after the caption.
+With ``model_id``, only that model's captions count (an image's failure counts whatever the
+model: it is the file's fault).
+"""
 
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
+
+from transforms.match import updated_micros
+
+_COLUMNS = ("image_uri", "image_identity", "model_id", "captioned_at", "failed_at")
+
+
+def done_records(readable_file) -> list[tuple[str, tuple]]:
+    """``(uri, (identity, done_at_micros, model_id))`` for each row of a captions or failures
+    Parquet file (columns a file lacks are None)."""
+    with readable_file.open() as handle:
+        parquet = pq.ParquetFile(handle)
+        names = set(parquet.schema_arrow.names)
+        table = parquet.read(columns=[c for c in _COLUMNS if c in names])
+
+    def column(name, cast=None):
+        if name not in table.column_names:
+            return [None] * table.num_rows
+        values = table.column(name)
+        return (values.cast(cast) if cast else values).to_pylist()
+
+    done_at = column("captioned_at" if "captioned_at" in names else "failed_at", pa.int64())
+    return list(
+        zip(
+            column("image_uri"),
+            zip(column("image_identity"), done_at, column("model_id"), strict=True),
+            strict=True,
+        )
+    )
+
+
+def is_done(image_identity: str | None, record: tuple, model_id: str | None) -> bool:
+    """Whether a done record (see :func:`done_records`) covers the file as it is now."""
+    done_identity, done_at, done_model = record
+    if model_id is not None and done_model is not None and done_model != model_id:
+        return False
+    if image_identity is None:  # not looked up: the read stage will say why
+        return True
+    if done_identity is not None:
+        return done_identity == image_identity
+    return done_at is not None and updated_micros(image_identity) <= done_at
 
 
 class SkipAlreadyDone(beam.PTransform):
-    """URIs -> the URIs (deduplicated) that no ``done_files`` Parquet file lists in its
-    ``image_uri`` column. ``done_files`` are file patterns; ones matching nothing are fine."""
+    """``(uri, identity)`` pairs -> the pairs (deduplicated) that no record of the
+    ``done_files`` covers (:func:`is_done`). ``done_files`` are file patterns of captions and
+    failures Parquet files; ones matching nothing are fine. With ``model_id``, captions by
+    other models do not count."""
 
-    def __init__(self, done_files: list[str]):
+    def __init__(self, done_files: list[str], *, model_id: str | None = None):
         super().__init__()
         self.done_files = done_files
+        self.model_id = model_id
 
-    def expand(self, uris):
-        keyed = uris | "KeyNew" >> beam.Map(lambda uri: (uri, None))
+    def expand(self, images):
         if not self.done_files:
-            done = uris.pipeline | "NoDoneFiles" >> beam.Create([])
+            done = images.pipeline | "NoDoneFiles" >> beam.Create([])
         else:
             done = (
-                uris.pipeline
+                images.pipeline
                 | "DoneFiles" >> beam.Create(self.done_files)
-                | "ReadDone" >> beam.io.ReadAllFromParquet(columns=["image_uri"])
-                | "KeyDone" >> beam.Map(lambda row: (row["image_uri"], None))
+                | "MatchDone" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+                | "OpenDone" >> fileio.ReadMatches()
+                | "ReadDone" >> beam.FlatMap(done_records)
             )
-        return (
-            {"new": keyed, "done": done}
-            | "Join" >> beam.CoGroupByKey()
-            | "KeepNew"
-            >> beam.FlatMap(
-                lambda item: [item[0]] if item[1]["new"] and not item[1]["done"] else []
-            )
-        )
+        model_id = self.model_id
+
+        def new_ones(item):
+            uri, grouped = item
+            for image_identity in set(grouped["new"]):
+                if not any(is_done(image_identity, r, model_id) for r in grouped["done"]):
+                    yield uri, image_identity
+
+        joined = {"new": images, "done": done} | "Join" >> beam.CoGroupByKey()
+        return joined | "KeepNew" >> beam.FlatMap(new_ones)

@@ -2,6 +2,7 @@
 in view and cleaned, and "done" meaning this content (by this model, if asked)."""
 
 import collections
+import datetime
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from models import storage
@@ -210,3 +213,69 @@ def test_lease_minutes_is_checked(tmp_path, tiny_bundle, capsys):
         ["caption", *flags(tmp_path, tiny_bundle, tmp_path / "out", "--lease-minutes", "0")]
     )
     assert status == 2 and "--lease-minutes must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_changed_files_and_other_models_are_captioned_again(tmp_path, tiny_bundle, other_bundle):
+    images, output = tmp_path / "images", tmp_path / "out"
+    write_images(images, 3)
+    first = caption_module.run(flags(images, tiny_bundle, output))
+    assert first["counts"]["captioned"] == 3
+    changed = images / "img1.jpg"
+    before = changed.stat()
+    changed.write_bytes(make_example(SynthConfig(seed=9), 1)[2])  # new content, same name
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    second = caption_module.run(flags(images, tiny_bundle, output))
+    assert second["counts"]["captioned"] == 1 and second["counts"]["skipped_as_done"] == 2
+    captions, _, _ = runs.read_run(str(output / "runs" / second["run_id"]))
+    (row,) = captions.to_pylist()
+    now = changed.stat()
+    assert row["image_uri"] == str(changed)
+    assert row["image_identity"] == f"{now.st_size}:{round(now.st_mtime * 1e6)}"
+
+    third = caption_module.run(flags(images, other_bundle, output))  # any model's caption counts
+    assert third["counts"]["captioned"] == 0 and third["counts"]["skipped_as_done"] == 3
+    fourth = caption_module.run(flags(images, other_bundle, output, "--only-new-for-model"))
+    assert fourth["counts"]["captioned"] == 3 and fourth["counts"]["skipped_as_done"] == 0
+
+    latest = runs.read_captions(str(output)).to_pylist()
+    by_key = {(Path(r["image_uri"]).name, r["model_id"]): r["run_id"] for r in latest}
+    model, other = first["model_id"], fourth["model_id"]
+    assert model != other and len(latest) == len(by_key) == 6
+    assert by_key == {
+        ("img0.jpg", model): first["run_id"],
+        ("img1.jpg", model): second["run_id"],  # the latest caption of the changed file
+        ("img2.jpg", model): first["run_id"],
+        **{(f"img{i}.jpg", other): fourth["run_id"] for i in range(3)},
+    }
+
+
+def test_what_counts_as_done():
+    from transforms.skip import is_done
+
+    now = "120:2000000"  # 120 bytes, updated at t = 2 s
+    assert is_done(now, ("120:2000000", 1, "m"), None)
+    assert not is_done("121:2000000", ("120:2000000", 1, "m"), None)  # same time, new size
+    assert not is_done(now, ("120:1000000", 1, "m"), None)  # rewritten since
+    assert not is_done(now, ("120:2000000", 1, "m"), "other")  # --only-new-for-model
+    assert is_done(now, (None, 3_000_000, None), "other")  # a failure, after the last update
+    assert not is_done(now, (None, 1_000_000, None), None)  # ... before it
+    assert is_done(now, (None, 2_000_000, "m"), "m")  # a version-1 caption row, no identity
+
+
+def test_version_1_captions_files_stay_readable(tmp_path):
+    from transforms.caption_schema import CAPTIONS_SCHEMA, CAPTIONS_VERSION
+
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    old_schema = pa.schema([f for f in CAPTIONS_SCHEMA if f.name != "image_identity"])
+    row = {"image_uri": "a.jpg", "caption": "a red circle", "log_prob": -1.0, "score": -1.0,
+           "candidates": [], "width": 1, "height": 1, "model_id": "m", "run_id": "old",
+           "captioned_at": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)}  # fmt: skip
+    pq.write_table(pa.Table.from_pylist([row], old_schema), run_dir / "captions-0.parquet")
+    (run_dir / "summary.json").write_text(json.dumps({"run_id": "old"}))
+    (run_dir / "_SUCCESS").touch()
+    captions, _, _ = runs.read_run(str(run_dir))
+    assert captions.schema == CAPTIONS_SCHEMA and captions.column("image_identity").null_count == 1
+    assert runs.read_captions(str(tmp_path)).to_pylist()[0]["caption"] == "a red circle"
+    assert CAPTIONS_VERSION == 2
+    assert CAPTIONS_SCHEMA.metadata[b"beamcap.captions_version"] == b"2"
