@@ -22,7 +22,7 @@ from apache_beam.runners.runner import PipelineState
 
 from pipeline.lease import live_lease, release
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
-from transforms.commit import SUCCESS, mark_failed, run_state
+from transforms.commit import FAILED, SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
 from transforms.inference import METRICS_NAMESPACE, RunFault
 
@@ -134,18 +134,24 @@ def committed_runs(output: str) -> list[str]:
     return sorted(posixpath.dirname(m.path) for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-def list_runs(output: str) -> list[dict]:
+def list_runs(output: str, *, details: bool = True) -> list[dict]:
     """Every run, oldest first: its state (committed, failed with the reason, or unfinished)
     and, for a committed one, its summary; for an unfinished one its age in seconds (since its
     lease began, else since its oldest file) and ``lease``, the live lease that covers it or
-    None (then the run is abandoned: ``beamcap runs --clean`` or the next run marks it so)."""
+    None (then the run is abandoned: ``beamcap runs --clean`` or the next run marks it so).
+    Without ``details``, finished runs cost no request beyond the one listing."""
     runs = []
     now = time.time()
     root = FileSystems.join(output, "runs")
     for run_id, files in sorted(_run_files(output).items()):
         run_dir = FileSystems.join(root, run_id)
-        state = run_state(run_dir)
-        if state["state"] == "committed":
+        names = {m.path[len(run_dir) :].lstrip("/") for m in files}
+        finished = names & {SUCCESS, FAILED}
+        if details or not finished:
+            state = run_state(run_dir)
+        else:
+            state = {"state": "committed" if SUCCESS in finished else "failed"}
+        if state["state"] == "committed" and details:
             with FileSystems.open(FileSystems.join(run_dir, SUMMARY)) as handle:
                 state.update(json.loads(handle.read()))
         elif state["state"] == "unfinished":
@@ -165,7 +171,7 @@ def clean_abandoned(output: str) -> list[str]:
     are."""
     abandoned = [
         run["run_id"]
-        for run in list_runs(output)
+        for run in list_runs(output, details=False)
         if run["state"] == "unfinished" and run["lease"] is None
     ]
     for run_id in abandoned:
