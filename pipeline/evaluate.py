@@ -4,11 +4,14 @@ BLEU-1..4, ROUGE-L and CIDEr-D (COCO-caption definitions, via pycocoevalcap) and
 synthetic dataset's ``scenes.jsonl``, attribute accuracy: the share of images whose caption names
 every object's shape, colour and position correctly (and nothing else), and what it is made of
 (``count_accuracy`` per image; ``column``, ``colour``, ``shape``, ``size_accuracy`` per object).
-Images are matched to references by file name. Writes ``metrics.json`` into the run directory
-and prints a table.
+Images are matched to references by file name. ``--captions`` is one committed run, or an
+output root: then every committed run's latest caption of each image by one model
+(``pipeline.runs.read_captions``; ``--model-id`` when several models captioned there). Writes
+``metrics.json`` into that directory and prints a table.
 
     beamcap evaluate --captions out/runs/RUN_ID --references data/synth/captions.txt \\
         --scenes data/synth/scenes.jsonl
+    beamcap evaluate --captions out --model-id showtell-1a2b3c --references ...
 """
 
 from __future__ import annotations
@@ -18,18 +21,46 @@ import json
 import posixpath
 import sys
 
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from models.caption_files import read_caption_file
+from models.configs import SettingsError
 from models.metrics import caption_scores
 from models.synthetic import ACCURACY_KEYS, attribute_scores, read_scenes
-from pipeline.runs import read_run
+from pipeline.runs import read_captions, read_run
 from pipeline.settings import Parser
+from transforms.commit import SUCCESS
 
 
-def evaluate(run_dir: str, references_uri: str, scenes_uri: str | None = None) -> dict:
-    captions, _, summary = read_run(run_dir)
+def read_scored_captions(uri: str, model_id: str | None = None):
+    """(captions, {"run_id", "model_id"}) of a committed run directory, or of an output root:
+    the latest caption of each image by one model across its committed runs."""
+    if FileSystems.exists(FileSystems.join(uri, SUCCESS)):
+        captions, _, summary = read_run(uri)
+        return captions, {"run_id": summary["run_id"], "model_id": summary["model_id"]}
+    captions = read_captions(uri)
+    models = sorted(set(captions.column("model_id").to_pylist()))
+    if not models:
+        raise SettingsError(f"--captions: {uri} is no committed run and holds none")
+    if model_id is None and len(models) > 1:
+        raise SettingsError(
+            f"--captions: {uri} holds captions by {len(models)} models ({', '.join(models)}); "
+            "choose one with --model-id"
+        )
+    model_id = model_id or models[0]
+    if model_id not in models:
+        raise SettingsError(f"--model-id: no captions by {model_id} under {uri}")
+    mine = captions.filter(pc.equal(captions["model_id"], model_id))
+    runs = sorted(set(mine.column("run_id").to_pylist()))
+    return mine, {"run_id": ",".join(runs), "model_id": model_id}
+
+
+def evaluate(
+    run_dir: str, references_uri: str, scenes_uri: str | None = None, model_id: str | None = None
+) -> dict:
+    captions, summary = read_scored_captions(run_dir, model_id)
     references = collections.defaultdict(list)
     for image, caption in read_caption_file(references_uri).pairs:
         references[image].append(caption)
@@ -70,7 +101,16 @@ def table(metrics: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = Parser("beamcap evaluate", __doc__)
     parser.add_argument(
-        "--captions", required=True, help="a committed run directory (OUTPUT/runs/RUN_ID)"
+        "--captions",
+        required=True,
+        help="a committed run directory (OUTPUT/runs/RUN_ID), or an output root: the latest "
+        "caption of each image across its committed runs",
+    )
+    parser.add_argument(
+        "--model-id",
+        default=None,
+        help="with an output root: score this model's captions (needed when several models "
+        "captioned there)",
     )
     parser.add_argument(
         "--references",
@@ -88,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the metrics JSON (default: RUN_DIR/metrics.json)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    metrics = evaluate(args.captions, args.references, args.scenes)
+    metrics = evaluate(args.captions, args.references, args.scenes, args.model_id)
     output = args.output or FileSystems.join(args.captions, "metrics.json")
     storage.write_text(output, json.dumps(metrics, indent=2))
     print(table(metrics))

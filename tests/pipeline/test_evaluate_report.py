@@ -48,6 +48,14 @@ def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
     assert "cider_d" in out and "attribute_accuracy" in out
 
 
+def test_evaluate_an_output_root_scores_the_latest_captions(caption_run):
+    run_dir, references, scenes, _ = caption_run
+    root = run_dir.parent.parent  # OUTPUT, holding this one committed run
+    assert evaluate.evaluate(str(root), str(references), str(scenes)) == evaluate.evaluate(
+        str(run_dir), str(references), str(scenes)
+    )
+
+
 def chromium() -> str:
     """Debian's Chromium, installed on first use where apt-get can; else the test skips."""
     path = shutil.which("chromium")

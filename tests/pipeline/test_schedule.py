@@ -5,6 +5,7 @@ import collections
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from models import storage
+from models.configs import SettingsError
 from models.synthetic import SynthConfig, make_example
 from pipeline import caption as caption_module
-from pipeline import cli, lease, runs
+from pipeline import cli, evaluate, lease, runs
 from tests.pipeline.test_caption import FNAPI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,6 +248,17 @@ def test_changed_files_and_other_models_are_captioned_again(tmp_path, tiny_bundl
         ("img1.jpg", model): second["run_id"],  # the latest caption of the changed file
         ("img2.jpg", model): first["run_id"],
         **{(f"img{i}.jpg", other): fourth["run_id"] for i in range(3)},
+    }
+    both = ", ".join(sorted([model, other]))
+    with pytest.raises(SettingsError, match=re.escape(f"by 2 models ({both}); choose one")):
+        evaluate.read_scored_captions(str(output))
+    scored, label = evaluate.read_scored_captions(str(output), model)
+    assert sorted(scored.column("run_id").to_pylist()) == sorted(
+        [first["run_id"]] * 2 + [second["run_id"]]
+    )
+    assert label == {
+        "run_id": ",".join(sorted([first["run_id"], second["run_id"]])),
+        "model_id": model,
     }
 
 
