@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo quality test lint format bench lock clean run-direct run-dataflow run-flink \
+.PHONY: help install browser demo quality test lint format bench lock clean run-direct run-dataflow run-flink \
         docker flex-template
 
 # Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
@@ -44,8 +44,16 @@ demo: install ## the whole job on the synthetic dataset: synth, features, train,
 quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
 	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
-test: install ## run the whole test suite
+test: install browser ## run the whole test suite
 	$(BIN)/python -m pytest
+
+browser: ## Debian's Chromium, for the test that renders the report (skips without it)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  export DEBIAN_FRONTEND=noninteractive && \
+	  { apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && \
+	      apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }; } || \
+	  echo "Chromium not installed: the report's rendering test will skip"
 
 run-direct: install ## caption INPUT with MODEL into OUTPUT on this machine (DirectRunner, --only-new)
 	$(BIN)/beamcap caption --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --only-new \

@@ -20,7 +20,8 @@ import numpy as np
 from models import storage
 from models.beam_search import beam_search
 from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell
-from models.encoder import EncoderSpec, ImageEncoder, ModelFault, weights_fingerprint
+from models.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
+from models.faults import ModelFault
 from models.manifest import (
     DECODER_WEIGHTS,
     ENCODER_WEIGHTS,

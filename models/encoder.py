@@ -22,13 +22,9 @@ import numpy as np
 
 from models import storage
 from models.configs import MIN_IMAGE_SIZE, PRECISIONS
+from models.faults import ModelFault
 
 DEFAULT_IMAGE_SIZE = 299
-
-
-class ModelFault(RuntimeError):
-    """The model, not its input, is at fault: it returned non-finite values (no uint8 image
-    makes sound weights do that). A job fails the whole run on it."""
 
 
 @dataclasses.dataclass(frozen=True)

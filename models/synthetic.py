@@ -222,6 +222,18 @@ def attribute_scores(pairs: list[tuple[Scene, str]]) -> dict[str, float]:
     }
 
 
+def scene_judge(scenes_file: str):
+    """The trainer's judge for synthetic validation images: (image ids, captions) ->
+    ``attribute_scores`` of the pairs whose image is in ``scenes_file`` (scenes.jsonl)."""
+    scenes = {scene.image: scene for scene in read_scenes(scenes_file)}
+
+    def judge(image_ids: list[str], captions: list[str]) -> dict[str, float]:
+        pairs = zip(image_ids, captions, strict=True)
+        return attribute_scores([(scenes[i], c) for i, c in pairs if i in scenes])
+
+    return judge
+
+
 # ----------------------------------------------------------------------------------- drawing
 
 

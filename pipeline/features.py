@@ -38,7 +38,7 @@ from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsE
 from models.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
-from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions
+from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions, train_captions
 from transforms.commit import SUCCESS, CommitRun, count
 from transforms.decode import ReadAndDecode
 from transforms.failures import WriteFailures
@@ -179,7 +179,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
     tasks, routing_tally = (images, captions) | "PairWithCaptions" >> PairWithCaptions(**fractions)
     vocabulary = (
         tasks
-        | "TrainCaptions" >> beam.FlatMap(lambda task: task[1][2] if task[1][1] == "train" else [])
+        | "TrainCaptions" >> beam.FlatMap(train_captions)
         | "BuildVocabulary"
         >> BuildVocabulary(min_count=settings.min_word_count, max_size=settings.max_vocab_size)
     )

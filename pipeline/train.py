@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     check_ranges(DecoderConfig(vocab_size=1, **decoder_settings))
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     load_keras()  # TensorFlow, quietly, once the flags are good
-    from models.trainer import headline, train
+    from models.synthetic import scene_judge
+    from models.training import headline, train
 
     settings = job.settings
     metrics = train(
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         decoder_config=decoder_settings,
         config=settings.config,
         checkpoint_dir=settings.checkpoint_dir,
+        judge=scene_judge(settings.val_scenes) if settings.val_scenes else None,
     )
     logging.info("bundle written to %s", settings.output)
     print(json.dumps({"model_id": metrics["model_id"], **headline(metrics)}, indent=2))

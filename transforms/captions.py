@@ -3,6 +3,7 @@ them."""
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 
 import apache_beam as beam
@@ -68,8 +69,23 @@ class BuildVocabulary(beam.PTransform):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageTask:
+    """What the features job carries along with an image through decoding and encoding."""
+
+    image_id: str  # the file name the caption files use
+    split: str  # train, val or test
+    captions: tuple[str, ...]
+    image_data: bytes | None = None  # the decoded pixels as PNG, with --with-images
+
+
+def train_captions(task: tuple[str, ImageTask]) -> tuple[str, ...]:
+    """``(uri, ImageTask)`` -> its captions if it is a training image: the vocabulary's input."""
+    return task[1].captions if task[1].split == "train" else ()
+
+
 def route_joined(item, *, val_fraction: float, test_fraction: float):
-    """CoGroupByKey result -> (uri, (image_id, split, captions)), or a tally of what is off."""
+    """CoGroupByKey result -> ``(uri, ImageTask)``, or a tally of what is off."""
     image_id, grouped = item
     uris, captions = sorted(grouped["uris"]), list(grouped["captions"])
     if not uris:
@@ -81,11 +97,11 @@ def route_joined(item, *, val_fraction: float, test_fraction: float):
     if len(uris) > 1:
         yield beam.pvalue.TaggedOutput("tally", ("duplicate_image_names", len(uris) - 1))
     split = split_for(image_id, val_fraction=val_fraction, test_fraction=test_fraction)
-    yield uris[0], (image_id, split, captions)
+    yield uris[0], ImageTask(image_id, split, tuple(captions))
 
 
 class PairWithCaptions(beam.PTransform):
-    """(image URIs, ``(image_name, caption)`` pairs) -> ``(uri, (image_id, split, captions))``
+    """(image URIs, ``(image_name, caption)`` pairs) -> ``(uri, ImageTask)``
     per captioned image, its split from a stable hash of the name; and ``(key, n)`` tallies of
     captions without an image, images without captions and duplicate names."""
 

@@ -22,6 +22,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from models.backend import load_keras
+from models.faults import ModelFault
 from transforms.caption_schema import caption_row
 from transforms.decode import DecodedImage
 from transforms.failures import FAILURES, failure
@@ -68,8 +69,6 @@ def _checked(results, items) -> list:
 
 
 def _raise_if_run_fault(error: Exception) -> None:
-    from models.encoder import ModelFault  # the models layer is imported where models run
-
     if isinstance(error, RunFault):
         raise error
     if isinstance(error, (ModelFault, FloatingPointError, MemoryError)):

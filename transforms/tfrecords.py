@@ -41,25 +41,25 @@ class WriteFeatureRecords(beam.PTransform):
 
 
 def attach_image_data(image):
-    """DecodedImage -> the same with its pixels, PNG-encoded, appended to the payload (what
-    ``features --with-images`` stores as ``image/data``)."""
-    return dataclasses.replace(image, payload=(*image.payload, encode_png(image.pixels)))
+    """DecodedImage carrying an ``ImageTask`` -> the same with its pixels, PNG-encoded, in the
+    task (what ``features --with-images`` stores as ``image/data``)."""
+    task = dataclasses.replace(image.payload, image_data=encode_png(image.pixels))
+    return dataclasses.replace(image, payload=task)
 
 
 def to_record(image, vocabulary, fingerprint: str) -> tuple[str, FeatureRecord]:
-    """An encoded image carrying ``(image_id, split, captions[, png])`` ->
-    ``(split, FeatureRecord)``."""
-    image_id, split, captions, *image_data = image.payload
+    """An encoded image carrying an ``ImageTask`` -> ``(split, FeatureRecord)``."""
+    task = image.payload
     record = FeatureRecord(
-        image_id=image_id,
+        image_id=task.image_id,
         uri=image.uri,
         features=image.features,
         fingerprint=fingerprint,
-        caption_ids=[vocabulary.encode(caption) for caption in captions],
-        caption_texts=captions,
-        image_data=image_data[0] if image_data else None,
+        caption_ids=[vocabulary.encode(caption) for caption in task.captions],
+        caption_texts=list(task.captions),
+        image_data=task.image_data,
     )
-    return split, record
+    return task.split, record
 
 
 def count_record(item: tuple[str, FeatureRecord]):

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import trainer
 from models.bundle import load_bundle
-from models.configs import SettingsError, check_ranges
+from models.configs import SettingsError, TrainConfig, check_ranges
 from models.joint import resolve_batchnorm
-from models.trainer import TrainConfig, train
+from models.synthetic import scene_judge
+from models.training import callbacks, train
 from tests.conftest import TINY_SIZE
 
 SMALL_DECODER = {"embedding_dim": 32, "lstm_units": 32, "dropout": 0.0}
@@ -57,10 +57,9 @@ def test_phase2_trains_both_and_writes_a_bundle_that_says_so(
 ):
     data, dataset = tiny_image_features
     output = tmp_path / "phase2"
-    config = phase2_config(
-        phase1, encoder_precision="bf16", val_scenes=str(tiny_dataset / "scenes.jsonl")
-    )
-    metrics = train(str(data), str(output), config=config)
+    config = phase2_config(phase1, encoder_precision="bf16")
+    judge = scene_judge(str(tiny_dataset / "scenes.jsonl"))
+    metrics = train(str(data), str(output), config=config, judge=judge)
     assert metrics["phase"] == 2 and metrics["encoder_batchnorm"] == "train"  # random weights
     assert [row["images_seen"] for row in metrics["history"]] == [8, 16]
     assert all(0 <= row["val_attribute_accuracy"] <= 1 for row in metrics["history"])
@@ -110,18 +109,18 @@ def test_frozen_batchnorm_keeps_its_statistics_and_the_time_budget_stops(
 def test_phase2_resumes_after_an_interruption(tiny_image_features, phase1, tmp_path, monkeypatch):
     data, _ = tiny_image_features
     output = tmp_path / "phase2"
-    original = trainer._Progress.on_epoch_begin
+    original = callbacks.Progress.on_epoch_begin
 
     def crash_in_the_second_epoch(self, epoch, logs=None):
         if epoch == 1:
             raise KeyboardInterrupt("simulated interruption")
         original(self, epoch, logs)
 
-    monkeypatch.setattr(trainer._Progress, "on_epoch_begin", crash_in_the_second_epoch)
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_begin", crash_in_the_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(str(data), str(output), config=phase2_config(phase1))
     assert (output / "checkpoints" / "backup").exists() and not (output / "manifest.json").exists()
-    monkeypatch.setattr(trainer._Progress, "on_epoch_begin", original)
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_begin", original)
 
     metrics = train(str(data), str(output), config=phase2_config(phase1))
     assert metrics["resumed_after_epoch"] == 1

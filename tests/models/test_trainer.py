@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from models.bundle import load_bundle
-from models.configs import SettingsError
+from models.configs import SettingsError, TrainConfig
 from models.encoder import EncoderSpec, ImageEncoder
-from models.trainer import TrainConfig, train
+from models.training import train
 from tests.conftest import TINY_SIZE
 
 SMALL_DECODER = {"embedding_dim": 64, "lstm_units": 64, "dropout": 0.0}

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from models.beam_search import beam_search
 from models.bundle import load_bundle
+from models.configs import TrainConfig
 from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import FeatureRecord, encode_example
 from models.metrics import caption_scores
@@ -34,8 +35,9 @@ from models.synthetic import (
     captions_for,
     describes,
     random_scene,
+    scene_judge,
 )
-from models.trainer import TrainConfig, train
+from models.training import train
 from models.vocabulary import Vocabulary
 
 ATTRIBUTES = (("shape", SHAPES), ("colour", tuple(COLOURS)), ("size", SIZES), ("row", ROWS))
@@ -133,10 +135,12 @@ def fit_and_caption(tmp_path, *, shuffle=False):
         patience=100,
         bleu_sample=60,
         max_length=30,
-        val_scenes=str(data / "scenes.jsonl"),
     )
     decoder = {"embedding_dim": 64, "lstm_units": 128, "dropout": 0.0}
-    metrics = train(str(data), str(tmp_path / "model"), decoder_config=decoder, config=config)
+    judge = scene_judge(str(data / "scenes.jsonl"))
+    metrics = train(
+        str(data), str(tmp_path / "model"), decoder_config=decoder, config=config, judge=judge
+    )
     bundle = load_bundle(str(tmp_path / "model"))
     test = splits["test"]
     best = beam_search(

@@ -18,7 +18,7 @@ from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, decode_png, split_for
 from models.vocabulary import Vocabulary
 from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features
-from transforms.captions import route_joined
+from transforms.captions import ImageTask, route_joined
 from transforms.decode import decode_image
 
 
@@ -121,8 +121,8 @@ def test_join_routes_orphans_and_duplicates():
             routed.tasks,
             equal_to(
                 [
-                    ("/x/a.jpg", ("a.jpg", "train", ["one", "two"])),
-                    ("/x/d.jpg", ("d.jpg", "train", ["dup"])),
+                    ("/x/a.jpg", ImageTask("a.jpg", "train", ("one", "two"))),
+                    ("/x/d.jpg", ImageTask("d.jpg", "train", ("dup",))),
                 ]
             ),
             label="CheckTasks",

@@ -8,7 +8,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.encoder import ModelFault
+from models.faults import ModelFault
 from transforms.decode import DecodedImage
 from transforms.inference import BundleHandler, RunFault, _ImageHandler, isolate_faults, run_model
 
