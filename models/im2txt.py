@@ -79,7 +79,7 @@ def read_checkpoint(prefix: str) -> Source:
         reason = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise Im2txtError(f"{prefix} is not a TensorFlow checkpoint ({reason})") from None
     step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
-    files = tf.io.gfile.glob(prefix + ".data-*") + [prefix + ".index"]
+    files = storage.glob(prefix + ".data-*") + [prefix + ".index"]
     return Source(
         "checkpoint",
         prefix,

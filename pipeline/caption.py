@@ -243,7 +243,11 @@ def build(
         | "WithoutPayload" >> beam.Map(lambda uri: (uri, None))
         | "ReadAndDecode"
         >> beam.ParDo(
-            ReadAndDecode(manifest["encoder"]["image_size"], max_pixels=settings.max_pixels)
+            ReadAndDecode(
+                manifest["encoder"]["image_size"],
+                max_pixels=settings.max_pixels,
+                preprocessing=manifest["encoder"].get("preprocessing"),
+            )
         ).with_outputs("failures", main="decoded")
     )
     handler = BundleHandler(
