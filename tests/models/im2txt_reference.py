@@ -12,6 +12,7 @@ import dataclasses
 import heapq
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,8 @@ def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=
     words = [*WORDS, "<UNK>"]
     vocab_size = len(words) + unused
     graph, rng, step = tf.Graph(), np.random.default_rng(seed), 1234
-    with graph.as_default():
+    with graph.as_default(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf-slim's and the cell's deprecation notices
         _build_graph(tf, vocab_size, embedding_size, num_lstm_units)
         session = tf.compat.v1.Session(graph=graph)
         variables = tf.compat.v1.global_variables()
