@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SIZE = 299
+END_BIAS = 2.0
 WORDS = ["<S>", "</S>", "a", "dog", "cat", "on", "the", "grass", "red", "ball", ".", "with"]
 
 
@@ -92,9 +93,13 @@ def _random_value(name: str, shape, rng) -> np.ndarray:
         return rng.normal(0.0, 0.2, shape)
     if name.startswith("InceptionV3/"):
         return rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-    if name in ("image_embedding/weights", "lstm/basic_lstm_cell/kernel"):
+    if name == "image_embedding/weights":
         return rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)
-    return rng.normal(0.0, 1.0, shape)
+    if name == "lstm/basic_lstm_cell/kernel":
+        return rng.normal(0.0, 2.0 / np.sqrt(shape[0]), shape)
+    if name == "logits/weights":
+        return rng.normal(0.0, 3.0, shape)
+    return rng.normal(0.0, 0.5 if name == "logits/biases" else 1.0, shape)
 
 
 @dataclasses.dataclass
@@ -122,7 +127,7 @@ class Reference:
         self.session.close()
 
 
-def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=2, seed=0):
+def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=2, seed=2):
     """Writes ``model.ckpt-1234.*``, ``show-and-tell.pb`` and ``word_counts.txt`` under
     ``root``; the logits are ``unused`` rows wider than the vocabulary (as the published
     model's). Returns the :class:`Reference` with its open session."""
@@ -143,6 +148,8 @@ def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=
                 variable.load(step, session)
             else:
                 value = _random_value(name, variable.shape.as_list(), rng)
+                if name == "logits/biases":  # captions that end, at various lengths
+                    value[WORDS.index("</S>")] += END_BIAS
                 variable.load(value.astype("float32"), session)
         checkpoint = tf.compat.v1.train.Saver(variables).save(
             session, str(root / "model.ckpt"), global_step=step, write_meta_graph=False

@@ -102,14 +102,19 @@ def test_beam_search_equals_caption_generator(im2txt_model, im2txt_bundles):
     pixels = images()
     # im2txt's max_caption_length counts <S>; beamcap's max_length counts generated tokens.
     found = bundle.caption(pixels, beam_size=3, max_length=19)
+    texts = []
     for image, captions in zip(pixels, found, strict=True):
         expected = caption_generator(
             im2txt_model, image, start_id=start, end_id=end, beam_size=3, max_caption_length=20
         )
+        assert all(len(sentence) < 18 for sentence, _, _ in expected)  # completed captions
+        texts.append([c.text for c in captions])
         assert [c.text for c in captions] == [" ".join(words[w] for w in s) for s, _, _ in expected]
         np.testing.assert_allclose(
             [c.log_prob for c in captions], [lp for _, lp, _ in expected], atol=TOLERANCE
         )
+    assert texts[0] != texts[-1]  # the image matters
+    assert any("<unused-" in text for image in texts for text in image)  # beyond the vocabulary
     assert vocabulary.words[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
 
 
