@@ -12,7 +12,7 @@ a frozen inference GraphDef (each variable a Const node of the variable's name),
   appended when missing; lines ``word count`` or Python 3's ``b'word' count``. In beamcap's
   layout ``<start>``, ``<end>`` and ``<unk>`` are those three, the other words follow in im2txt's
   order, and ``<pad>``, which im2txt never predicts, gets no probability (logit -inf). Logit rows
-  beyond the file (the published model has 12,000 rows for 11,519 words; im2txt prints them as
+  beyond the file (im2txt's 12,000 rows for the ~11,500 MSCOCO words; im2txt prints them as
   ``<UNK>``) stay as ``<unused-ID>`` words, so every probability is im2txt's.
 * Preprocessing (:data:`PREPROCESSING`, in the manifest): the caption job resizes to 346x346
   (bilinear, as TF1's ``resize_images``) and crops the central 299x299; the encoder scales to
