@@ -127,13 +127,23 @@ class Reference:
         self.session.close()
 
 
-def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=2, seed=2):
+def build_reference(
+    root: Path,
+    *,
+    embedding_size=16,
+    num_lstm_units=16,
+    unused=2,
+    seed=2,
+    vocabulary=tuple(WORDS),
+    end_bias=END_BIAS,
+):
     """Writes ``model.ckpt-1234.*``, ``show-and-tell.pb`` and ``word_counts.txt`` under
     ``root``; the logits are ``unused`` rows wider than the vocabulary (as the published
-    model's). Returns the :class:`Reference` with its open session."""
+    model's). ``vocabulary``: the lines of ``word_counts.txt``; ``end_bias`` is added to the
+    logit of ``</S>``. Returns the :class:`Reference` with its open session."""
     import tensorflow as tf
 
-    words = [*WORDS, "<UNK>"]
+    words = [*vocabulary, "<UNK>"]
     vocab_size = len(words) + unused
     graph, rng, step = tf.Graph(), np.random.default_rng(seed), 1234
     with graph.as_default(), warnings.catch_warnings():
@@ -148,8 +158,8 @@ def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=
                 variable.load(step, session)
             else:
                 value = _random_value(name, variable.shape.as_list(), rng)
-                if name == "logits/biases":  # captions that end, at various lengths
-                    value[WORDS.index("</S>")] += END_BIAS
+                if name == "logits/biases":  # captions that end (at various lengths)
+                    value[vocabulary.index("</S>")] += end_bias
                 variable.load(value.astype("float32"), session)
         checkpoint = tf.compat.v1.train.Saver(variables).save(
             session, str(root / "model.ckpt"), global_step=step, write_meta_graph=False
@@ -158,8 +168,7 @@ def build_reference(root: Path, *, embedding_size=16, num_lstm_units=16, unused=
             session, graph.as_graph_def(), ["lstm/initial_state", "softmax", "lstm/state"]
         )
     (root / "show-and-tell.pb").write_bytes(frozen.SerializeToString())
-    counts = [1000 - index for index in range(len(WORDS))]
-    lines = [f"{word} {count}\n" for word, count in zip(WORDS, counts, strict=True)]
+    lines = [f"{word} {len(vocabulary) - index}\n" for index, word in enumerate(vocabulary)]
     (root / "word_counts.txt").write_text("".join(lines))
     return Reference(
         checkpoint,
