@@ -249,8 +249,8 @@ def build_encoder(source: Source, *, mapping=None):
     missing = [name for name in inception_variables(units) if name not in source.shapes]
     if missing:
         raise Im2txtError(
-            f"{source.path} lacks {len(missing)} InceptionV3 variables: {', '.join(missing[:4])}"
-            + (", ..." if len(missing) > 4 else "")
+            f"{source.path} lacks InceptionV3 variables: {', '.join(missing[:4])}"
+            + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         )
     units = mapping(units) if mapping else units
     load_inception(units, {name: source.read(name) for name in inception_variables(units)})

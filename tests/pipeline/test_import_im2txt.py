@@ -129,3 +129,40 @@ def test_show_refuses_an_output_without_runs(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"beamcap show: error: {tmp_path} holds no committed caption run\n"
     )
+
+
+def test_the_manifest_records_the_source_and_inspect_shows_it(capsys, im2txt_model, im2txt_bundles):
+    import hashlib
+
+    from models.manifest import verify_bundle
+
+    manifest = verify_bundle(im2txt_bundles["checkpoint"])
+    assert manifest["format_version"] == 3
+    assert manifest["encoder"]["preprocessing"] == PREPROCESSING
+    assert manifest["encoder"]["weights"] == "im2txt:model.ckpt-1234"
+    assert (manifest["decoder"]["embedding_dim"], manifest["decoder"]["lstm_units"]) == (16, 16)
+    source = manifest["source"]
+    folder = Path(im2txt_model.checkpoint).parent
+    assert source["files"] == {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.glob("model.ckpt-1234.*"))
+    }
+    assert (source["kind"], source["global_step"]) == ("checkpoint", 1234)
+    assert source["vocabulary"] == {
+        "file": "word_counts.txt",
+        "sha256": hashlib.sha256(Path(im2txt_model.vocab).read_bytes()).hexdigest(),
+        "words": len(im2txt_model.words),
+        "unk_appended": True,
+        "unused_ids": im2txt_model.vocab_size - len(im2txt_model.words),
+    }
+    graph = verify_bundle(im2txt_bundles["graph"])["source"]
+    assert (graph["kind"], graph["global_step"], list(graph["files"])) == (
+        "graph",
+        None,
+        ["show-and-tell.pb"],
+    )
+    assert cli.main(["inspect", im2txt_bundles["checkpoint"]]) == 0
+    out = capsys.readouterr().out
+    assert 'preprocess  {"method": "im2txt", "resize": 346}\n' in out
+    assert "source      im2txt checkpoint: model.ckpt-1234.data-00000-of-00001 (" in out
+    assert "source      global step 1234\n" in out
