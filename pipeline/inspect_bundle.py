@@ -39,6 +39,14 @@ def main(argv: list[str]) -> int:
         f"fingerprint {decoder['fingerprint'][:12]}"
     )
     print(f"vocabulary  {manifest['vocabulary']['size']} words")
+    if "preprocessing" in encoder:
+        print(f"preprocess  {json.dumps(encoder['preprocessing'])}")
+    source = manifest.get("source")
+    if source:
+        files = ", ".join(f"{name} ({digest[:12]})" for name, digest in source["files"].items())
+        print(f"source      {source['format']} {source['kind']}: {files}")
+        if source.get("global_step") is not None:
+            print(f"source      global step {source['global_step']}")
     for key, value in manifest.get("training", {}).items():
         print(f"training    {key}: {value}")
     return 0

@@ -286,3 +286,28 @@ def caption_run(tiny_bundle, tmp_path_factory):
     )
     run_dir = root / "out" / "runs" / summary["run_id"]
     return run_dir, root / "captions.txt", root / "scenes.jsonl", must_fail
+
+
+@pytest.fixture(scope="session")
+def im2txt_model(tmp_path_factory):
+    """The im2txt reference model (tests/models/im2txt_reference.py): checkpoint, frozen graph,
+    word_counts.txt and the open TF1 session that runs im2txt's inference."""
+    from tests.models.im2txt_reference import build_reference
+
+    reference = build_reference(tmp_path_factory.mktemp("im2txt"))
+    yield reference
+    reference.close()
+
+
+@pytest.fixture(scope="session")
+def im2txt_bundles(im2txt_model, tmp_path_factory):
+    """``beamcap import-im2txt`` of the reference model: {"checkpoint": uri, "graph": uri}."""
+    from pipeline.cli import main as beamcap
+
+    bundles = {}
+    for kind, path in (("checkpoint", im2txt_model.checkpoint), ("graph", im2txt_model.graph)):
+        uri = str(tmp_path_factory.mktemp(f"im2txt-{kind}") / "bundle")
+        flags = [f"--{kind}", path, "--vocab", im2txt_model.vocab, "--output", uri]
+        assert beamcap(["import-im2txt", *flags]) == 0
+        bundles[kind] = uri
+    return bundles

@@ -4,6 +4,12 @@
 modes (16-bit scaled, not clipped); transparency composited on white; the first frame of an
 animation; a pixel-count limit where Pillow's decompression-bomb *warning* is a failure too; JPEG
 draft mode for large images and a cheap integer reduction before the resize.
+
+A bundle may name another preprocessing (its manifest's ``encoder.preprocessing``): ``im2txt``
+(an imported im2txt model) resizes to ``resize`` x ``resize`` with TF1's ``resize_images``
+bilinear arithmetic (no antialiasing, no half-pixel offset; neither draft mode nor reduction)
+and crops the central ``size`` x ``size``, as im2txt's ``process_image``; the encoder then
+scales to [-1, 1] as for every bundle.
 """
 
 from __future__ import annotations
@@ -54,10 +60,51 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+PREPROCESSINGS = ("im2txt",)
+
+
+def check_preprocessing(preprocessing: dict | None) -> None:
+    if preprocessing is not None and preprocessing.get("method") not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}: upgrade beamcap")
+
+
+def resize_tf1_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, C] -> float32 [size, size, C], as TF1's ``resize_images(..., BILINEAR)``
+    (``align_corners=False``, ``half_pixel_centers=False``) computes it, in float32."""
+
+    def weights(length: int):
+        position = np.arange(size, dtype=np.float32) * (np.float32(length) / np.float32(size))
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(np.ceil(position).astype(np.int64), length - 1)
+        return low, high, position - low.astype(np.float32)
+
+    y0, y1, dy = weights(image.shape[0])
+    x0, x1, dx = weights(image.shape[1])
+    dx, dy = dx[None, :, None], dy[:, None, None]
+    top, bottom = image[y0], image[y1]
+    top_left, top_right = top[:, x0].astype(np.float32), top[:, x1].astype(np.float32)
+    bottom_left, bottom_right = bottom[:, x0].astype(np.float32), bottom[:, x1].astype(np.float32)
+    upper = top_left + (top_right - top_left) * dx
+    lower = bottom_left + (bottom_right - bottom_left) * dx
+    return upper + (lower - upper) * dy
+
+
+def im2txt_pixels(rgb: np.ndarray, size: int, resize: int) -> np.ndarray:
+    """im2txt's ``process_image`` at inference, to uint8: resize, central crop, rounded."""
+    offset = (resize - size) // 2
+    resized = resize_tf1_bilinear(rgb, resize)[offset : offset + size, offset : offset + size]
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
 def decode_image(
-    data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    preprocessing: dict | None = None,
 ) -> tuple[np.ndarray, int, int]:
-    """Bytes of an image file -> (uint8 [size, size, 3], width, height)."""
+    """Bytes of an image file -> (uint8 [size, size, 3], width, height); ``preprocessing``: a
+    bundle's (see the module docstring), None for beamcap's resize."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -75,11 +122,14 @@ def decode_image(
         width, height = image.size
         if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated a quarter turn
             width, height = height, width
-        if image.format == "JPEG":
+        if image.format == "JPEG" and preprocessing is None:
             image.draft("RGB", (size, size))  # only scales when at least 2x larger
         image.load()  # a truncated file fails here, not at open
         image = ImageOps.exif_transpose(image)
         rgb = _to_rgb(image)
+    if preprocessing is not None:
+        pixels = im2txt_pixels(np.asarray(rgb, np.uint8), size, preprocessing["resize"])
+        return pixels, width, height
     resized = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(resized, dtype=np.uint8), width, height
 
@@ -87,9 +137,16 @@ def decode_image(
 class ReadAndDecode(beam.DoFn):
     """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``."""
 
-    def __init__(self, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        image_size: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        preprocessing: dict | None = None,
+    ):
+        check_preprocessing(preprocessing)
         self.image_size = image_size
         self.max_pixels = max_pixels
+        self.preprocessing = preprocessing
         self.decoded = Metrics.counter(self.__class__, "images_decoded")
         self.read_failed = Metrics.counter(self.__class__, "images_read_failed")
         self.decode_failed = Metrics.counter(self.__class__, "images_decode_failed")
@@ -104,7 +161,9 @@ class ReadAndDecode(beam.DoFn):
             yield failure(uri, "read", error)
             return
         try:
-            pixels, width, height = decode_image(data, self.image_size, max_pixels=self.max_pixels)
+            pixels, width, height = decode_image(
+                data, self.image_size, max_pixels=self.max_pixels, preprocessing=self.preprocessing
+            )
         except Exception as error:  # noqa: BLE001 - Pillow raises many types on bad files
             self.decode_failed.inc()
             yield failure(uri, "decode", error)

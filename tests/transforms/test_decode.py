@@ -92,3 +92,34 @@ def test_truncated_empty_and_non_images_raise():
         decode_image(b"", 8)
     with pytest.raises(OSError):
         decode_image(b"%PDF-1.4 not an image", 8)
+
+
+def test_im2txt_preprocessing_equals_tensorflows_resize_images_up_to_rounding():
+    """im2txt's process_image at inference: resize_images to 346x346 (TF1 bilinear), central
+    crop 299; the decode stage's uint8 pixels are within rounding (0.5) of TensorFlow's floats."""
+    import tensorflow as tf
+
+    from models.synthetic import SynthConfig, make_example
+
+    for index in range(3):
+        data = make_example(SynthConfig(seed=6), index)[2]
+        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        image = tf.image.convert_image_dtype(tf.constant(rgb), tf.float32)
+        resized = tf.compat.v1.image.resize_images(
+            image, [346, 346], tf.image.ResizeMethod.BILINEAR
+        )
+        expected = tf.image.resize_with_crop_or_pad(resized, 299, 299).numpy() * 255.0
+        pixels, width, height = decode_image(
+            data, 299, preprocessing={"method": "im2txt", "resize": 346}
+        )
+        assert pixels.shape == (299, 299, 3) and pixels.dtype == np.uint8
+        assert (width, height) == (rgb.shape[1], rgb.shape[0])
+        difference = np.abs(pixels - expected)
+        assert difference.max() <= 0.5 + 1e-3 and 0.1 < difference.mean() < 0.4
+
+
+def test_an_unknown_preprocessing_is_refused():
+    from transforms.decode import ReadAndDecode
+
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        ReadAndDecode(299, preprocessing={"method": "vgg"})
