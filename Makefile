@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo quality test lint format bench lock clean run-direct run-dataflow run-flink \
-        docker flex-template
+        docker flex-template runners prism flink-jars flink-up flink-down
 
 # Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
 DEMO_ARGS ?=
@@ -29,6 +29,11 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
+# Runners for the tests and local runs, built or fetched once into build/ (git-ignored)
+BEAM_VERSION := 2.77.0
+PRISM        := build/bin/prism
+FLINK_LIB    := build/flink/lib
+
 $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("beamcap needs Python 3.10+") if sys.version_info < (3, 10) else None'
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +43,22 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP) ## create .venv and install beamcap with its test extra, pinned by constraints.txt
 
+$(PRISM):
+	GOPATH=$(CURDIR)/build/go GOMODCACHE=$(CURDIR)/build/go/mod GOCACHE=$(CURDIR)/build/go/cache \
+	  GOBIN=$(CURDIR)/build/bin GOFLAGS=-modcacherw \
+	  go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+prism: $(PRISM) ## build Beam's Prism runner from Beam's Go module into build/bin/prism (needs Go)
+
+runners: prism ## build or fetch the runners the tests use into build/
+
 demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
 
 quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
 	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
-test: install ## run the whole test suite
+test: install runners ## run the whole test suite
 	$(BIN)/python -m pytest
 
 run-direct: install ## caption INPUT with MODEL into OUTPUT on this machine (DirectRunner, --only-new)
