@@ -105,7 +105,7 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
-def run_features(dataset, output, *extra):
+def run_features(dataset, output, *extra, runner=("--runner", "FnApiRunner")):
     from pipeline.features import run
 
     return run(
@@ -124,8 +124,7 @@ def run_features(dataset, output, *extra):
             "0.2",
             "--test-fraction",
             "0.2",
-            "--runner",
-            "FnApiRunner",
+            *runner,
             *extra,
         ]
     )
