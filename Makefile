@@ -22,7 +22,7 @@ IMAGE   ?= $(REGION)-docker.pkg.dev/$(PROJECT)/beamcap/worker:0.1.0
 INPUT   ?= gs://$(BUCKET)/incoming/
 MODEL   ?= gs://$(BUCKET)/models/v1
 OUTPUT  ?= gs://$(BUCKET)/captions
-FLINK_MASTER ?= localhost:8081
+JOB_ENDPOINT ?= localhost:8099
 WORKER_POOL  ?= localhost:50000
 
 help: ## list the targets
@@ -50,7 +50,20 @@ $(PRISM):
 
 prism: $(PRISM) ## build Beam's Prism runner from Beam's Go module into build/bin/prism (needs Go)
 
-runners: prism ## build or fetch the runners the tests use into build/
+$(FLINK_LIB)/.fetched: cluster/pom.xml
+	mvn -B -q -f cluster/pom.xml -Dmaven.repo.local=$(CURDIR)/build/m2 \
+	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(FLINK_LIB)
+	@touch $@
+
+flink-jars: $(FLINK_LIB)/.fetched ## fetch Flink 1.19 and Beam's Flink job server jars into build/flink/lib (Maven)
+
+runners: prism flink-jars ## build or fetch the runners the tests use into build/
+
+flink-up: install flink-jars ## start a local Flink cluster, Beam's job server and an SDK worker pool (cluster/local_flink.py)
+	$(BIN)/python -m cluster.local_flink up
+
+flink-down: ## stop what flink-up started
+	$(PYTHON) -m cluster.local_flink down
 
 demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
@@ -70,9 +83,9 @@ run-dataflow: install ## submit the caption job to Dataflow with GPU workers (co
 	  --output $(OUTPUT) --only-new --project $(PROJECT) --region $(REGION) \
 	  --temp_location gs://$(BUCKET)/tmp --sdk_container_image $(IMAGE)
 
-run-flink: install ## submit the caption job to a Flink cluster (configs/flink.yaml; worker pool at WORKER_POOL)
+run-flink: install ## submit the caption job to Beam's Flink job server at JOB_ENDPOINT (configs/flink.yaml; worker pool at WORKER_POOL)
 	$(BIN)/beamcap caption --config flink --input $(INPUT) --model $(MODEL) --output $(OUTPUT) \
-	  --only-new --flink_master $(FLINK_MASTER) --environment_config $(WORKER_POOL)
+	  --only-new --job_endpoint $(JOB_ENDPOINT) --environment_config $(WORKER_POOL)
 
 docker: ## build and push the worker image IMAGE (needs a Docker engine)
 	docker build --target worker -t $(IMAGE) . && docker push $(IMAGE)
