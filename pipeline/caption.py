@@ -15,7 +15,7 @@ so the next ``--only-new`` run picks its images up again. See docs/architecture.
     beamcap caption --input 'photos/**.jpg' --model data/model --output out/captions
     python -m pipeline.caption --input gs://B/images/ --model gs://B/models/v1 \\
         --output gs://B/captions --runner DataflowRunner ...      # see `make run-dataflow`
-    python -m pipeline.caption ... --runner FlinkRunner --flink_master HOST:8081  # `make run-flink`
+    python -m pipeline.caption ... --runner FlinkRunner --job_endpoint HOST:8099  # `make run-flink`
 """
 
 from __future__ import annotations
