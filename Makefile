@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo quality test lint format bench lock clean run-direct run-dataflow run-flink \
-        docker flex-template runners prism flink-jars flink-up flink-down
+        docker flex-template runners prism flink-jars spark-jars flink-up flink-down
 
 # Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
 DEMO_ARGS ?=
@@ -33,6 +33,7 @@ help: ## list the targets
 BEAM_VERSION := 2.77.0
 PRISM        := build/bin/prism
 FLINK_LIB    := build/flink/lib
+SPARK_LIB    := build/spark/lib
 
 $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("beamcap needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -50,14 +51,16 @@ $(PRISM):
 
 prism: $(PRISM) ## build Beam's Prism runner from Beam's Go module into build/bin/prism (needs Go)
 
-$(FLINK_LIB)/.fetched: cluster/pom.xml
-	mvn -B -q -f cluster/pom.xml -Dmaven.repo.local=$(CURDIR)/build/m2 \
-	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(FLINK_LIB)
+build/%/lib/.fetched: cluster/%-pom.xml
+	mvn -B -q -f $< -Dmaven.repo.local=$(CURDIR)/build/m2 \
+	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(@D)
 	@touch $@
 
 flink-jars: $(FLINK_LIB)/.fetched ## fetch Flink 1.19 and Beam's Flink job server jars into build/flink/lib (Maven)
 
-runners: prism flink-jars ## build or fetch the runners the tests use into build/
+spark-jars: $(SPARK_LIB)/.fetched ## fetch Spark 3.5 and Beam's Spark job server jars into build/spark/lib (Maven)
+
+runners: prism flink-jars spark-jars ## build or fetch the runners the tests use into build/
 
 flink-up: install flink-jars ## start a local Flink cluster, Beam's job server and an SDK worker pool (cluster/local_flink.py)
 	$(BIN)/python -m cluster.local_flink up

@@ -27,6 +27,14 @@ def flink(tmp_path_factory):
         local_flink.down(workdir)
 
 
+def beamcap_job(*argv):
+    """Runs `beamcap ARGV` in a subprocess, for at most JOB_TIMEOUT seconds."""
+    command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT, check=False
+    )
+
+
 def beamcap(flink, *argv):
     """Runs `beamcap ARGV` on the cluster (parallelism 1: a job's stages share its one slot)."""
     flink_flags = [
@@ -41,10 +49,7 @@ def beamcap(flink, *argv):
         "--parallelism",
         "1",
     ]
-    command = [sys.executable, "-m", "pipeline.cli", *map(str, argv), *flink_flags]
-    return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT, check=False
-    )
+    return beamcap_job(*argv, *flink_flags)
 
 
 def jobs(flink) -> dict[str, str]:
@@ -82,16 +87,22 @@ def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_p
         "FINISHED",
     ]
 
-    captions, failures, _ = runs.read_run(str(output / "runs" / summary["run_id"]))
+    assert_same_captions(output / "runs" / summary["run_id"], direct_dir, must_fail)
+
+
+def assert_same_captions(run_dir, direct_dir, must_fail):
+    """``run_dir`` has the DirectRunner run's captions and scores, and its failures."""
+    captions, failures, _ = runs.read_run(str(run_dir))
     direct_captions, direct_failures, _ = runs.read_run(str(direct_dir))
-    flink_rows, direct_rows = by_image(captions), by_image(direct_captions)
-    assert flink_rows.keys() == direct_rows.keys()
-    for uri, row in flink_rows.items():
+    rows, direct_rows = by_image(captions), by_image(direct_captions)
+    assert rows.keys() == direct_rows.keys()
+    for uri, row in rows.items():
         assert row["caption"] == direct_rows[uri]["caption"]
         assert row["log_prob"] == pytest.approx(direct_rows[uri]["log_prob"], rel=1e-5)
     failed_stages = {uri.rsplit("/", 1)[1]: row["stage"] for uri, row in by_image(failures).items()}
     assert failed_stages == must_fail
     assert by_image(failures).keys() == by_image(direct_failures).keys()
+    assert (run_dir / "_SUCCESS").exists()
 
 
 def test_features_job_on_flink(flink, tiny_dataset, tiny_features, tmp_path):
