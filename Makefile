@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo quality test lint format bench lock clean run-direct run-dataflow run-flink \
-        docker flex-template
+.PHONY: help install browser demo quality test lint format bench lock clean run-direct run-dataflow \
+        run-flink docker flex-template runners prism flink-jars spark-jars flink-up flink-down
 
 # Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
 DEMO_ARGS ?=
@@ -22,12 +22,18 @@ IMAGE   ?= $(REGION)-docker.pkg.dev/$(PROJECT)/beamcap/worker:0.1.0
 INPUT   ?= gs://$(BUCKET)/incoming/
 MODEL   ?= gs://$(BUCKET)/models/v1
 OUTPUT  ?= gs://$(BUCKET)/captions
-FLINK_MASTER ?= localhost:8081
+JOB_ENDPOINT ?= localhost:8099
 WORKER_POOL  ?= localhost:50000
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+# Runners for the tests and local runs, built or fetched once into build/ (git-ignored)
+BEAM_VERSION := 2.77.0
+PRISM        := build/bin/prism
+FLINK_LIB    := build/flink/lib
+SPARK_LIB    := build/spark/lib
 
 $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("beamcap needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -38,13 +44,37 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP) ## create .venv and install beamcap with its test extra, pinned by constraints.txt
 
+$(PRISM):
+	GOPATH=$(CURDIR)/build/go GOMODCACHE=$(CURDIR)/build/go/mod GOCACHE=$(CURDIR)/build/go/cache \
+	  GOBIN=$(CURDIR)/build/bin GOFLAGS=-modcacherw \
+	  go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+prism: $(PRISM) ## build Beam's Prism runner from Beam's Go module into build/bin/prism (needs Go)
+
+build/%/lib/.fetched: cluster/%-pom.xml
+	mvn -B -q -f $< -Dmaven.repo.local=$(CURDIR)/build/m2 \
+	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(@D)
+	@touch $@
+
+flink-jars: $(FLINK_LIB)/.fetched ## fetch Flink 1.19 and Beam's Flink job server jars into build/flink/lib (Maven)
+
+spark-jars: $(SPARK_LIB)/.fetched ## fetch Spark 3.5 and Beam's Spark job server jars into build/spark/lib (Maven)
+
+runners: prism flink-jars spark-jars ## build or fetch the runners the tests use into build/
+
+flink-up: install flink-jars ## start a local Flink cluster, Beam's job server and an SDK worker pool (cluster/local_flink.py)
+	$(BIN)/python -m cluster.local_flink up
+
+flink-down: ## stop what flink-up started
+	$(PYTHON) -m cluster.local_flink down
+
 demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
 
 quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
 	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
-test: install browser ## run the whole test suite
+test: install runners browser ## run the whole test suite
 	$(BIN)/python -m pytest
 
 browser: ## Debian's Chromium, for the test that renders the report (skips without it)
@@ -64,9 +94,9 @@ run-dataflow: install ## submit the caption job to Dataflow with GPU workers (co
 	  --output $(OUTPUT) --only-new --project $(PROJECT) --region $(REGION) \
 	  --temp_location gs://$(BUCKET)/tmp --sdk_container_image $(IMAGE)
 
-run-flink: install ## submit the caption job to a Flink cluster (configs/flink.yaml; worker pool at WORKER_POOL)
+run-flink: install ## submit the caption job to Beam's Flink job server at JOB_ENDPOINT (configs/flink.yaml; worker pool at WORKER_POOL)
 	$(BIN)/beamcap caption --config flink --input $(INPUT) --model $(MODEL) --output $(OUTPUT) \
-	  --only-new --flink_master $(FLINK_MASTER) --environment_config $(WORKER_POOL)
+	  --only-new --job_endpoint $(JOB_ENDPOINT) --environment_config $(WORKER_POOL)
 
 docker: ## build and push the worker image IMAGE (needs a Docker engine)
 	docker build --target worker -t $(IMAGE) . && docker push $(IMAGE)

@@ -17,7 +17,7 @@ and exits with status 75. See docs/architecture.md and the README's "Run on a sc
     beamcap caption --input 'photos/**.jpg' --model data/model --output out/captions
     python -m pipeline.caption --input gs://B/images/ --model gs://B/models/v1 \\
         --output gs://B/captions --runner DataflowRunner ...      # see `make run-dataflow`
-    python -m pipeline.caption ... --runner FlinkRunner --flink_master HOST:8081  # `make run-flink`
+    python -m pipeline.caption ... --runner FlinkRunner --job_endpoint HOST:8099  # `make run-flink`
 """
 
 from __future__ import annotations

@@ -223,14 +223,27 @@ def configure_logging(level: str = "info") -> None:
         "apache_beam.typehints": logging.WARNING,  # "Converting string literal type hint"
         "apache_beam.io.iobase": logging.WARNING,  # "WriteImpl min_shards undef"
         "apache_beam.runners.common": logging.CRITICAL,  # a failing step's traceback
+        "apache_beam.runners.worker.sdk_worker": logging.CRITICAL,  # the same, on portable runners
+        "PrismRunner": logging.CRITICAL,  # Prism's log of a failed bundle: the same traceback
     }
     for name, floor in quiet.items():
         logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_spurious_beam_warning)
+        handler.addFilter(_portable_job_traceback)
 
 
 def _spurious_beam_warning(record: logging.LogRecord) -> bool:
     """RunInference warns on every model load that it cannot read the RSS when an optional
     import of its (torch-only) model manager fails, although ``resource`` is there."""
     return not record.getMessage().startswith("Resource module is not available")
+
+
+def _portable_job_traceback(record: logging.LogRecord) -> bool:
+    """Portable runners (Prism, Flink, Spark) send a failed step's traceback as a job message,
+    which Beam logs at ERROR on the root logger; the run's one-line reason already says it."""
+    return not (
+        record.levelno >= logging.ERROR
+        and record.module == "portable_runner"
+        and record.funcName == "read_messages"
+    )

@@ -6,10 +6,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from models import storage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PRISM = ROOT / "build" / "bin" / "prism"  # built by `make prism` from Beam's Go module
+
+
+def runner_flags(name: str) -> list[str]:
+    """Beam flags that run a job on ``name``: the Python FnApiRunner, or Prism (what the
+    DirectRunner picks first) from the binary `make prism` built, never a download."""
+    if name != "PrismRunner":
+        return ["--runner", name]
+    if not PRISM.exists():
+        pytest.fail(f"{PRISM} is missing: run `make prism`")
+    return ["--runner", "PrismRunner", "--prism_location", str(PRISM)]
+
+
+@pytest.fixture(params=["FnApiRunner", "PrismRunner"])
+def runner(request) -> list[str]:
+    """Runs the test once per local runner; yields that runner's flags."""
+    return runner_flags(request.param)
 
 
 def free_port() -> int:
@@ -133,7 +153,7 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
-def run_features(dataset, output, *extra):
+def run_features(dataset, output, *extra, runner=("--runner", "FnApiRunner")):
     from pipeline.features import run
 
     return run(
@@ -152,8 +172,7 @@ def run_features(dataset, output, *extra):
             "0.2",
             "--test-fraction",
             "0.2",
-            "--runner",
-            "FnApiRunner",
+            *runner,
             *extra,
         ]
     )

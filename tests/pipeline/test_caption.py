@@ -56,10 +56,10 @@ def assert_accounts_for_everything(images, output, summary, must_fail):
     return captions, failures
 
 
-def test_broken_inputs_are_all_accounted_for(tmp_path, tiny_bundle):
+def test_broken_inputs_are_all_accounted_for(tmp_path, tiny_bundle, runner):
     images = tmp_path / "images"
     must_fail = write_image_folder(images)
-    summary = run(job_flags(images, tiny_bundle, tmp_path / "out", *FNAPI))
+    summary = run(job_flags(images, tiny_bundle, tmp_path / "out", *runner))
     captions, failures = assert_accounts_for_everything(
         images, tmp_path / "out", summary, must_fail
     )

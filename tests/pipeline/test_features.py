@@ -17,7 +17,7 @@ from models.configs import SettingsError
 from models.encoder import EncoderSpec, ImageEncoder
 from models.feature_records import decode_example, decode_png, split_for
 from models.vocabulary import Vocabulary
-from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features
+from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features, runner_flags
 from transforms.captions import ImageTask, route_joined
 from transforms.decode import decode_image
 
@@ -70,6 +70,33 @@ def test_records_match_direct_encoding(tiny_dataset, tiny_features):
             np.testing.assert_allclose(
                 record.features, encoder.encode(pixels[None])[0], rtol=1e-4, atol=1e-5
             )
+
+
+def assert_same_features(expected, output, dataset):
+    """``output`` holds the records, vocabulary, failures and counts of ``expected``."""
+    expected_dir, expected_dataset = expected
+    assert dataset["counts"] == expected_dataset["counts"]
+    vocab = Path(output, "vocab.txt").read_text()
+    assert vocab == Path(expected_dir, "vocab.txt").read_text()
+    want, got = records(expected_dir), records(output)
+    assert {s: set(items) for s, items in got.items()} == {s: set(i) for s, i in want.items()}
+    for split, items in want.items():
+        for image_id, record in items.items():
+            other = got[split][image_id]
+            assert sorted(other.caption_texts) == sorted(record.caption_texts)
+            assert other.fingerprint == record.fingerprint
+            np.testing.assert_allclose(other.features, record.features, rtol=1e-4, atol=1e-5)
+    failed = {
+        posixpath.basename(row["image_uri"]): row["stage"]
+        for row in pq.read_table(glob.glob(f"{output}/failures-*.parquet")).to_pylist()
+    }
+    assert failed == {"truncated.jpg": "decode", "not-an-image.jpg": "decode"}
+
+
+def test_prism_writes_the_same_records(tiny_dataset, tiny_features, tmp_path):
+    output = tmp_path / "prism"
+    dataset = run_features(tiny_dataset, output, runner=runner_flags("PrismRunner"))
+    assert_same_features(tiny_features, output, dataset)
 
 
 def test_vocabulary_comes_from_train_captions_only(tiny_features):

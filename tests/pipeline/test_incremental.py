@@ -11,8 +11,8 @@ from tests.conftest import write_image_folder
 from tests.pipeline.test_caption import FNAPI, job_flags
 
 
-def caption(images, bundle, output, *extra):
-    return run(job_flags(images, bundle, output, "--only-new", *extra, *FNAPI))
+def caption(images, bundle, output, *extra, runner=FNAPI):
+    return run(job_flags(images, bundle, output, "--only-new", *extra, *runner))
 
 
 def add_images(folder, start, count):
@@ -20,25 +20,27 @@ def add_images(folder, start, count):
         (folder / f"new{index}.jpg").write_bytes(make_example(SynthConfig(seed=8), index)[2])
 
 
-def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, capsys):
+def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, capsys, runner):
     images, output = tmp_path / "images", tmp_path / "out"
     must_fail = write_image_folder(images)
-    first = caption(images, tiny_bundle, output)
+    first = caption(images, tiny_bundle, output, runner=runner)
     assert first["counts"]["captioned"] == 7 and first["counts"]["skipped_as_done"] == 0
 
     add_images(images, 0, 3)
-    second = caption(images, tiny_bundle, output)
+    second = caption(images, tiny_bundle, output, runner=runner)
     assert second["counts"]["captioned"] == 3
     assert second["counts"]["skipped_as_done"] == 7 + len(must_fail)  # failures are done too
     assert sum(second["counts"]["failed"].values()) == 0
     _, new_captions, _ = _tables(output, second["run_id"])
     assert sorted(u.rsplit("/", 1)[1] for u in new_captions) == ["new0.jpg", "new1.jpg", "new2.jpg"]
 
-    third = caption(images, tiny_bundle, output)  # nothing new: an empty, committed run
+    third = caption(
+        images, tiny_bundle, output, runner=runner
+    )  # nothing new: an empty, committed run
     assert third["counts"]["captioned"] == 0 and sum(third["counts"]["failed"].values()) == 0
     assert (output / "runs" / third["run_id"] / "_SUCCESS").exists()
 
-    retried = caption(images, tiny_bundle, output, "--retry-failures")
+    retried = caption(images, tiny_bundle, output, "--retry-failures", runner=runner)
     assert retried["counts"]["captioned"] == 0
     assert sum(retried["counts"]["failed"].values()) == len(must_fail)
 
