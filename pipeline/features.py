@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
+from models.architectures import architecture
 from models.backend import load_keras
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
 from models.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
@@ -159,7 +160,12 @@ def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, setti
         "format_version": 1,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "counts": counts,
-        "encoder": {**spec, "fingerprint": fingerprint, "weights_file": ENCODER_WEIGHTS},
+        "encoder": {
+            **spec,
+            "feature_dim": architecture(spec["architecture"]).feature_dim,  # the records' width
+            "fingerprint": fingerprint,
+            "weights_file": ENCODER_WEIGHTS,
+        },
         "vocabulary": {"size": len(vocabulary), "file": VOCAB},
         "files": sorted(posixpath.basename(f) for f in files),
         "settings": settings,
