@@ -163,6 +163,7 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     ``precision`` and ``batch_size`` are passed to :class:`ImageEncoder`.
     """
     manifest = read_manifest(uri)
+    decoder_type = _decoder_type(uri, manifest["decoder"])
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
         for name in manifest["files"]:
             data = read_part(uri, name)
@@ -179,7 +180,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
             precision=precision,
             batch_size=batch_size,
         )
-        decoder = _build_decoder(uri, manifest["decoder"])
+        fields = {k: v for k, v in manifest["decoder"].items() if k not in ("kind", "fingerprint")}
+        decoder = decoder_type(decoder_type.config_type(**fields))
         decoder.training_model.load_weights(str(Path(tmp, DECODER_WEIGHTS)))
     if len(vocabulary) != manifest["vocabulary"]["size"]:
         raise BundleError(
@@ -199,14 +201,12 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     return Bundle(encoder, decoder, vocabulary, manifest)
 
 
-def _build_decoder(uri: str, section: dict) -> Decoder:
-    """The manifest's decoder, from :data:`DECODERS` by its kind (show_and_tell if none)."""
+def _decoder_type(uri: str, section: dict) -> type[Decoder]:
+    """The manifest's decoder class, from :data:`DECODERS` by its kind (show_and_tell if none)."""
     kind = section.get("kind", DEFAULT_DECODER)
     if kind not in DECODERS:
         raise BundleError(
             f"{storage.join(uri, MANIFEST)} names decoder kind {kind!r}, which this beamcap does "
             f"not know (it knows {', '.join(DECODERS)}): upgrade beamcap"
         )
-    decoder_type = DECODERS[kind]
-    fields = {k: v for k, v in section.items() if k not in ("kind", "fingerprint")}
-    return decoder_type(decoder_type.config_type(**fields))
+    return DECODERS[kind]
