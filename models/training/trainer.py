@@ -153,7 +153,11 @@ def _start(
         extras = {k: v for k, v in bundle.manifest["encoder"].items() if k not in known}
         return Start(bundle.encoder, bundle.decoder, extras, bundle.model_id)
     encoder = ImageEncoder(
-        EncoderSpec(encoder_info["weights"], encoder_info["image_size"]),
+        EncoderSpec(
+            encoder_info["weights"],
+            encoder_info["image_size"],
+            encoder_info.get("architecture", DEFAULT_ARCHITECTURE),
+        ),
         weights_file=storage.join(data_dir, encoder_info["weights_file"]),
         precision=precision,
     )
