@@ -35,7 +35,7 @@ class Stepper(Protocol):
     start_id: int
     end_id: int
 
-    def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]: ...
+    def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]: ...  # [B, ...]
 
     def step(
         self, tokens: np.ndarray, state: tuple[np.ndarray, ...]
@@ -144,15 +144,20 @@ def beam_search(
     length_penalty: float = 0.0,
     num_candidates: int | None = None,
 ) -> list[list[Hypothesis]]:
-    """N-best captions per image, best first (one list per row of ``features``)."""
+    """N-best captions per image, best first, one list per image: ``features``' first axis is
+    the image's, the rest whatever the stepper's ``initial_state`` takes ([images, D] pooled,
+    [images, H, W, D] a grid)."""
     num_candidates = beam_size if num_candidates is None else num_candidates
     if beam_size < 1 or max_length < 1:
         raise ValueError(f"need beam_size >= 1 and max_length >= 1, got {beam_size}, {max_length}")
     if not 1 <= num_candidates <= beam_size:
         raise ValueError(f"num_candidates must be in [1, beam_size={beam_size}]")
     features = np.asarray(features)
-    if features.ndim != 2:
-        raise ValueError(f"features must be [images, dim], got shape {features.shape}")
+    if features.ndim < 2:
+        raise ValueError(
+            f"features must be [images, ...] (an image axis, then one image's features), "
+            f"got shape {features.shape}"
+        )
     images = len(features)
     if images == 0:
         return []

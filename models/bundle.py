@@ -2,8 +2,9 @@
 
 Files: ``manifest.json``, ``encoder.weights.h5``, ``decoder.weights.h5``, ``vocab.txt``. The
 manifest records the format version, the encoder spec and weights fingerprint, the decoder's
-hyper-parameters and fingerprint, the vocabulary's size and special tokens, the training summary,
-and the sha256 of every file. Loading checks all of them and names the part that does not match.
+kind (an entry of :data:`DECODERS`), hyper-parameters and fingerprint, the vocabulary's size and
+special tokens, the training summary, and the sha256 of every file. Loading checks all of them
+and names the part that does not match.
 """
 
 from __future__ import annotations
@@ -19,23 +20,28 @@ import numpy as np
 
 from models import storage
 from models.beam_search import beam_search
-from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell
+from models.decoder import Decoder, DecoderStepper, ShowAndTell
 from models.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
 from models.faults import ModelFault
 from models.manifest import (
     DECODER_WEIGHTS,
     ENCODER_WEIGHTS,
     FORMAT,
+    FORMAT_VERSION,
     MANIFEST,
     VOCAB,
     BundleError,
     check_part,
-    format_version,
     read_manifest,
     read_part,
     sha256,
 )
 from models.vocabulary import SPECIAL_TOKENS, Vocabulary
+
+# The decoders a bundle can hold, by the manifest's ``decoder.kind``; a manifest without one
+# (written before kinds) holds a Show-and-Tell decoder.
+DECODERS: dict[str, type[Decoder]] = {ShowAndTell.kind: ShowAndTell}
+DEFAULT_DECODER = ShowAndTell.kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Caption:
 @dataclasses.dataclass
 class Bundle:
     encoder: ImageEncoder
-    decoder: ShowAndTell
+    decoder: Decoder
     vocabulary: Vocabulary
     manifest: dict
 
@@ -93,7 +99,7 @@ def save_bundle(
     uri: str,
     *,
     encoder: ImageEncoder,
-    decoder: ShowAndTell,
+    decoder: Decoder,
     vocabulary: Vocabulary,
     training: dict | None = None,
     encoder_extras: dict | None = None,
@@ -127,12 +133,16 @@ def save_bundle(
     }
     manifest = {
         "format": FORMAT,
-        "format_version": format_version(encoder_section),
-        "model_id": "showtell-"
+        "format_version": FORMAT_VERSION,
+        "model_id": f"{decoder.id_prefix}-"
         + sha256((encoder.fingerprint + decoder_fingerprint + sha256(files[VOCAB])).encode())[:12],
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "encoder": encoder_section,
-        "decoder": {**dataclasses.asdict(decoder.config), "fingerprint": decoder_fingerprint},
+        "decoder": {
+            "kind": decoder.kind,
+            **dataclasses.asdict(decoder.config),
+            "fingerprint": decoder_fingerprint,
+        },
         "vocabulary": {
             "size": len(vocabulary),
             "special_tokens": {token: vocabulary.id(token) for token in SPECIAL_TOKENS},
@@ -153,6 +163,7 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     ``precision`` and ``batch_size`` are passed to :class:`ImageEncoder`.
     """
     manifest = read_manifest(uri)
+    decoder_type = _decoder_type(uri, manifest["decoder"])
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
         for name in manifest["files"]:
             data = read_part(uri, name)
@@ -169,8 +180,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
             precision=precision,
             batch_size=batch_size,
         )
-        decoder_fields = {k: v for k, v in manifest["decoder"].items() if k != "fingerprint"}
-        decoder = ShowAndTell(DecoderConfig(**decoder_fields))
+        fields = {k: v for k, v in manifest["decoder"].items() if k not in ("kind", "fingerprint")}
+        decoder = decoder_type(decoder_type.config_type(**fields))
         decoder.training_model.load_weights(str(Path(tmp, DECODER_WEIGHTS)))
     if len(vocabulary) != manifest["vocabulary"]["size"]:
         raise BundleError(
@@ -188,3 +199,14 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
                 f"the manifest expects {expected[:12]}"
             )
     return Bundle(encoder, decoder, vocabulary, manifest)
+
+
+def _decoder_type(uri: str, section: dict) -> type[Decoder]:
+    """The manifest's decoder class, from :data:`DECODERS` by its kind (show_and_tell if none)."""
+    kind = section.get("kind", DEFAULT_DECODER)
+    if kind not in DECODERS:
+        raise BundleError(
+            f"{storage.join(uri, MANIFEST)} names decoder kind {kind!r}, which this beamcap does "
+            f"not know (it knows {', '.join(DECODERS)}): upgrade beamcap"
+        )
+    return DECODERS[kind]

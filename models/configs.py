@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-FEATURE_DIM = 2048
-MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
+from models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+
+FEATURE_DIM = ARCHITECTURES[DEFAULT_ARCHITECTURE].feature_dim  # the default encoder's width
+MIN_IMAGE_SIZE = min(entry.min_image_size for entry in ARCHITECTURES.values())  # any encoder's
 PRECISIONS = ("fp32", "bf16", "fp16")  # the encoder's compute types; weights stay float32
 BATCHNORM_MODES = ("auto", "train", "frozen")  # the encoder's BatchNorm in phase 2
 PRECISION_HELP = (

@@ -1,14 +1,17 @@
-"""InceptionV3 image encoder (Keras 3): uint8 RGB batches in, 2048-d image embeddings out.
+"""Image encoder (Keras 3): uint8 RGB batches in, pooled image embeddings out.
+
+The backbone is an entry of ``models.architectures.ARCHITECTURES`` (InceptionV3 today: 2048-d).
 
 Weights are named by a spec string:
   ``imagenet``     Keras' ImageNet weights (downloaded by Keras on a connected machine);
   ``random:SEED``  He-initialised from a numpy generator: the same weights for a seed on every
                    backend and machine (what offline runs and tests use);
-  a path or ``gs://`` URI of an InceptionV3 (``include_top=False``) weights file.
+  a path or ``gs://`` URI of the backbone's (``include_top=False``) weights file.
 
-Preprocessing (``x / 127.5 - 1``, InceptionV3's ``preprocess_input``) runs inside the model so
-callers ship compact uint8 arrays. ``encode`` runs the compiled predict function (``tf.function``
-on TensorFlow, ``jax.jit`` on JAX) and pads batches to a few fixed sizes so it compiles rarely.
+The architecture's scaling (InceptionV3: ``x / 127.5 - 1``, its ``preprocess_input``) runs
+inside the model so callers ship compact uint8 arrays. ``encode`` runs the compiled predict
+function (``tf.function`` on TensorFlow, ``jax.jit`` on JAX) and pads batches to a few fixed
+sizes so it compiles rarely.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import keras
 import numpy as np
 
 from models import storage
-from models.configs import MIN_IMAGE_SIZE, PRECISIONS
+from models.architectures import DEFAULT_ARCHITECTURE, Architecture, architecture
+from models.configs import PRECISIONS
 from models.faults import ModelFault
 
 DEFAULT_IMAGE_SIZE = 299
@@ -33,25 +37,35 @@ class EncoderSpec:
 
     weights: str = "random:0"
     image_size: int = DEFAULT_IMAGE_SIZE
-    architecture: str = "InceptionV3"
+    architecture: str = DEFAULT_ARCHITECTURE
     pooling: str = "avg"
 
     def __post_init__(self):
-        if self.image_size < MIN_IMAGE_SIZE:
+        entry = architecture(self.architecture)
+        if self.image_size < entry.min_image_size:
             raise ValueError(
-                f"InceptionV3 needs images of at least {MIN_IMAGE_SIZE}px, got {self.image_size}"
+                f"{entry.name} needs images of at least {entry.min_image_size}px, "
+                f"got {self.image_size}"
             )
-        if self.architecture != "InceptionV3" or self.pooling != "avg":
-            raise ValueError(f"unsupported encoder {self.architecture}/{self.pooling}")
+        if self.pooling != "avg":
+            raise ValueError(f"unsupported encoder pooling {self.pooling!r} (avg only)")
+
+    @property
+    def entry(self) -> Architecture:
+        return architecture(self.architecture)
 
 
-def preprocess(images):
-    """uint8 RGB in [0, 255] -> float32 in [-1, 1], as ``inception_v3.preprocess_input``."""
-    return keras.ops.cast(images, "float32") / 127.5 - 1.0
+def preprocess(images, name: str = DEFAULT_ARCHITECTURE):
+    """uint8 RGB in [0, 255] -> float32 in the backbone's input range (InceptionV3: [-1, 1])."""
+    return architecture(name).scale(keras.ops.cast(images, "float32"))
+
+
+_ONES, _ZEROS = ("moving_variance", "gamma"), ("beta", "moving_mean", "bias")
 
 
 def _random_weights(model: keras.Model, seed: int) -> list[np.ndarray]:
-    """He-normal kernels, BatchNorm at identity statistics, zero biases; numpy-seeded."""
+    """He-normal kernels, BatchNorm at identity statistics, zero biases; numpy-seeded. A weight
+    of another kind (a depthwise kernel, an embedding...) is refused, not silently zeroed."""
     rng = np.random.default_rng(seed)
     values = []
     for variable in model.weights:
@@ -59,10 +73,15 @@ def _random_weights(model: keras.Model, seed: int) -> list[np.ndarray]:
         if name == "kernel":
             fan_in = int(np.prod(shape[:-1]))
             values.append(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype("float32"))
-        elif name in ("moving_variance", "gamma"):
+        elif name in _ONES:
             values.append(np.ones(shape, "float32"))
-        else:  # beta, moving_mean, bias
+        elif name in _ZEROS:
             values.append(np.zeros(shape, "float32"))
+        else:
+            raise ValueError(
+                f"random:SEED weights cannot initialise {variable.path} (a {name!r} weight): "
+                "it knows kernel, bias and BatchNorm weights; use a weights file"
+            )
     return values
 
 
@@ -79,17 +98,17 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def _load_weights(backbone: keras.Model, spec: str, image_size: int) -> None:
+def _load_weights(backbone: keras.Model, spec: str, image_size: int, entry: Architecture) -> None:
     if spec == "imagenet":
         try:
-            reference = keras.applications.InceptionV3(
+            reference = entry.constructor()(
                 include_top=False, weights="imagenet", input_shape=(image_size, image_size, 3)
             )
         except Exception as error:  # noqa: BLE001 - Keras raises several types offline
             raise RuntimeError(
-                "could not get Keras' ImageNet weights for InceptionV3 "
+                f"could not get Keras' ImageNet weights for {entry.name} "
                 f"({type(error).__name__}: {error}). Offline, use --encoder-weights random:SEED "
-                "or the path / gs:// URI of a weights file (e.g. Keras' "
+                "or the path / gs:// URI of a weights file (for InceptionV3 Keras' "
                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)."
             ) from error
         backbone.set_weights(reference.get_weights())
@@ -104,7 +123,7 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int) -> None:
                 backbone.load_weights(path)
             except Exception as error:
                 raise ValueError(
-                    f"{spec} is not an InceptionV3 (include_top=False) weights file: {error}"
+                    f"{spec} is not an {entry.name} (include_top=False) weights file: {error}"
                 ) from error
 
 
@@ -126,7 +145,8 @@ def _grow_gpu_memory() -> None:
 
 
 class ImageEncoder:
-    """InceptionV3 without its classifier; ``encode`` maps uint8 [B, S, S, 3] to [B, 2048].
+    """The spec's backbone without its classifier; ``encode`` maps uint8 [B, S, S, 3] to
+    [B, feature_dim] (InceptionV3: 2048).
 
     ``weights_file`` (a path or gs:// URI) replaces ``spec.weights`` as the source of the weights
     while the spec keeps naming where they came from (how a bundle loads its copy). ``precision``
@@ -148,19 +168,24 @@ class ImageEncoder:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.spec, self.precision, self.batch_size = spec, precision, batch_size
         _grow_gpu_memory()
-        size = spec.image_size
+        size, entry = spec.image_size, spec.entry
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(DTYPE_POLICIES[precision])  # read while the layers are built
         try:
-            self.backbone = keras.applications.InceptionV3(
+            self.backbone = entry.constructor()(
                 include_top=False, weights=None, input_shape=(size, size, 3), pooling=None
             )
         finally:
             keras.config.set_dtype_policy(previous)
-        _load_weights(self.backbone, weights_file or spec.weights, size)
+        if self.backbone.output.shape[-1] != entry.feature_dim:
+            raise ValueError(
+                f"{entry.name} gives {self.backbone.output.shape[-1]}-d features, its table "
+                f"entry says {entry.feature_dim}"
+            )
+        _load_weights(self.backbone, weights_file or spec.weights, size, entry)
         self.fingerprint = weights_fingerprint(self.backbone)
         images = keras.Input((size, size, 3), dtype="uint8", name="images")
-        grid = keras.ops.cast(self.backbone(preprocess(images)), "float32")
+        grid = keras.ops.cast(self.backbone(preprocess(images, entry.name)), "float32")
         pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(grid)
         outputs = {"pooled": pooled, "grid": grid} if with_grid else pooled
         self.model = keras.Model(images, outputs, name="image_encoder")

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.configs import FEATURE_DIM, SettingsError
+from models.architectures import ARCHITECTURES
+from models.configs import SettingsError
 from models.manifest import sha256
 from models.vocabulary import SPECIAL_TOKENS, Vocabulary
 
@@ -44,7 +45,8 @@ HEAD_NAMES = ("image_embedding/weights", "seq_embedding/map", "logits/weights", 
 START, END, UNK = "<S>", "</S>", "<UNK>"
 FORGET_BIAS = 1.0
 IMAGE_SIZE = 299
-PREPROCESSING = {"method": "im2txt", "resize": 346}
+PREPROCESSING = {"method": "im2txt", "resize": 346}  # models.preprocessing's entry
+FEATURE_DIM = ARCHITECTURES["InceptionV3"].feature_dim  # im2txt's encoder
 _BYTES_WORD = re.compile(r"""b(['"]).*\1""")
 
 

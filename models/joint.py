@@ -2,11 +2,11 @@
 ``train_inception``), on pixels instead of precomputed features.
 
 :class:`JointCaptioner` wraps an :class:`~models.encoder.ImageEncoder`'s model (uint8 pixels ->
-pooled features) and a :class:`~models.decoder.ShowAndTell` teacher-forcing model. One batch is
-``((images [B, S, S, 3] uint8, tokens [B, C, T] int32), targets [B, C, T-1])``: every image goes
-through the CNN once and the decoder reads all C of its captions (rows of zeros pad images with
-fewer captions and are masked out of the loss), so a CNN pass, the expensive part, is paid once
-per image rather than once per caption.
+pooled features) and a :class:`~models.decoder.Decoder`'s teacher-forcing model over them. One
+batch is ``((images [B, S, S, 3] uint8, tokens [B, C, T] int32), targets [B, C, T-1])``: every
+image goes through the CNN once and the decoder reads all C of its captions (rows of zeros pad
+images with fewer captions and are masked out of the loss), so a CNN pass, the expensive part,
+is paid once per image rather than once per caption.
 
 Two Adam optimizers: the model's own (``compile``) for the decoder and ``encoder_optimizer`` for
 the encoder, each with its learning rate and clipping (im2txt: 0.0005 for the CNN). Both are
@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 
 from models.configs import BATCHNORM_MODES
-from models.decoder import ShowAndTell, masked_cross_entropy
+from models.decoder import Decoder, masked_cross_entropy
 from models.encoder import ImageEncoder
 
 
@@ -61,7 +61,7 @@ class JointCaptioner(keras.Model):
     def __init__(
         self,
         encoder: ImageEncoder,
-        decoder: ShowAndTell,
+        decoder: Decoder,
         *,
         encoder_optimizer: keras.optimizers.Optimizer,
         **kwargs,

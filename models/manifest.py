@@ -12,8 +12,10 @@ from models.configs import SettingsError
 FORMAT = "beamcap-bundle"
 # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning);
 # 3: it may name a preprocessing other than the plain resize (im2txt's), which older readers
-#    would silently skip. A bundle is written with the lowest version that describes it.
-FORMAT_VERSION = 3
+#    would silently skip;
+# 4: the decoder section names its kind (``decoder.kind``; without it: show_and_tell), which
+#    older readers would take for a Show-and-Tell setting. Every bundle is written as 4.
+FORMAT_VERSION = 4
 MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
     "manifest.json",
     "encoder.weights.h5",
@@ -28,10 +30,6 @@ class BundleError(SettingsError):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def format_version(encoder_section: dict) -> int:
-    return 3 if "preprocessing" in encoder_section else 2
 
 
 def read_part(uri: str, name: str) -> bytes:

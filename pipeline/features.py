@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
+from models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, architecture
 from models.backend import load_keras
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
 from models.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
@@ -74,6 +75,11 @@ class FeaturesSettings:
         required=True,
         uris=True,
     )
+    encoder: str = setting(
+        DEFAULT_ARCHITECTURE,
+        "encoder backbone, an entry of models/architectures.py",
+        choices=tuple(ARCHITECTURES),
+    )
     encoder_weights: str = setting(
         "random:0",
         "imagenet (Keras download), random:SEED (offline), or a weights file path / gs:// URI",
@@ -108,6 +114,9 @@ class FeaturesSettings:
     def check(self) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise SettingsError("--val-fraction plus --test-fraction must leave a train split")
+        smallest = architecture(self.encoder).min_image_size
+        if self.image_size < smallest:
+            raise SettingsError(f"--image-size: {self.encoder} needs at least {smallest}px")
         weights = self.encoder_weights
         if weights.startswith("random:"):
             if not weights[len("random:") :].isdigit():
@@ -159,7 +168,12 @@ def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, setti
         "format_version": 1,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "counts": counts,
-        "encoder": {**spec, "fingerprint": fingerprint, "weights_file": ENCODER_WEIGHTS},
+        "encoder": {
+            **spec,
+            "feature_dim": architecture(spec["architecture"]).feature_dim,  # the records' width
+            "fingerprint": fingerprint,
+            "weights_file": ENCODER_WEIGHTS,
+        },
         "vocabulary": {"size": len(vocabulary), "file": VOCAB},
         "files": sorted(posixpath.basename(f) for f in files),
         "settings": settings,
@@ -256,7 +270,11 @@ def run(argv: list[str]) -> dict:
     load_keras()  # TensorFlow, quietly, once the flags are good
     from models.encoder import EncoderSpec, ImageEncoder
 
-    spec = EncoderSpec(weights=settings.encoder_weights, image_size=settings.image_size)
+    spec = EncoderSpec(
+        weights=settings.encoder_weights,
+        image_size=settings.image_size,
+        architecture=settings.encoder,
+    )
     encoder = ImageEncoder(spec)
     weights_file = FileSystems.join(settings.output, ENCODER_WEIGHTS)
     encoder.save_weights(weights_file)  # workers load this copy: one download, same weights

@@ -34,8 +34,10 @@ def main(argv: list[str]) -> int:
         f"encoder     {encoder['architecture']} {encoder['image_size']}px, weights "
         f"{encoder['weights']}, fingerprint {encoder['fingerprint'][:12]}"
     )
+    hidden = ("kind", "vocab_size", "fingerprint")
+    sizes = ", ".join(f"{key} {value}" for key, value in decoder.items() if key not in hidden)
     print(
-        f"decoder     LSTM {decoder['lstm_units']}, embedding {decoder['embedding_dim']}, "
+        f"decoder     {decoder.get('kind', 'show_and_tell')}: {sizes}, "
         f"fingerprint {decoder['fingerprint'][:12]}"
     )
     print(f"vocabulary  {manifest['vocabulary']['size']} words")

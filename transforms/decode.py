@@ -5,11 +5,9 @@ modes (16-bit scaled, not clipped); transparency composited on white; the first 
 animation; a pixel-count limit where Pillow's decompression-bomb *warning* is a failure too; JPEG
 draft mode for large images and a cheap integer reduction before the resize.
 
-A bundle may name another preprocessing (its manifest's ``encoder.preprocessing``): ``im2txt``
-(an imported im2txt model) resizes to ``resize`` x ``resize`` with TF1's ``resize_images``
-bilinear arithmetic (no antialiasing, no half-pixel offset; neither draft mode nor reduction)
-and crops the central ``size`` x ``size``, as im2txt's ``process_image``; the encoder then
-scales to [-1, 1] as for every bundle.
+A bundle may name another preprocessing (its manifest's ``encoder.preprocessing``, e.g. im2txt's
+resize and central crop): the decoded RGB image then goes, at full size (neither draft mode nor
+reduction), to that entry of ``models.preprocessing.PREPROCESSINGS``.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps
 
+from models.preprocessing import check_preprocessing, preprocess_pixels
 from transforms.failures import failure
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold
@@ -60,42 +59,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-PREPROCESSINGS = ("im2txt",)
-
-
-def check_preprocessing(preprocessing: dict | None) -> None:
-    if preprocessing is not None and preprocessing.get("method") not in PREPROCESSINGS:
-        raise ValueError(f"unknown preprocessing {preprocessing!r}: upgrade beamcap")
-
-
-def resize_tf1_bilinear(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [H, W, C] -> float32 [size, size, C], as TF1's ``resize_images(..., BILINEAR)``
-    (``align_corners=False``, ``half_pixel_centers=False``) computes it, in float32."""
-
-    def weights(length: int):
-        position = np.arange(size, dtype=np.float32) * (np.float32(length) / np.float32(size))
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(np.ceil(position).astype(np.int64), length - 1)
-        return low, high, position - low.astype(np.float32)
-
-    y0, y1, dy = weights(image.shape[0])
-    x0, x1, dx = weights(image.shape[1])
-    dx, dy = dx[None, :, None], dy[:, None, None]
-    top, bottom = image[y0], image[y1]
-    top_left, top_right = top[:, x0].astype(np.float32), top[:, x1].astype(np.float32)
-    bottom_left, bottom_right = bottom[:, x0].astype(np.float32), bottom[:, x1].astype(np.float32)
-    upper = top_left + (top_right - top_left) * dx
-    lower = bottom_left + (bottom_right - bottom_left) * dx
-    return upper + (lower - upper) * dy
-
-
-def im2txt_pixels(rgb: np.ndarray, size: int, resize: int) -> np.ndarray:
-    """im2txt's ``process_image`` at inference, to uint8: resize, central crop, rounded."""
-    offset = (resize - size) // 2
-    resized = resize_tf1_bilinear(rgb, resize)[offset : offset + size, offset : offset + size]
-    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
-
-
 def decode_image(
     data: bytes,
     size: int,
@@ -128,8 +91,7 @@ def decode_image(
         image = ImageOps.exif_transpose(image)
         rgb = _to_rgb(image)
     if preprocessing is not None:
-        pixels = im2txt_pixels(np.asarray(rgb, np.uint8), size, preprocessing["resize"])
-        return pixels, width, height
+        return preprocess_pixels(np.asarray(rgb, np.uint8), size, preprocessing), width, height
     resized = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(resized, dtype=np.uint8), width, height
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from models.configs import TrainConfig
-from models.decoder import ShowAndTell, masked_cross_entropy
+from models.decoder import Decoder, masked_cross_entropy
 from models.encoder import ImageEncoder
 from models.joint import JointCaptioner, resolve_batchnorm, set_batchnorm
 from models.training.inputs import Sample, caption_pairs, image_caption_batches, read_sample
@@ -40,7 +40,7 @@ class Phase:
 
 
 def decoder_phase(
-    decoder: ShowAndTell, train_files, val_files, counts: dict, config: TrainConfig
+    decoder: Decoder, train_files, val_files, counts: dict, config: TrainConfig
 ) -> Phase:
     """Phase 1: the decoder alone, one example per (features, caption) pair."""
     model = decoder.training_model
@@ -78,7 +78,7 @@ def decoder_phase(
 
 def joint_phase(
     encoder: ImageEncoder,
-    decoder: ShowAndTell,
+    decoder: Decoder,
     train_files,
     val_files,
     counts: dict,

@@ -13,9 +13,10 @@ from pathlib import Path
 import keras
 
 from models import storage
+from models.architectures import DEFAULT_ARCHITECTURE, architecture
 from models.bundle import load_bundle, save_bundle
 from models.configs import DecoderConfig, SettingsError, TrainConfig
-from models.decoder import DecoderStepper, ShowAndTell
+from models.decoder import Decoder, DecoderStepper, ShowAndTell
 from models.encoder import EncoderSpec, ImageEncoder
 from models.training.callbacks import Judge, Progress, Seen, TimeBudget, Validation
 from models.training.curve import headline, plot_curve, read_history
@@ -31,7 +32,7 @@ class Start:
     """What training starts from: an encoder and a decoder, fresh or from ``init_from``."""
 
     encoder: ImageEncoder
-    decoder: ShowAndTell
+    decoder: Decoder
     extras: dict  # the manifest's encoder keys beyond the spec (phase, fine_tuning)
     model_id: str | None = None  # the starting bundle's
 
@@ -52,6 +53,7 @@ def train(
     dataset, vocabulary, train_files, val_files = _load_data(data_dir, config)
     keras.utils.set_random_seed(config.seed)
     start = _start(data_dir, dataset["encoder"], vocabulary, decoder_config, config)
+    _check_feature_width(data_dir, dataset["encoder"], start.decoder)
     initial_fingerprint = start.encoder.fingerprint
     counts = dataset["counts"]
     if config.train_encoder:
@@ -151,7 +153,11 @@ def _start(
         extras = {k: v for k, v in bundle.manifest["encoder"].items() if k not in known}
         return Start(bundle.encoder, bundle.decoder, extras, bundle.model_id)
     encoder = ImageEncoder(
-        EncoderSpec(encoder_info["weights"], encoder_info["image_size"]),
+        EncoderSpec(
+            encoder_info["weights"],
+            encoder_info["image_size"],
+            encoder_info.get("architecture", DEFAULT_ARCHITECTURE),
+        ),
         weights_file=storage.join(data_dir, encoder_info["weights_file"]),
         precision=precision,
     )
@@ -162,9 +168,33 @@ def _start(
             f"{encoder_info['fingerprint'][:12]})"
         )
     decoder = ShowAndTell(
-        DecoderConfig(**{**(decoder_config or {}), "vocab_size": len(vocabulary)})
+        DecoderConfig(
+            **{
+                "feature_dim": feature_width(encoder_info),
+                **(decoder_config or {}),
+                "vocab_size": len(vocabulary),
+            }
+        )
     )
     return Start(encoder, decoder, {"phase": 1})
+
+
+def feature_width(encoder_info: dict) -> int:
+    """The features' width: dataset.json's ``encoder.feature_dim``, or for data written before
+    it was recorded, the width of the encoder architecture's table entry."""
+    if "feature_dim" in encoder_info:
+        return encoder_info["feature_dim"]
+    return architecture(encoder_info.get("architecture", DEFAULT_ARCHITECTURE)).feature_dim
+
+
+def _check_feature_width(data_dir: str, encoder_info: dict, decoder: Decoder) -> None:
+    width = feature_width(encoder_info)
+    if decoder.config.feature_dim != width:
+        raise SettingsError(
+            f"{storage.join(data_dir, 'dataset.json')} holds {width}-d features; the decoder "
+            f"takes {decoder.config.feature_dim}-d ones (its feature_dim): train on features "
+            "of the decoder's encoder"
+        )
 
 
 def _bundle_that_fits(

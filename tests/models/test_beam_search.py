@@ -155,3 +155,29 @@ def test_nan_log_probs_are_an_error():
 
     with pytest.raises(FloatingPointError, match="NaN"):
         beam_search(Broken(), np.zeros((1, 3)))
+
+
+class GridStepper(ToyStepper):
+    """The toy model over per-image features of any shape (an attention decoder's grid): the
+    image id is every cell's value."""
+
+    def initial_state(self, features):
+        features = np.asarray(features)
+        return super().initial_state(features.reshape(len(features), -1))
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (2, 2, 3)])
+def test_features_of_any_per_image_shape(shape):
+    images = [4, 0, 7]
+    grid = np.stack([np.full(shape, image, np.float32) for image in images])
+    got = beam_search(GridStepper(20, seed=2), grid, beam_size=3, max_length=6)
+    expected = beam_search(ToyStepper(20, seed=2), features_for(images), beam_size=3, max_length=6)
+    assert len(got) == len(images)
+    for got_image, expected_image in zip(got, expected, strict=True):
+        assert_same_hypotheses(got_image, expected_image)
+    assert beam_search(GridStepper(20), np.zeros((0, *shape))) == []
+
+
+def test_features_without_an_image_axis_are_refused():
+    with pytest.raises(ValueError, match=r"features must be \[images, \.\.\.\].*got shape \(2,\)"):
+        beam_search(ToyStepper(9), np.array([4.0, 0.5]))

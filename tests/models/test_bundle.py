@@ -120,3 +120,29 @@ def test_vocabulary_must_fit_the_decoder(parts, tmp_path):
     small = Vocabulary.build(["a"])
     with pytest.raises(BundleError, match="vocab_size"):
         save_bundle(str(tmp_path / "b"), **{**parts, "vocabulary": small})
+
+
+def test_the_manifest_names_the_decoder_kind_and_the_id_its_prefix(saved):
+    manifest = json.loads(Path(saved, "manifest.json").read_text())
+    assert manifest["format_version"] == 4
+    assert manifest["decoder"]["kind"] == "show_and_tell"
+    assert manifest["model_id"].startswith("showtell-")
+
+
+def test_a_manifest_without_decoder_kind_loads_as_show_and_tell(saved, parts, images):
+    """Bundles written before decoder kinds (format 2 and 3) have no decoder.kind."""
+    edit_manifest(saved, lambda m: m["decoder"].pop("kind"))
+    edit_manifest(saved, lambda m: m.update(format_version=3))
+    bundle = load_bundle(saved)
+    assert type(bundle.decoder) is ShowAndTell
+    assert bundle.caption(images, **SEARCH) == expected_captions(parts, images)
+
+
+def test_an_unknown_decoder_kind_is_refused_by_name(saved):
+    edit_manifest(saved, lambda m: m["decoder"].update(kind="show_attend_and_tell"))
+    with pytest.raises(
+        BundleError,
+        match=r"names decoder kind 'show_attend_and_tell', which this beamcap does not know "
+        r"\(it knows show_and_tell\): upgrade beamcap",
+    ):
+        load_bundle(saved)

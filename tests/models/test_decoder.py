@@ -82,3 +82,42 @@ def test_in_graph_top_k_gives_the_same_beam_search(decoder):
             [h.log_prob for image in plain for h in image],
             rtol=1e-5,
         )
+
+
+class GridMean:
+    """A decoder over a feature grid [B, 2, 2, D] (as an attention decoder takes): it averages
+    the cells, then decodes with a Show-and-Tell decoder's layers."""
+
+    kind, id_prefix, config_type = "grid_mean", "gridmean", DecoderConfig
+
+    def __init__(self, inner: ShowAndTell):
+        self.config, self.training_model, self.step = inner.config, None, inner.step
+        self.inner = inner
+
+    @property
+    def feature_shape(self):
+        return (2, 2, self.config.feature_dim)
+
+    def initial_state(self, features):
+        return self.inner.initial_state(keras.ops.mean(features, axis=(1, 2)))
+
+
+def test_the_stepper_drives_any_decoder_of_the_step_protocol(decoder):
+    from models.beam_search import beam_search
+
+    rng = np.random.default_rng(5)
+    grid = rng.normal(size=(4, 2, 2, CONFIG.feature_dim)).astype("float32")
+    stepper = DecoderStepper(GridMean(decoder), start_id=1, end_id=2)
+    assert [part.shape for part in stepper.initial_state(grid)] == [(4, 24), (4, 24)]
+    on_grid = beam_search(stepper, grid, max_length=6)
+    pooled = beam_search(
+        DecoderStepper(decoder, start_id=1, end_id=2), grid.mean(axis=(1, 2)), max_length=6
+    )
+    assert [[h.tokens for h in image] for image in on_grid] == [
+        [h.tokens for h in image] for image in pooled
+    ]
+    np.testing.assert_allclose(
+        [h.log_prob for image in on_grid for h in image],
+        [h.log_prob for image in pooled for h in image],
+        rtol=1e-5,
+    )

@@ -115,3 +115,18 @@ def test_fixed_batch_size_pads_short_batches_without_changing_results(encoder):
     np.testing.assert_allclose(
         padded.encode(batch), encoder.encode(batch)["pooled"], rtol=1e-4, atol=1e-5
     )
+
+
+def test_random_weights_refuse_a_weight_they_do_not_know():
+    from models.encoder import _random_weights
+
+    known = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 1)])
+    assert [w.shape for w in _random_weights(known, 0)] == [(1, 1, 2, 3), (3,)]
+    separable = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.SeparableConv2D(3, 1)])
+    with pytest.raises(ValueError, match=r"cannot initialise .*'depthwise_kernel' weight"):
+        _random_weights(separable, 0)
+
+
+def test_an_unknown_architecture_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown encoder architecture 'ResNet50'; known: Incep"):
+        EncoderSpec("random:0", 299, architecture="ResNet50")

@@ -96,3 +96,30 @@ def test_refuses_features_whose_encoder_weights_changed(tiny_features, tmp_path)
             decoder_config=SMALL_DECODER,
             config=TrainConfig(epochs=1, bleu_sample=2),
         )
+
+
+def test_refuses_features_of_another_width_than_the_decoder(tiny_features, tmp_path):
+    data, dataset = tiny_features
+    assert dataset["encoder"]["feature_dim"] == 2048
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    dataset["encoder"]["feature_dim"] = 1024
+    (copy / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(
+        SettingsError,
+        match=r"dataset.json holds 1024-d features; the decoder takes 2048-d ones",
+    ):
+        train(
+            str(copy),
+            str(tmp_path / "model"),
+            decoder_config={**SMALL_DECODER, "feature_dim": 2048},
+            config=TrainConfig(epochs=1, bleu_sample=2),
+        )
+
+
+def test_feature_width_falls_back_to_the_architecture_for_older_dataset_json():
+    from models.training.trainer import feature_width
+
+    assert feature_width({"architecture": "InceptionV3", "feature_dim": 1024}) == 1024
+    assert feature_width({"architecture": "InceptionV3"}) == 2048
+    assert feature_width({}) == 2048

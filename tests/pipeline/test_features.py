@@ -70,6 +70,7 @@ def test_records_match_direct_encoding(tiny_dataset, tiny_features):
             np.testing.assert_allclose(
                 record.features, encoder.encode(pixels[None])[0], rtol=1e-4, atol=1e-5
             )
+            assert len(record.features) == dataset["encoder"]["feature_dim"] == 2048
 
 
 def assert_same_features(expected, output, dataset):

@@ -137,7 +137,7 @@ def test_the_manifest_records_the_source_and_inspect_shows_it(capsys, im2txt_mod
     from models.manifest import verify_bundle
 
     manifest = verify_bundle(im2txt_bundles["checkpoint"])
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
     assert manifest["encoder"]["preprocessing"] == PREPROCESSING
     assert manifest["encoder"]["weights"] == "im2txt:model.ckpt-1234"
     assert (manifest["decoder"]["embedding_dim"], manifest["decoder"]["lstm_units"]) == (16, 16)

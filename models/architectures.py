@@ -1,0 +1,51 @@
+"""The encoder backbones beamcap knows, by name, without importing Keras at module load.
+
+Each entry says how to build the backbone (a ``keras.applications`` constructor, taking
+``include_top``, ``weights``, ``input_shape`` and ``pooling``), how pixels are scaled for it,
+its smallest input and the width of its pooled features. An ``EncoderSpec`` names its entry
+(``architecture``); the manifest and dataset.json record the name. Another backbone is one more
+entry here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+DEFAULT_ARCHITECTURE = "InceptionV3"
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    name: str
+    application: str  # the keras.applications constructor's name
+    scale: Callable  # float32 pixels in [0, 255] -> the backbone's input range
+    min_image_size: int
+    feature_dim: int  # channels of the last feature map, the pooled width
+
+    def constructor(self):
+        import keras
+
+        return getattr(keras.applications, self.application)
+
+
+def inception_scale(pixels):
+    """[0, 255] -> [-1, 1], as ``inception_v3.preprocess_input`` (numpy or backend tensors)."""
+    return pixels / 127.5 - 1.0
+
+
+ARCHITECTURES = {
+    "InceptionV3": Architecture(
+        "InceptionV3", "InceptionV3", inception_scale, min_image_size=75, feature_dim=2048
+    ),
+}
+
+
+def architecture(name: str) -> Architecture:
+    """The table's entry; ValueError naming the known ones for another name."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown encoder architecture {name!r}; known: {', '.join(ARCHITECTURES)}"
+        ) from None

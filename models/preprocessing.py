@@ -1,0 +1,59 @@
+"""Pixel preprocessings a bundle may name (its manifest's ``encoder.preprocessing``), in numpy.
+
+A preprocessing maps a decoded uint8 RGB image [H, W, 3] of any size to the encoder's uint8
+[size, size, 3] input, given the manifest's dict (``method`` is the table's key, the other keys
+its parameters). Without one, the caption job does beamcap's own resize (transforms.decode).
+
+``im2txt`` (an imported im2txt model): resize to ``resize`` x ``resize`` with TF1's
+``resize_images`` bilinear arithmetic (no antialiasing, no half-pixel offset) and crop the
+central ``size`` x ``size``, as im2txt's ``process_image``; the encoder then scales to [-1, 1] as
+for every bundle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def resize_tf1_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, C] -> float32 [size, size, C], as TF1's ``resize_images(..., BILINEAR)``
+    (``align_corners=False``, ``half_pixel_centers=False``) computes it, in float32."""
+
+    def weights(length: int):
+        position = np.arange(size, dtype=np.float32) * (np.float32(length) / np.float32(size))
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(np.ceil(position).astype(np.int64), length - 1)
+        return low, high, position - low.astype(np.float32)
+
+    y0, y1, dy = weights(image.shape[0])
+    x0, x1, dx = weights(image.shape[1])
+    dx, dy = dx[None, :, None], dy[:, None, None]
+    top, bottom = image[y0], image[y1]
+    top_left, top_right = top[:, x0].astype(np.float32), top[:, x1].astype(np.float32)
+    bottom_left, bottom_right = bottom[:, x0].astype(np.float32), bottom[:, x1].astype(np.float32)
+    upper = top_left + (top_right - top_left) * dx
+    lower = bottom_left + (bottom_right - bottom_left) * dx
+    return upper + (lower - upper) * dy
+
+
+def im2txt_pixels(rgb: np.ndarray, size: int, resize: int) -> np.ndarray:
+    """im2txt's ``process_image`` at inference, to uint8: resize, central crop, rounded."""
+    offset = (resize - size) // 2
+    resized = resize_tf1_bilinear(rgb, resize)[offset : offset + size, offset : offset + size]
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+PREPROCESSINGS = {
+    "im2txt": lambda rgb, size, preprocessing: im2txt_pixels(rgb, size, preprocessing["resize"]),
+}
+
+
+def check_preprocessing(preprocessing: dict | None) -> None:
+    if preprocessing is not None and preprocessing.get("method") not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}: upgrade beamcap")
+
+
+def preprocess_pixels(rgb: np.ndarray, size: int, preprocessing: dict) -> np.ndarray:
+    """uint8 RGB [H, W, 3] -> uint8 [size, size, 3] by the table's entry for ``preprocessing``."""
+    check_preprocessing(preprocessing)
+    return PREPROCESSINGS[preprocessing["method"]](rgb, size, preprocessing)
