@@ -121,6 +121,23 @@ def gcs_emulator():
 
 TINY_IMAGES = 24
 TINY_SIZE = 75  # the encoder input size used by pipeline tests
+SEARCH = dict(beam_size=3, max_length=6, num_candidates=2)  # the bundle tests' beam search
+
+
+@pytest.fixture(scope="module")
+def parts():
+    """A bundle's parts, untrained: a random 75 px encoder, a 16-unit decoder, 9 words."""
+    import keras
+
+    from models.decoder import DecoderConfig, ShowAndTell
+    from models.encoder import EncoderSpec, ImageEncoder
+    from models.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary.build(["a red circle", "a blue square above a green star"])
+    keras.utils.set_random_seed(0)
+    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=16, lstm_units=16))
+    encoder = ImageEncoder(EncoderSpec("random:7", TINY_SIZE))
+    return dict(encoder=encoder, decoder=decoder, vocabulary=vocabulary)
 
 
 @pytest.fixture(scope="session")

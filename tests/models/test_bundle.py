@@ -3,31 +3,19 @@ import json
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
 from models.bundle import BundleError, Caption, load_bundle, save_bundle
-from models.decoder import DecoderConfig, ShowAndTell
+from models.decoder import ShowAndTell
 from models.encoder import EncoderSpec, ImageEncoder
 from models.vocabulary import Vocabulary
-
-SIZE = 75
-SEARCH = dict(beam_size=3, max_length=6, num_candidates=2)
-
-
-@pytest.fixture(scope="module")
-def parts():
-    vocabulary = Vocabulary.build(["a red circle", "a blue square above a green star"])
-    keras.utils.set_random_seed(0)
-    decoder = ShowAndTell(DecoderConfig(len(vocabulary), embedding_dim=16, lstm_units=16))
-    encoder = ImageEncoder(EncoderSpec("random:7", SIZE))
-    return dict(encoder=encoder, decoder=decoder, vocabulary=vocabulary)
+from tests.conftest import SEARCH, TINY_SIZE
 
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
 
 
 @pytest.fixture()
@@ -97,7 +85,7 @@ def test_changed_file_is_refused_naming_it(saved):
 
 def test_mismatched_weights_fingerprint_is_refused(saved, tmp_path):
     """Weights swapped with the manifest's checksums made to match: the fingerprint catches it."""
-    other = ImageEncoder(EncoderSpec("random:8", SIZE))
+    other = ImageEncoder(EncoderSpec("random:8", TINY_SIZE))
     other.save_weights(f"{saved}/encoder.weights.h5")
     data = Path(saved, "encoder.weights.h5").read_bytes()
     edit_manifest(saved, lambda m: m["files"].update({"encoder.weights.h5": sha256(data)}))

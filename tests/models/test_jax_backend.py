@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("jax", reason="the test extra installs jax")
 
 from models.bundle import load_bundle  # noqa: E402
-from tests.models.test_bundle import SEARCH, SIZE, parts  # noqa: E402,F401
+from tests.conftest import SEARCH, TINY_SIZE  # noqa: E402
 
 SCRIPT = textwrap.dedent(
     """
@@ -34,11 +34,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_bundle_captions_alike_on_jax(tmp_path, parts):  # noqa: F811
+def test_bundle_captions_alike_on_jax(tmp_path, parts):
     from models.bundle import save_bundle
 
     save_bundle(str(tmp_path / "bundle"), **parts)
-    images = np.random.default_rng(5).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    images = np.random.default_rng(5).integers(0, 256, (2, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(

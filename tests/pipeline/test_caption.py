@@ -9,28 +9,9 @@ import pytest
 from models.configs import SettingsError
 from pipeline.caption import run
 from tests.conftest import write_image_folder
+from tests.jobs import FNAPI, job_flags
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.failures import FAILURE_SCHEMA
-
-FNAPI = ["--runner", "FnApiRunner"]
-
-
-def job_flags(images, bundle, output, *extra):
-    return [
-        "--input",
-        str(images),
-        "--model",
-        bundle,
-        "--output",
-        str(output),
-        "--max-pixels",
-        "350000",
-        "--num-candidates",
-        "2",
-        "--max-length",
-        "12",
-        *extra,
-    ]
 
 
 def read_run(output, summary):

@@ -2,7 +2,6 @@ import subprocess
 import sys
 
 from pipeline import cli
-from tests.models.test_bundle import parts  # noqa: F401
 
 
 def test_help_lists_subcommands(capsys):
@@ -12,7 +11,7 @@ def test_help_lists_subcommands(capsys):
     assert "unknown subcommand" in capsys.readouterr().err
 
 
-def test_inspect_verifies_a_bundle(tmp_path, parts, capsys):  # noqa: F811
+def test_inspect_verifies_a_bundle(tmp_path, parts, capsys):
     from models.bundle import save_bundle
 
     manifest = save_bundle(str(tmp_path / "b"), **parts, training={"val_bleu4": 0.5})
@@ -35,7 +34,7 @@ def test_console_script_runs():
     assert result.returncode == 0 and "BUNDLE" in result.stdout.upper()
 
 
-def test_commands_that_load_tensorflow_start_quietly(tmp_path, parts):  # noqa: F811
+def test_commands_that_load_tensorflow_start_quietly(tmp_path, parts):
     """TensorFlow's C++ start-up lines (absl's pre-init warning, oneDNN, CUDA probing) stay off
     stderr, which they reach through file descriptor 2, unless --log-level debug asks for them."""
     from models.bundle import save_bundle

@@ -8,28 +8,18 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from models.configs import SettingsError
 from models.encoder import EncoderSpec, ImageEncoder
-from models.feature_records import decode_example, decode_png, split_for
+from models.feature_records import decode_png, split_for
 from models.vocabulary import Vocabulary
 from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features, runner_flags
+from tests.jobs import assert_same_features, records
 from transforms.captions import ImageTask, route_joined
 from transforms.decode import decode_image
-
-
-def records(output):
-    by_split = {}
-    for split in ("train", "val", "test"):
-        for path in sorted(glob.glob(f"{output}/{split}-*.tfrecord")):
-            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                record = decode_example(raw)
-                by_split.setdefault(split, {})[record.image_id] = record
-    return by_split
 
 
 def captions_by_image(dataset):
@@ -71,27 +61,6 @@ def test_records_match_direct_encoding(tiny_dataset, tiny_features):
                 record.features, encoder.encode(pixels[None])[0], rtol=1e-4, atol=1e-5
             )
             assert len(record.features) == dataset["encoder"]["feature_dim"] == 2048
-
-
-def assert_same_features(expected, output, dataset):
-    """``output`` holds the records, vocabulary, failures and counts of ``expected``."""
-    expected_dir, expected_dataset = expected
-    assert dataset["counts"] == expected_dataset["counts"]
-    vocab = Path(output, "vocab.txt").read_text()
-    assert vocab == Path(expected_dir, "vocab.txt").read_text()
-    want, got = records(expected_dir), records(output)
-    assert {s: set(items) for s, items in got.items()} == {s: set(i) for s, i in want.items()}
-    for split, items in want.items():
-        for image_id, record in items.items():
-            other = got[split][image_id]
-            assert sorted(other.caption_texts) == sorted(record.caption_texts)
-            assert other.fingerprint == record.fingerprint
-            np.testing.assert_allclose(other.features, record.features, rtol=1e-4, atol=1e-5)
-    failed = {
-        posixpath.basename(row["image_uri"]): row["stage"]
-        for row in pq.read_table(glob.glob(f"{output}/failures-*.parquet")).to_pylist()
-    }
-    assert failed == {"truncated.jpg": "decode", "not-an-image.jpg": "decode"}
 
 
 def test_prism_writes_the_same_records(tiny_dataset, tiny_features, tmp_path):

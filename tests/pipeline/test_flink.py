@@ -4,17 +4,12 @@ session and always stopped). Jobs are submitted by a `beamcap` subprocess with a
 stuck cluster fails the test instead of hanging it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from cluster import local_flink
-from pipeline import runs
-from tests.conftest import ROOT, TINY_SIZE
-from tests.pipeline.test_features import assert_same_features
-
-JOB_TIMEOUT = 240  # seconds; a job here takes about a minute on 2 cores
+from tests.conftest import TINY_SIZE
+from tests.jobs import assert_same_captions, assert_same_features, beamcap_job
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +20,6 @@ def flink(tmp_path_factory):
         yield ports
     finally:
         local_flink.down(workdir)
-
-
-def beamcap_job(*argv):
-    """Runs `beamcap ARGV` in a subprocess, for at most JOB_TIMEOUT seconds."""
-    command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
-    return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT, check=False
-    )
 
 
 def beamcap(flink, *argv):
@@ -57,10 +44,6 @@ def jobs(flink) -> dict[str, str]:
     return {
         job["jid"]: job["state"] for job in local_flink.overview(flink, "jobs/overview")["jobs"]
     }
-
-
-def by_image(table):
-    return {row["image_uri"]: row for row in table.to_pylist()}
 
 
 def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_path):
@@ -88,21 +71,6 @@ def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_p
     ]
 
     assert_same_captions(output / "runs" / summary["run_id"], direct_dir, must_fail)
-
-
-def assert_same_captions(run_dir, direct_dir, must_fail):
-    """``run_dir`` has the DirectRunner run's captions and scores, and its failures."""
-    captions, failures, _ = runs.read_run(str(run_dir))
-    direct_captions, direct_failures, _ = runs.read_run(str(direct_dir))
-    rows, direct_rows = by_image(captions), by_image(direct_captions)
-    assert rows.keys() == direct_rows.keys()
-    for uri, row in rows.items():
-        assert row["caption"] == direct_rows[uri]["caption"]
-        assert row["log_prob"] == pytest.approx(direct_rows[uri]["log_prob"], rel=1e-5)
-    failed_stages = {uri.rsplit("/", 1)[1]: row["stage"] for uri, row in by_image(failures).items()}
-    assert failed_stages == must_fail
-    assert by_image(failures).keys() == by_image(direct_failures).keys()
-    assert (run_dir / "_SUCCESS").exists()
 
 
 def test_features_job_on_flink(flink, tiny_dataset, tiny_features, tmp_path):

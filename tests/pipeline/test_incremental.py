@@ -8,7 +8,7 @@ from models.synthetic import SynthConfig, make_example
 from pipeline import runs
 from pipeline.caption import run
 from tests.conftest import write_image_folder
-from tests.pipeline.test_caption import FNAPI, job_flags
+from tests.jobs import FNAPI, job_flags
 
 
 def caption(images, bundle, output, *extra, runner=FNAPI):

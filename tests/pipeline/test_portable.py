@@ -5,29 +5,16 @@ as a Flink cluster). Every wait has a timeout: dead workers fail the test instea
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port, write_image_folder
+from tests.jobs import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from PIL import Image
 from models import bundle as bundle_module
 from pipeline import cli, runs
 from tests.conftest import write_image_folder
-from tests.pipeline.test_caption import FNAPI, job_flags
+from tests.jobs import FNAPI, job_flags
 
 
 def beamcap(capsys, *argv):

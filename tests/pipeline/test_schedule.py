@@ -22,7 +22,7 @@ from models.configs import SettingsError
 from models.synthetic import SynthConfig, make_example
 from pipeline import caption as caption_module
 from pipeline import cli, evaluate, lease, runs
-from tests.pipeline.test_caption import FNAPI
+from tests.jobs import FNAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,7 @@ import pytest
 
 from cluster import local_spark
 from tests.conftest import free_port
-from tests.pipeline.test_flink import assert_same_captions, beamcap_job
-from tests.pipeline.test_portable import wait_for_port
+from tests.jobs import assert_same_captions, beamcap_job, wait_for_port
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,115 @@
+"""Helpers the job tests share: the caption job's flags, running `beamcap` in a subprocess,
+waiting for a server's port, and comparing two runs' outputs (another runner against the
+FnApiRunner)."""
+
+import glob
+import posixpath
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from models.feature_records import decode_example
+from pipeline import runs
+from tests.conftest import ROOT
+
+FNAPI = ["--runner", "FnApiRunner"]
+JOB_TIMEOUT = 240  # seconds; a job on a local cluster here takes about a minute on 2 cores
+
+
+def job_flags(images, bundle, output, *extra):
+    """The caption job's flags the tests share, then ``extra``."""
+    return [
+        "--input",
+        str(images),
+        "--model",
+        bundle,
+        "--output",
+        str(output),
+        "--max-pixels",
+        "350000",
+        "--num-candidates",
+        "2",
+        "--max-length",
+        "12",
+        *extra,
+    ]
+
+
+def beamcap_job(*argv):
+    """Runs `beamcap ARGV` in a subprocess, for at most JOB_TIMEOUT seconds."""
+    command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT, check=False
+    )
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+def records(output):
+    """The feature records under ``output``: {split: {image_id: FeatureRecord}}."""
+    import tensorflow as tf
+
+    by_split = {}
+    for split in ("train", "val", "test"):
+        for path in sorted(glob.glob(f"{output}/{split}-*.tfrecord")):
+            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                record = decode_example(raw)
+                by_split.setdefault(split, {})[record.image_id] = record
+    return by_split
+
+
+def assert_same_features(expected, output, dataset):
+    """``output`` holds the records, vocabulary, failures and counts of ``expected``."""
+    expected_dir, expected_dataset = expected
+    assert dataset["counts"] == expected_dataset["counts"]
+    vocab = Path(output, "vocab.txt").read_text()
+    assert vocab == Path(expected_dir, "vocab.txt").read_text()
+    want, got = records(expected_dir), records(output)
+    assert {s: set(items) for s, items in got.items()} == {s: set(i) for s, i in want.items()}
+    for split, items in want.items():
+        for image_id, record in items.items():
+            other = got[split][image_id]
+            assert sorted(other.caption_texts) == sorted(record.caption_texts)
+            assert other.fingerprint == record.fingerprint
+            np.testing.assert_allclose(other.features, record.features, rtol=1e-4, atol=1e-5)
+    failed = {
+        posixpath.basename(row["image_uri"]): row["stage"]
+        for row in pq.read_table(glob.glob(f"{output}/failures-*.parquet")).to_pylist()
+    }
+    assert failed == {"truncated.jpg": "decode", "not-an-image.jpg": "decode"}
+
+
+def by_image(table):
+    """Rows of a captions or failures table by image URI."""
+    return {row["image_uri"]: row for row in table.to_pylist()}
+
+
+def assert_same_captions(run_dir, direct_dir, must_fail):
+    """``run_dir`` has the DirectRunner run's captions and scores, and its failures."""
+    captions, failures, _ = runs.read_run(str(run_dir))
+    direct_captions, direct_failures, _ = runs.read_run(str(direct_dir))
+    rows, direct_rows = by_image(captions), by_image(direct_captions)
+    assert rows.keys() == direct_rows.keys()
+    for uri, row in rows.items():
+        assert row["caption"] == direct_rows[uri]["caption"]
+        assert row["log_prob"] == pytest.approx(direct_rows[uri]["log_prob"], rel=1e-5)
+    failed_stages = {uri.rsplit("/", 1)[1]: row["stage"] for uri, row in by_image(failures).items()}
+    assert failed_stages == must_fail
+    assert by_image(failures).keys() == by_image(direct_failures).keys()
+    assert (run_dir / "_SUCCESS").exists()
