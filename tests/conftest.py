@@ -170,29 +170,30 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
+def features_flags(dataset, output) -> list[str]:
+    """The features job's flags for the tiny dataset, the ones every runner's test uses."""
+    return [
+        "--images",
+        str(dataset / "Images"),
+        "--captions",
+        str(dataset / "captions.txt"),
+        "--output",
+        str(output),
+        "--image-size",
+        str(TINY_SIZE),
+        "--encoder-weights",
+        "random:3",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+    ]
+
+
 def run_features(dataset, output, *extra, runner=("--runner", "FnApiRunner")):
     from pipeline.features import run
 
-    return run(
-        [
-            "--images",
-            str(dataset / "Images"),
-            "--captions",
-            str(dataset / "captions.txt"),
-            "--output",
-            str(output),
-            "--image-size",
-            str(TINY_SIZE),
-            "--encoder-weights",
-            "random:3",
-            "--val-fraction",
-            "0.2",
-            "--test-fraction",
-            "0.2",
-            *runner,
-            *extra,
-        ]
-    )
+    return run([*features_flags(dataset, output), *runner, *extra])
 
 
 @pytest.fixture(scope="session")

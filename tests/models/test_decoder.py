@@ -74,14 +74,19 @@ def test_in_graph_top_k_gives_the_same_beam_search(decoder):
     for beam_size in (1, 3, 50):  # 50 > vocabulary: the top-k is clamped
         fast = beam_search(stepper, features, beam_size=beam_size, max_length=8)
         plain = beam_search(FullLogProbsOnly(stepper), features, beam_size=beam_size, max_length=8)
-        assert [[h.tokens for h in image] for image in fast] == [
-            [h.tokens for h in image] for image in plain
-        ]
-        np.testing.assert_allclose(
-            [h.log_prob for image in fast for h in image],
-            [h.log_prob for image in plain for h in image],
-            rtol=1e-5,
-        )
+        assert_same_hypotheses(fast, plain)
+
+
+def assert_same_hypotheses(found, expected):
+    """Two beam searches' N-best lists: the same tokens, log-probs within float32 noise."""
+    assert [[h.tokens for h in image] for image in found] == [
+        [h.tokens for h in image] for image in expected
+    ]
+    np.testing.assert_allclose(
+        [h.log_prob for image in found for h in image],
+        [h.log_prob for image in expected for h in image],
+        rtol=1e-5,
+    )
 
 
 class GridMean:
@@ -113,11 +118,4 @@ def test_the_stepper_drives_any_decoder_of_the_step_protocol(decoder):
     pooled = beam_search(
         DecoderStepper(decoder, start_id=1, end_id=2), grid.mean(axis=(1, 2)), max_length=6
     )
-    assert [[h.tokens for h in image] for image in on_grid] == [
-        [h.tokens for h in image] for image in pooled
-    ]
-    np.testing.assert_allclose(
-        [h.log_prob for image in on_grid for h in image],
-        [h.log_prob for image in pooled for h in image],
-        rtol=1e-5,
-    )
+    assert_same_hypotheses(on_grid, pooled)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cluster import local_flink
-from tests.conftest import TINY_SIZE
+from tests.conftest import features_flags
 from tests.jobs import assert_same_captions, assert_same_features, beamcap_job
 
 
@@ -75,24 +75,7 @@ def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_p
 
 def test_features_job_on_flink(flink, tiny_dataset, tiny_features, tmp_path):
     output = tmp_path / "features"
-    result = beamcap(
-        flink,
-        "features",
-        "--images",
-        tiny_dataset / "Images",
-        "--captions",
-        tiny_dataset / "captions.txt",
-        "--output",
-        output,
-        "--image-size",
-        TINY_SIZE,
-        "--encoder-weights",
-        "random:3",
-        "--val-fraction",
-        "0.2",
-        "--test-fraction",
-        "0.2",
-    )
+    result = beamcap(flink, "features", *features_flags(tiny_dataset, output))
     assert result.returncode == 0, result.stderr[-3000:]
     dataset = json.loads((output / "dataset.json").read_text())
     assert_same_features(tiny_features, output, dataset)
