@@ -103,8 +103,9 @@ def test_refuses_features_of_another_width_than_the_decoder(tiny_features, tmp_p
     assert dataset["encoder"]["feature_dim"] == 2048
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
-    dataset["encoder"]["feature_dim"] = 1024
-    (copy / "dataset.json").write_text(json.dumps(dataset))
+    changed = json.loads((copy / "dataset.json").read_text())  # the fixture's dict is shared
+    changed["encoder"]["feature_dim"] = 1024
+    (copy / "dataset.json").write_text(json.dumps(changed))
     with pytest.raises(
         SettingsError,
         match=r"dataset.json holds 1024-d features; the decoder takes 2048-d ones",
