@@ -47,7 +47,10 @@ with DAG(
             "model": f"gs://{BUCKET}/models/v1",
             "output": f"gs://{BUCKET}/captions",
             "only-new": "true",
-            "flink_master": "flink-jobmanager:8081",
+            # Beam's Flink job server beside the cluster (README "Run on Flink"); the SDK worker
+            # pool runs next to each TaskManager.
+            "job_endpoint": "flink-jobserver:8099",
+            "environment_config": "localhost:50000",
         },
     )
 
