@@ -36,6 +36,7 @@ setup(
     extras_require={
         "test": [
             "pytest==9.2.0",
+            "pytest-xdist==3.8.0",  # make test runs the suite in 2 processes: 18 -> 11 min here
             "jax[cpu]==0.10.2",  # the model layer is also tested on Keras' JAX backend
             "gcp-storage-emulator==2026.7.19",  # gs:// tests against a loopback emulator
             "ruff==0.17.6",
