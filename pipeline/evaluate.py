@@ -31,13 +31,13 @@ from models.metrics import caption_scores
 from models.synthetic import ACCURACY_KEYS, attribute_scores, read_scenes
 from pipeline.runs import read_captions, read_run
 from pipeline.settings import Parser
-from transforms.commit import SUCCESS
+from transforms.commit import run_state
 
 
 def read_scored_captions(uri: str, model_id: str | None = None):
     """(captions, {"run_id", "model_id"}) of a committed run directory, or of an output root:
     the latest caption of each image by one model across its committed runs."""
-    if FileSystems.exists(FileSystems.join(uri, SUCCESS)):
+    if run_state(uri)["state"] == "committed":
         captions, _, summary = read_run(uri)
         return captions, {"run_id": summary["run_id"], "model_id": summary["model_id"]}
     captions = read_captions(uri)
