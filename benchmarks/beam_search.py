@@ -19,8 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models.beam_search import beam_search  # noqa: E402
-from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell  # noqa: E402
+from models.captioner.beam_search import beam_search  # noqa: E402
+from models.captioner.decoder import DecoderConfig, DecoderStepper, ShowAndTell  # noqa: E402
 
 
 def timed(function):

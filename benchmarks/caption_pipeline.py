@@ -38,12 +38,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from models.beam_search import beam_search  # noqa: E402
-from models.bundle import load_bundle, save_bundle  # noqa: E402
-from models.decoder import DecoderConfig, ShowAndTell  # noqa: E402
-from models.encoder import EncoderSpec, ImageEncoder  # noqa: E402
-from models.synthetic import SynthConfig, make_example  # noqa: E402
-from models.vocabulary import Vocabulary  # noqa: E402
+from models.captioner.beam_search import beam_search  # noqa: E402
+from models.captioner.bundle import load_bundle, save_bundle  # noqa: E402
+from models.captioner.decoder import DecoderConfig, ShowAndTell  # noqa: E402
+from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
+from models.captioner.vocabulary import Vocabulary  # noqa: E402
+from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
 from transforms.decode import decode_image  # noqa: E402
 
 SEARCH = dict(beam_size=3, max_length=20)
@@ -75,7 +75,7 @@ def make_bundle(folder: Path, image_size: int) -> str:
 
 def make_im2txt_bundle(folder: Path, end_bias: float) -> str:
     """An imported im2txt model at im2txt's sizes (random weights)."""
-    from models.im2txt import import_im2txt, read_checkpoint
+    from models.captioner.im2txt import import_im2txt, read_checkpoint
     from tests.models.im2txt_reference import build_reference
 
     folder.mkdir(parents=True)

@@ -19,10 +19,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models.beam_search import beam_search  # noqa: E402
-from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell  # noqa: E402
-from models.encoder import EncoderSpec, ImageEncoder  # noqa: E402
-from models.synthetic import SynthConfig, make_example  # noqa: E402
+from models.captioner.beam_search import beam_search  # noqa: E402
+from models.captioner.decoder import DecoderConfig, DecoderStepper, ShowAndTell  # noqa: E402
+from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
+from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
 from transforms.decode import decode_image  # noqa: E402
 
 

@@ -17,10 +17,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from models.captioner.decoder import DecoderConfig, ShowAndTell  # noqa: E402
+from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
 from models.configs import PRECISIONS  # noqa: E402
-from models.decoder import DecoderConfig, ShowAndTell  # noqa: E402
-from models.encoder import EncoderSpec, ImageEncoder  # noqa: E402
-from models.joint import JointCaptioner  # noqa: E402
+from models.training.joint import JointCaptioner  # noqa: E402
 
 
 def measure(size: int, precision: str, batch: int, steps: int, captions: int, length: int):

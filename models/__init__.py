@@ -1,4 +1,13 @@
-"""Pure Keras 3 / numpy model code: encoder, vocabulary, decoder, beam search, bundle.
+"""The model layer, pure Keras 3 / numpy; nothing here imports Apache Beam. One package per role:
 
-Nothing here imports Apache Beam.
+- ``captioner``: the model itself: encoder backbones and preprocessings, vocabulary, decoders,
+  beam search, the bundle that holds them, and the im2txt import;
+- ``datasets``: data apart from models: the synthetic dataset, public caption files, the feature
+  TFRecord contract and stable splits;
+- ``training``: ``train()`` in two phases, its inputs, callbacks and learning curve;
+- ``evaluation``: caption metrics (BLEU, ROUGE-L, CIDEr-D) and attribute accuracy against a
+  synthetic scene.
+
+Shared by all four: ``configs`` (plain settings), ``storage`` (bytes, local or gs://),
+``backend`` (loading Keras quietly) and ``faults`` (a run fault, without Keras).
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from models.captioner.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
 FEATURE_DIM = ARCHITECTURES[DEFAULT_ARCHITECTURE].feature_dim  # the default encoder's width
 MIN_IMAGE_SIZE = min(entry.min_image_size for entry in ARCHITECTURES.values())  # any encoder's

@@ -39,8 +39,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from models import storage
+from models.captioner.manifest import verify_bundle
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
-from models.manifest import verify_bundle
 from pipeline import lease
 from pipeline.lease import DEFAULT_MINUTES
 from pipeline.runs import (

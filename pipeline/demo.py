@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from models.feature_records import split_for
-from models.synthetic import read_scenes
+from models.datasets.splits import split_for
+from models.datasets.synthetic import read_scenes
 from pipeline import caption, evaluate, features, report, synth, train
 from pipeline.settings import Parser, load_preset
 

@@ -25,10 +25,11 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from models import storage
-from models.caption_files import read_caption_file
 from models.configs import SettingsError
-from models.metrics import caption_scores
-from models.synthetic import ACCURACY_KEYS, attribute_scores, read_scenes
+from models.datasets.caption_files import read_caption_file
+from models.datasets.synthetic import read_scenes
+from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
+from models.evaluation.metrics import caption_scores
 from pipeline.runs import read_captions, read_run
 from pipeline.settings import Parser
 from transforms.commit import run_state

@@ -33,10 +33,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
-from models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, architecture
 from models.backend import load_keras
+from models.captioner.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, architecture
+from models.captioner.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
-from models.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions, train_captions
@@ -77,7 +77,7 @@ class FeaturesSettings:
     )
     encoder: str = setting(
         DEFAULT_ARCHITECTURE,
-        "encoder backbone, an entry of models/architectures.py",
+        "encoder backbone, an entry of models/captioner/architectures.py",
         choices=tuple(ARCHITECTURES),
     )
     encoder_weights: str = setting(
@@ -268,7 +268,7 @@ def run(argv: list[str]) -> dict:
     settings = job.settings
     prepare_output_dir(settings.output, overwrite=settings.overwrite)
     load_keras()  # TensorFlow, quietly, once the flags are good
-    from models.encoder import EncoderSpec, ImageEncoder
+    from models.captioner.encoder import EncoderSpec, ImageEncoder
 
     spec = EncoderSpec(
         weights=settings.encoder_weights,

@@ -8,7 +8,8 @@ Reads a TF1 name-based checkpoint or a frozen inference GraphDef with im2txt's
 ``word_counts.txt`` and writes an ordinary bundle (checksums, fingerprints, manifest with the
 source files' sha256 and global step, and im2txt's preprocessing, which the caption job then
 applies: resize to 346x346, central 299x299 crop). Sizes come from the weights' shapes. See
-``models.im2txt`` for the mapping. Exit 2 with one line when the files are not such a model.
+``models.captioner.im2txt`` for the mapping. Exit 2 with one line when the files are not such
+a model.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import os
 import re
 
 from models import storage
+from models.captioner.manifest import MANIFEST
 from models.configs import SettingsError
-from models.manifest import MANIFEST
 from pipeline.settings import Parser
 
 _CHECKPOINT_FILE = re.compile(r"\.(index|data-\d+-of-\d+)$")
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> int:
     from models.backend import load_keras
 
     load_keras()
-    from models.im2txt import import_im2txt, read_checkpoint, read_graph
+    from models.captioner.im2txt import import_im2txt, read_checkpoint, read_graph
 
     model = read_checkpoint(prefix) if prefix else read_graph(args.graph)
     manifest = import_im2txt(model, args.vocab, args.output)

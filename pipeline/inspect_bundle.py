@@ -1,8 +1,8 @@
 """``beamcap inspect BUNDLE``: load a model bundle, verify every part, print what it holds.
 
 Exits 2 with a one-line reason when a part is missing or does not match the manifest (the same
-check every job runs at launch, ``models.manifest.verify_bundle``), then loads the weights to
-check their fingerprints too; so it can gate a deployment:
+check every job runs at launch, ``models.captioner.manifest.verify_bundle``), then loads the
+weights to check their fingerprints too; so it can gate a deployment:
 ``beamcap inspect gs://bucket/models/v3 && make run-dataflow ...``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from models.backend import load_keras
-from models.manifest import verify_bundle
+from models.captioner.manifest import verify_bundle
 from pipeline.settings import Parser
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     manifest = verify_bundle(args.bundle)
     load_keras()  # TensorFlow: only for a bundle that passed the check
-    from models.bundle import load_bundle
+    from models.captioner.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
     if args.json:

@@ -28,7 +28,7 @@ import yaml
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.backend import load_keras  # noqa: E402
-from models.synthetic import ACCURACY_KEYS, ATTRIBUTE_FIELDS  # noqa: E402
+from models.evaluation.attributes import ACCURACY_KEYS, ATTRIBUTE_FIELDS  # noqa: E402
 from pipeline import features, synth, train  # noqa: E402
 from pipeline.demo import (  # noqa: E402
     Steps,

@@ -28,8 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from models import storage
-from models.manifest import read_manifest
-from models.synthetic import ACCURACY_KEYS
+from models.captioner.manifest import read_manifest
+from models.evaluation.attributes import ACCURACY_KEYS
 from pipeline.runs import read_run
 from pipeline.settings import Parser
 

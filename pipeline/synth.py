@@ -1,4 +1,4 @@
-"""``beamcap synth``: generate beamcap's own captioned dataset (see ``models.synthetic``).
+"""``beamcap synth``: generate beamcap's own captioned dataset (see ``models.datasets.synthetic``).
 
 beamcap synth --output data/synth --images 1000 --seed 0
 beamcap synth --output data/tiny --images 20 --size 96x96
@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from models.synthetic import SynthConfig, generate
+from models.datasets.synthetic import SynthConfig, generate
 from pipeline.settings import Parser
 
 

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     check_ranges(DecoderConfig(vocab_size=1, **decoder_settings))
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     load_keras()  # TensorFlow, quietly, once the flags are good
-    from models.synthetic import scene_judge
+    from models.evaluation.attributes import scene_judge
     from models.training import headline, train
 
     settings = job.settings

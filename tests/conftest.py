@@ -129,9 +129,9 @@ def parts():
     """A bundle's parts, untrained: a random 75 px encoder, a 16-unit decoder, 9 words."""
     import keras
 
-    from models.decoder import DecoderConfig, ShowAndTell
-    from models.encoder import EncoderSpec, ImageEncoder
-    from models.vocabulary import Vocabulary
+    from models.captioner.decoder import DecoderConfig, ShowAndTell
+    from models.captioner.encoder import EncoderSpec, ImageEncoder
+    from models.captioner.vocabulary import Vocabulary
 
     vocabulary = Vocabulary.build(["a red circle", "a blue square above a green star"])
     keras.utils.set_random_seed(0)
@@ -144,8 +144,8 @@ def parts():
 def tiny_dataset(tmp_path_factory):
     """24 synthetic images (96x72) in the Flickr8k layout, plus trouble: a truncated JPEG and a
     text file posing as an image (both captioned), and captions for an image that is missing."""
-    from models.feature_records import split_for
-    from models.synthetic import SynthConfig, generate
+    from models.datasets.splits import split_for
+    from models.datasets.synthetic import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("tiny-synth")
     generate(
@@ -216,11 +216,11 @@ def make_bundle(uri: str, *, nan_decoder: bool = False, seed: int = 0) -> str:
     import keras
     import numpy as np
 
-    from models.bundle import save_bundle
-    from models.decoder import DecoderConfig, ShowAndTell
-    from models.encoder import EncoderSpec, ImageEncoder
-    from models.synthetic import SynthConfig, make_example
-    from models.vocabulary import Vocabulary
+    from models.captioner.bundle import save_bundle
+    from models.captioner.decoder import DecoderConfig, ShowAndTell
+    from models.captioner.encoder import EncoderSpec, ImageEncoder
+    from models.captioner.vocabulary import Vocabulary
+    from models.datasets.synthetic import SynthConfig, make_example
 
     captions = [c for i in range(20) for c in make_example(SynthConfig(seed=1), i)[1]]
     vocabulary = Vocabulary.build(captions)
@@ -262,7 +262,7 @@ def write_image_folder(root, *, good=6, seed=4):
 
     from PIL import Image
 
-    from models.synthetic import SynthConfig, make_example
+    from models.datasets.synthetic import SynthConfig, make_example
 
     (root / "nested").mkdir(parents=True)
     for index in range(good):
@@ -290,7 +290,7 @@ def caption_run(tiny_bundle, tmp_path_factory):
     scenes for the good ones. Returns (run_dir, references, scenes, must_fail)."""
     import csv
 
-    from models.synthetic import SynthConfig, make_example
+    from models.datasets.synthetic import SynthConfig, make_example
     from pipeline.caption import run
 
     root = tmp_path_factory.mktemp("caption-run")

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from models.feature_records import decode_example
+from models.datasets.feature_records import decode_example
 from pipeline import runs
 from tests.conftest import ROOT
 

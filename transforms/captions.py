@@ -8,9 +8,9 @@ import posixpath
 
 import apache_beam as beam
 
-from models.caption_files import read_caption_file
-from models.feature_records import split_for
-from models.vocabulary import Vocabulary, tokenize
+from models.captioner.vocabulary import Vocabulary, tokenize
+from models.datasets.caption_files import read_caption_file
+from models.datasets.splits import split_for
 
 SKIPPED = "skipped_lines"
 

@@ -7,7 +7,7 @@ draft mode for large images and a cheap integer reduction before the resize.
 
 A bundle may name another preprocessing (its manifest's ``encoder.preprocessing``, e.g. im2txt's
 resize and central crop): the decoded RGB image then goes, at full size (neither draft mode nor
-reduction), to that entry of ``models.preprocessing.PREPROCESSINGS``.
+reduction), to that entry of ``models.captioner.preprocessing.PREPROCESSINGS``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps
 
-from models.preprocessing import check_preprocessing, preprocess_pixels
+from models.captioner.preprocessing import check_preprocessing, preprocess_pixels
 from transforms.failures import failure
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold

@@ -113,7 +113,7 @@ class BundleHandler(_ImageHandler):
 
     def load_model(self):
         load_keras()
-        from models.bundle import load_bundle
+        from models.captioner.bundle import load_bundle
 
         bundle = load_bundle(self.uri, precision=self.precision, batch_size=self.max_batch_size)
         if bundle.model_id != self.model_id:
@@ -135,7 +135,7 @@ class EncoderHandler(_ImageHandler):
 
     def load_model(self):
         load_keras()
-        from models.encoder import ImageEncoder
+        from models.captioner.encoder import ImageEncoder
 
         return ImageEncoder(
             self.spec,

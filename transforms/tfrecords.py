@@ -7,7 +7,8 @@ import dataclasses
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from models.feature_records import SPLITS, FeatureRecord, encode_example, encode_png
+from models.datasets.feature_records import FeatureRecord, encode_example, encode_png
+from models.datasets.splits import SPLITS
 
 
 class WriteFeatureRecords(beam.PTransform):

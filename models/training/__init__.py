@@ -6,7 +6,7 @@ masked cross-entropy, Adam with gradient-norm clipping.
 
 Phase 2 (``train_encoder=True``, usually with ``init_from`` a phase-1 bundle): the encoder and
 the decoder together on the records' pixels (features written ``--with-images``), through
-:class:`models.joint.JointCaptioner`: one CNN pass per image for all of its captions, the
+:class:`models.training.joint.JointCaptioner`: one CNN pass per image for all of its captions, the
 encoder with its own Adam and learning rate, BatchNorm trained or frozen (``encoder_batchnorm``),
 bfloat16 compute if asked (``encoder_precision``). The train split is repeated and shuffled
 without end; an "epoch" is ``images_per_epoch`` images, the interval between evaluations.
@@ -21,8 +21,9 @@ phase-2 bundle records ``phase: 2`` and its fine-tuning settings in the manifest
 section; the caption job reads it like any other.
 
 Parts: ``inputs`` (tf.data pipelines and the validation sample), ``phases`` (what differs
-between the two phases), ``callbacks`` (validation, progress, time budget, examples seen),
-``curve`` (history, plot, headline) and ``trainer`` (``train``). Training needs Keras'
+between the two phases), ``joint`` (phase 2's encoder + decoder model), ``callbacks``
+(validation, progress, time budget, examples seen), ``curve`` (history, plot, headline) and
+``trainer`` (``train``). Training needs Keras'
 TensorFlow backend (``tf.data``).
 """
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import keras
 
-from models.beam_search import beam_search
+from models.captioner.beam_search import beam_search
+from models.captioner.decoder import DecoderStepper
+from models.captioner.vocabulary import Vocabulary
 from models.configs import TrainConfig
-from models.decoder import DecoderStepper
-from models.metrics import caption_scores
+from models.evaluation.metrics import caption_scores
 from models.training.inputs import Sample
-from models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,12 @@ import math
 import numpy as np
 
 from models import storage
-from models.feature_records import decode_example, decode_png, parse_example, parse_image_example
+from models.datasets.feature_records import (
+    decode_example,
+    decode_png,
+    parse_example,
+    parse_image_example,
+)
 
 
 def shards(data_dir: str, split: str) -> list[str]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from models.captioner.decoder import Decoder, masked_cross_entropy
+from models.captioner.encoder import ImageEncoder
 from models.configs import TrainConfig
-from models.decoder import Decoder, masked_cross_entropy
-from models.encoder import ImageEncoder
-from models.joint import JointCaptioner, resolve_batchnorm, set_batchnorm
 from models.training.inputs import Sample, caption_pairs, image_caption_batches, read_sample
+from models.training.joint import JointCaptioner, resolve_batchnorm, set_batchnorm
 
 log = logging.getLogger(__name__)
 

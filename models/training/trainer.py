@@ -13,16 +13,16 @@ from pathlib import Path
 import keras
 
 from models import storage
-from models.architectures import DEFAULT_ARCHITECTURE, architecture
-from models.bundle import load_bundle, save_bundle
+from models.captioner.architectures import DEFAULT_ARCHITECTURE, architecture
+from models.captioner.bundle import load_bundle, save_bundle
+from models.captioner.decoder import Decoder, DecoderStepper, ShowAndTell
+from models.captioner.encoder import EncoderSpec, ImageEncoder
+from models.captioner.vocabulary import Vocabulary
 from models.configs import DecoderConfig, SettingsError, TrainConfig
-from models.decoder import Decoder, DecoderStepper, ShowAndTell
-from models.encoder import EncoderSpec, ImageEncoder
 from models.training.callbacks import Judge, Progress, Seen, TimeBudget, Validation
 from models.training.curve import headline, plot_curve, read_history
 from models.training.inputs import shards
 from models.training.phases import Phase, decoder_phase, fine_tuned, joint_phase
-from models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from models.beam_search import Hypothesis, beam_search, top_k
+from models.captioner.beam_search import Hypothesis, beam_search, top_k
 from tests.models.toy_stepper import ToyStepper, exhaustive_search, reference_beam_search
 
 

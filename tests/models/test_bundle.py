@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bundle import BundleError, Caption, load_bundle, save_bundle
-from models.decoder import ShowAndTell
-from models.encoder import EncoderSpec, ImageEncoder
-from models.vocabulary import Vocabulary
+from models.captioner.bundle import BundleError, Caption, load_bundle, save_bundle
+from models.captioner.decoder import ShowAndTell
+from models.captioner.encoder import EncoderSpec, ImageEncoder
+from models.captioner.vocabulary import Vocabulary
 from tests.conftest import SEARCH, TINY_SIZE
 
 
@@ -27,8 +27,8 @@ def saved(tmp_path, parts):
 
 def expected_captions(parts, images):
     """Encoder, then beam search, then the vocabulary, by hand."""
-    from models.beam_search import beam_search
-    from models.decoder import DecoderStepper
+    from models.captioner.beam_search import beam_search
+    from models.captioner.decoder import DecoderStepper
 
     stepper = DecoderStepper(parts["decoder"], start_id=1, end_id=2)
     hypotheses = beam_search(stepper, parts["encoder"].encode(images), **SEARCH)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from models.caption_files import CaptionFileError, detect_format, read_caption_file
+from models.datasets.caption_files import CaptionFileError, detect_format, read_caption_file
 
 CSV = (
     "\ufeffimage,caption\n"

@@ -2,7 +2,12 @@ import keras
 import numpy as np
 import pytest
 
-from models.decoder import DecoderConfig, DecoderStepper, ShowAndTell, masked_cross_entropy
+from models.captioner.decoder import (
+    DecoderConfig,
+    DecoderStepper,
+    ShowAndTell,
+    masked_cross_entropy,
+)
 
 CONFIG = DecoderConfig(vocab_size=40, embedding_dim=16, lstm_units=24, feature_dim=32)
 
@@ -62,7 +67,7 @@ def test_step_rows_are_independent(decoder):
 
 
 def test_in_graph_top_k_gives_the_same_beam_search(decoder):
-    from models.beam_search import beam_search
+    from models.captioner.beam_search import beam_search
 
     class FullLogProbsOnly:
         def __init__(self, stepper):
@@ -108,7 +113,7 @@ class GridMean:
 
 
 def test_the_stepper_drives_any_decoder_of_the_step_protocol(decoder):
-    from models.beam_search import beam_search
+    from models.captioner.beam_search import beam_search
 
     rng = np.random.default_rng(5)
     grid = rng.normal(size=(4, 2, 2, CONFIG.feature_dim)).astype("float32")

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.encoder import EncoderSpec, ImageEncoder, bucket_size, preprocess
+from models.captioner.encoder import EncoderSpec, ImageEncoder, bucket_size, preprocess
 
 SIZE = 75  # InceptionV3's minimum: keeps the suite fast
 
@@ -56,7 +56,7 @@ def test_fingerprint_changes_when_a_weight_changes():
     weights = changed.backbone.get_weights()
     weights[10] = weights[10] + 1e-3
     changed.backbone.set_weights(weights)
-    from models.encoder import weights_fingerprint
+    from models.captioner.encoder import weights_fingerprint
 
     assert weights_fingerprint(changed.backbone) != before
 
@@ -118,7 +118,7 @@ def test_fixed_batch_size_pads_short_batches_without_changing_results(encoder):
 
 
 def test_random_weights_refuse_a_weight_they_do_not_know():
-    from models.encoder import _random_weights
+    from models.captioner.encoder import _random_weights
 
     known = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 1)])
     assert [w.shape for w in _random_weights(known, 0)] == [(1, 1, 2, 3), (3,)]

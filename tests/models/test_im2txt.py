@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from models.im2txt import (
+from models.captioner.im2txt import (
     LSTM_NAMES,
     Im2txtError,
     Source,
@@ -18,7 +18,7 @@ from models.im2txt import (
     read_checkpoint,
     read_word_counts,
 )
-from models.synthetic import SynthConfig, make_example
+from models.datasets.synthetic import SynthConfig, make_example
 from tests.models.im2txt_reference import caption_generator
 from transforms.decode import decode_image
 
@@ -41,7 +41,7 @@ def images(count=3) -> np.ndarray:
 
 @functools.cache
 def loaded(uri):
-    from models.bundle import load_bundle
+    from models.captioner.bundle import load_bundle
 
     return load_bundle(uri)
 

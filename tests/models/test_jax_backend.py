@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("jax", reason="the test extra installs jax")
 
-from models.bundle import load_bundle  # noqa: E402
+from models.captioner.bundle import load_bundle  # noqa: E402
 from tests.conftest import SEARCH, TINY_SIZE  # noqa: E402
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys
     import keras, numpy as np
-    from models.bundle import load_bundle
+    from models.captioner.bundle import load_bundle
     assert keras.backend.backend() == "jax"
     bundle = load_bundle(sys.argv[1])
     images = np.load(sys.argv[2])
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_bundle_captions_alike_on_jax(tmp_path, parts):
-    from models.bundle import save_bundle
+    from models.captioner.bundle import save_bundle
 
     save_bundle(str(tmp_path / "bundle"), **parts)
     images = np.random.default_rng(5).integers(0, 256, (2, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)

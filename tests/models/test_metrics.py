@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from models.metrics import caption_scores
+from models.evaluation.metrics import caption_scores
 
 
 def test_identical_captions_score_perfectly():

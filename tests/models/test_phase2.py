@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bundle import load_bundle
+from models.captioner.bundle import load_bundle
 from models.configs import SettingsError, TrainConfig, check_ranges
-from models.joint import resolve_batchnorm
-from models.synthetic import scene_judge
+from models.evaluation.attributes import scene_judge
 from models.training import callbacks, train
+from models.training.joint import resolve_batchnorm
 from tests.conftest import TINY_SIZE
 
 SMALL_DECODER = {"embedding_dim": 32, "lstm_units": 32, "dropout": 0.0}

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from models.bundle import load_bundle
+from models.captioner.bundle import load_bundle
+from models.captioner.encoder import EncoderSpec, ImageEncoder
 from models.configs import SettingsError, TrainConfig
-from models.encoder import EncoderSpec, ImageEncoder
 from models.training import train
 from tests.conftest import TINY_SIZE
 

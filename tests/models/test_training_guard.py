@@ -20,25 +20,24 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from models.beam_search import beam_search
-from models.bundle import load_bundle
+from models.captioner.beam_search import beam_search
+from models.captioner.bundle import load_bundle
+from models.captioner.encoder import EncoderSpec, ImageEncoder
+from models.captioner.vocabulary import Vocabulary
 from models.configs import TrainConfig
-from models.encoder import EncoderSpec, ImageEncoder
-from models.feature_records import FeatureRecord, encode_example
-from models.metrics import caption_scores
-from models.synthetic import (
+from models.datasets.feature_records import FeatureRecord, encode_example
+from models.datasets.synthetic import (
     COLOURS,
     COLUMNS,
     ROWS,
     SHAPES,
     SIZES,
     captions_for,
-    describes,
     random_scene,
-    scene_judge,
 )
+from models.evaluation.attributes import describes, scene_judge
+from models.evaluation.metrics import caption_scores
 from models.training import train
-from models.vocabulary import Vocabulary
 
 ATTRIBUTES = (("shape", SHAPES), ("colour", tuple(COLOURS)), ("size", SIZES), ("row", ROWS))
 PER_COLUMN = 1 + sum(len(values) for _, values in ATTRIBUTES)

@@ -1,6 +1,6 @@
 import pytest
 
-from models.vocabulary import SPECIAL_TOKENS, Vocabulary, tokenize
+from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary, tokenize
 
 CAPTIONS = [
     "A red circle.",

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from models.beam_search import Hypothesis
+from models.captioner.beam_search import Hypothesis
 
 
 class ToyStepper:

@@ -12,7 +12,7 @@ def test_help_lists_subcommands(capsys):
 
 
 def test_inspect_verifies_a_bundle(tmp_path, parts, capsys):
-    from models.bundle import save_bundle
+    from models.captioner.bundle import save_bundle
 
     manifest = save_bundle(str(tmp_path / "b"), **parts, training={"val_bleu4": 0.5})
     assert cli.main(["inspect", str(tmp_path / "b")]) == 0
@@ -37,7 +37,7 @@ def test_console_script_runs():
 def test_commands_that_load_tensorflow_start_quietly(tmp_path, parts):
     """TensorFlow's C++ start-up lines (absl's pre-init warning, oneDNN, CUDA probing) stay off
     stderr, which they reach through file descriptor 2, unless --log-level debug asks for them."""
-    from models.bundle import save_bundle
+    from models.captioner.bundle import save_bundle
 
     save_bundle(str(tmp_path / "b"), **parts)
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.metrics import caption_scores
-from models.synthetic import ACCURACY_KEYS, attribute_scores, read_scenes
+from models.datasets.synthetic import read_scenes
+from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
+from models.evaluation.metrics import caption_scores
 from pipeline import evaluate, report
 from pipeline.runs import read_run
 

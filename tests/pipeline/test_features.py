@@ -12,10 +12,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from models.captioner.encoder import EncoderSpec, ImageEncoder
+from models.captioner.vocabulary import Vocabulary
 from models.configs import SettingsError
-from models.encoder import EncoderSpec, ImageEncoder
-from models.feature_records import decode_png, split_for
-from models.vocabulary import Vocabulary
+from models.datasets.feature_records import decode_png
+from models.datasets.splits import split_for
 from tests.conftest import TINY_IMAGES, TINY_SIZE, run_features, runner_flags
 from tests.jobs import assert_same_features, records
 from transforms.captions import ImageTask, route_joined

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.synthetic import SynthConfig, make_example
+from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import cli
 from pipeline.caption import run
 from tests.models.im2txt_reference import caption_generator
@@ -134,7 +134,7 @@ def test_show_refuses_an_output_without_runs(tmp_path, capsys):
 def test_the_manifest_records_the_source_and_inspect_shows_it(capsys, im2txt_model, im2txt_bundles):
     import hashlib
 
-    from models.manifest import verify_bundle
+    from models.captioner.manifest import verify_bundle
 
     manifest = verify_bundle(im2txt_bundles["checkpoint"])
     assert manifest["format_version"] == 4

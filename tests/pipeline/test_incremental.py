@@ -4,7 +4,7 @@ import shutil
 
 import pyarrow.parquet as pq
 
-from models.synthetic import SynthConfig, make_example
+from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import runs
 from pipeline.caption import run
 from tests.conftest import write_image_folder

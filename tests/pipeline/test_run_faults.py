@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from models import bundle as bundle_module
+from models.captioner import bundle as bundle_module
 from pipeline import cli, runs
 from tests.conftest import write_image_folder
 from tests.jobs import FNAPI, job_flags

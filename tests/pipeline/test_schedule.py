@@ -19,7 +19,7 @@ import pytest
 
 from models import storage
 from models.configs import SettingsError
-from models.synthetic import SynthConfig, make_example
+from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import caption as caption_module
 from pipeline import cli, evaluate, lease, runs
 from tests.jobs import FNAPI

@@ -99,7 +99,7 @@ def test_im2txt_preprocessing_equals_tensorflows_resize_images_up_to_rounding():
     crop 299; the decode stage's uint8 pixels are within rounding (0.5) of TensorFlow's floats."""
     import tensorflow as tf
 
-    from models.synthetic import SynthConfig, make_example
+    from models.datasets.synthetic import SynthConfig, make_example
 
     for index in range(3):
         data = make_example(SynthConfig(seed=6), index)[2]

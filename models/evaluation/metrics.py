@@ -1,14 +1,15 @@
 """Caption metrics: BLEU-1..4, ROUGE-L and CIDEr-D, computed by ``pycocoevalcap``'s scorers.
 
-Captions are first tokenised with :func:`models.vocabulary.tokenize` (lower case, punctuation
-dropped): COCO's own PTB tokenizer needs Java, and for plain English captions the two agree.
+Captions are first tokenised with :func:`models.captioner.vocabulary.tokenize` (lower case,
+punctuation dropped): COCO's own PTB tokenizer needs Java, and for plain English captions the
+two agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.vocabulary import tokenize
+from models.captioner.vocabulary import tokenize
 
 
 def caption_scores(

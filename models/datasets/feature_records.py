@@ -15,25 +15,9 @@ The features pipeline writes these with :func:`encode_example`; the trainer read
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 
 import numpy as np
-
-SPLITS = ("train", "val", "test")
-
-
-def split_for(image_id: str, *, val_fraction: float, test_fraction: float) -> str:
-    """Stable split of an image id: the same on every run, runner and machine."""
-    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
-        raise ValueError("need 0 <= val_fraction, test_fraction and their sum < 1")
-    bucket = int.from_bytes(hashlib.sha256(image_id.encode("utf-8")).digest()[:8], "big")
-    position = bucket / 2**64
-    if position < test_fraction:
-        return "test"
-    if position < test_fraction + val_fraction:
-        return "val"
-    return "train"
 
 
 @dataclasses.dataclass

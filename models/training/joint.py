@@ -1,12 +1,12 @@
 """Phase 2 of Show-and-Tell training: the encoder and the decoder fitted together (im2txt's
 ``train_inception``), on pixels instead of precomputed features.
 
-:class:`JointCaptioner` wraps an :class:`~models.encoder.ImageEncoder`'s model (uint8 pixels ->
-pooled features) and a :class:`~models.decoder.Decoder`'s teacher-forcing model over them. One
-batch is ``((images [B, S, S, 3] uint8, tokens [B, C, T] int32), targets [B, C, T-1])``: every
-image goes through the CNN once and the decoder reads all C of its captions (rows of zeros pad
-images with fewer captions and are masked out of the loss), so a CNN pass, the expensive part,
-is paid once per image rather than once per caption.
+:class:`JointCaptioner` wraps an :class:`~models.captioner.encoder.ImageEncoder`'s model (uint8
+pixels -> pooled features) and a :class:`~models.captioner.decoder.Decoder`'s teacher-forcing
+model over them. One batch is ``((images [B, S, S, 3] uint8, tokens [B, C, T] int32),
+targets [B, C, T-1])``: every image goes through the CNN once and the decoder reads all C of its
+captions (rows of zeros pad images with fewer captions and are masked out of the loss), so a CNN
+pass, the expensive part, is paid once per image rather than once per caption.
 
 Two Adam optimizers: the model's own (``compile``) for the decoder and ``encoder_optimizer`` for
 the encoder, each with its learning rate and clipping (im2txt: 0.0005 for the CNN). Both are
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import keras
 
+from models.captioner.decoder import Decoder, masked_cross_entropy
+from models.captioner.encoder import ImageEncoder
 from models.configs import BATCHNORM_MODES
-from models.decoder import Decoder, masked_cross_entropy
-from models.encoder import ImageEncoder
 
 
 def resolve_batchnorm(mode: str, weights: str) -> str:

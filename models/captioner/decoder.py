@@ -19,8 +19,8 @@ from typing import ClassVar, Protocol
 import keras
 import numpy as np
 
+from models.captioner.encoder import pad_rows
 from models.configs import DecoderConfig
-from models.encoder import pad_rows
 
 __all__ = ["Decoder", "DecoderConfig", "DecoderStepper", "ShowAndTell", "masked_cross_entropy"]
 

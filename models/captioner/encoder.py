@@ -1,6 +1,7 @@
 """Image encoder (Keras 3): uint8 RGB batches in, pooled image embeddings out.
 
-The backbone is an entry of ``models.architectures.ARCHITECTURES`` (InceptionV3 today: 2048-d).
+The backbone is an entry of ``models.captioner.architectures.ARCHITECTURES`` (InceptionV3
+today: 2048-d).
 
 Weights are named by a spec string:
   ``imagenet``     Keras' ImageNet weights (downloaded by Keras on a connected machine);
@@ -24,7 +25,7 @@ import keras
 import numpy as np
 
 from models import storage
-from models.architectures import DEFAULT_ARCHITECTURE, Architecture, architecture
+from models.captioner.architectures import DEFAULT_ARCHITECTURE, Architecture, architecture
 from models.configs import PRECISIONS
 from models.faults import ModelFault
 

@@ -2,7 +2,7 @@
 a frozen inference GraphDef (each variable a Const node of the variable's name), with its
 ``word_counts.txt``.
 
-* InceptionV3: ``models.slim_inception`` maps slim's variables onto Keras' by structure.
+* InceptionV3: ``models.captioner.slim_inception`` maps slim's variables onto Keras' by structure.
 * ``image_embedding/weights`` (no bias) -> the image projection (zero bias).
 * ``seq_embedding/map`` -> the word embedding; ``logits/{weights,biases}`` -> the logits.
 * The BasicLSTMCell, under any of its three names (:data:`LSTM_NAMES`): kernel
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.architectures import ARCHITECTURES
+from models.captioner.architectures import ARCHITECTURES
+from models.captioner.manifest import sha256
+from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
 from models.configs import SettingsError
-from models.manifest import sha256
-from models.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 LSTM_NAMES = (
     ("lstm/basic_lstm_cell/kernel", "lstm/basic_lstm_cell/bias"),
@@ -45,7 +45,7 @@ HEAD_NAMES = ("image_embedding/weights", "seq_embedding/map", "logits/weights", 
 START, END, UNK = "<S>", "</S>", "<UNK>"
 FORGET_BIAS = 1.0
 IMAGE_SIZE = 299
-PREPROCESSING = {"method": "im2txt", "resize": 346}  # models.preprocessing's entry
+PREPROCESSING = {"method": "im2txt", "resize": 346}  # models.captioner.preprocessing's entry
 FEATURE_DIM = ARCHITECTURES["InceptionV3"].feature_dim  # im2txt's encoder
 _BYTES_WORD = re.compile(r"""b(['"]).*\1""")
 
@@ -198,7 +198,7 @@ def check_variables(source: Source) -> tuple[str, str]:
 
 def build_decoder(source: Source, lstm: tuple[str, str], rows: list):
     """A :class:`ShowAndTell` holding the im2txt head, its vocabulary rows reordered."""
-    from models.decoder import DecoderConfig, ShowAndTell
+    from models.captioner.decoder import DecoderConfig, ShowAndTell
 
     embed = source.read("image_embedding/weights")
     words = source.read("seq_embedding/map")
@@ -237,9 +237,9 @@ def build_encoder(source: Source, *, mapping=None):
     only) replaces the structural mapping's list of units."""
     import keras
 
-    from models.encoder import EncoderSpec, ImageEncoder
-    from models.slim_inception import MappingError, load_inception, map_inception
-    from models.slim_inception import required_variables as inception_variables
+    from models.captioner.encoder import EncoderSpec, ImageEncoder
+    from models.captioner.slim_inception import MappingError, load_inception, map_inception
+    from models.captioner.slim_inception import required_variables as inception_variables
 
     backbone = keras.applications.InceptionV3(
         include_top=False, weights=None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -265,7 +265,7 @@ def build_encoder(source: Source, *, mapping=None):
 
 def import_im2txt(source: Source, vocab_uri: str, output: str, *, mapping=None) -> dict:
     """Writes ``output`` as a verified bundle from an im2txt model; returns its manifest."""
-    from models.bundle import save_bundle
+    from models.captioner.bundle import save_bundle
 
     lstm = check_variables(source)
     vocab_bytes = storage.read_bytes(vocab_uri)

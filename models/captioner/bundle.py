@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.beam_search import beam_search
-from models.decoder import Decoder, DecoderStepper, ShowAndTell
-from models.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
-from models.faults import ModelFault
-from models.manifest import (
+from models.captioner.beam_search import beam_search
+from models.captioner.decoder import Decoder, DecoderStepper, ShowAndTell
+from models.captioner.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
+from models.captioner.manifest import (
     DECODER_WEIGHTS,
     ENCODER_WEIGHTS,
     FORMAT,
@@ -36,7 +35,8 @@ from models.manifest import (
     read_part,
     sha256,
 )
-from models.vocabulary import SPECIAL_TOKENS, Vocabulary
+from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
+from models.faults import ModelFault
 
 # The decoders a bundle can hold, by the manifest's ``decoder.kind``; a manifest without one
 # (written before kinds) holds a Show-and-Tell decoder.
@@ -110,8 +110,8 @@ def save_bundle(
     ``encoder_extras`` go into the manifest's encoder section next to the spec: ``phase`` (1:
     the encoder as initialised, 2: fine-tuned with the decoder) and, in phase 2, ``fine_tuning``
     (the bundle it started from, images seen, learning rate, BatchNorm mode, precision);
-    ``preprocessing`` for an imported model (``models.im2txt``). ``source``: where imported
-    weights came from (files, sha256, global step), as the manifest's ``source`` section.
+    ``preprocessing`` for an imported model (``models.captioner.im2txt``). ``source``: where
+    imported weights came from (files, sha256, global step), as the manifest's ``source`` section.
     """
     if decoder.config.vocab_size != len(vocabulary):
         raise BundleError(
