@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         help="InceptionV3 weights for the features step: imagenet on a connected machine, a "
         "weights file, or random:SEED (default: the preset's, random:0 in demo)",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     preset = load_preset(args.config)
     work = Path(args.workdir)
     data, feats, model, out = work / "synth", work / "features", work / "model", work / "captions"

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where to write the metrics JSON (default: RUN_DIR/metrics.json)",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     metrics = evaluate(args.captions, args.references, args.scenes, args.model_id)
     output = args.output or FileSystems.join(args.captions, "metrics.json")
     storage.write_text(output, json.dumps(metrics, indent=2))

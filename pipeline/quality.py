@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         help="keep WORKDIR's synthetic images and features when a previous run completed them "
         "(same preset): start at phase 1",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     step = Steps(args.log_level)  # the budget counts from here
     hardware = machine()
     preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])

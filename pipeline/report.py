@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the run's model bundle: names its encoder when the run's summary does not, and "
         "adds its training history (loss, learning curve, epochs)",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     output = args.output or FileSystems.join(args.run_dir, "report.html")
     storage.write_text(output, render(args.run_dir, args.images, model_uri=args.model))
     print(f"report written to {output}")

@@ -222,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     """``beamcap runs OUTPUT``: the runs under an output root: committed ones with their
     counts, failed ones with their reason, unfinished ones with their age and the lease that
     still covers them (none: the run died). ``--clean`` marks those abandoned."""
-    import sys
 
     from pipeline.settings import Parser
 
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         help="mark unfinished runs that no live lease covers failed (reason: abandoned) and "
         "remove their temporary files; committed and live runs are left alone",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if args.clean:
         for run_id in clean_abandoned(args.output):
             print(f"marked {run_id} failed: {ABANDONED}; its temporary files removed")

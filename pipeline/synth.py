@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="worker processes for drawing (default: one per core)",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if args.images < 1:
         parser.error("--images must be at least 1")
     config = SynthConfig(images=args.images, seed=args.seed)
