@@ -191,6 +191,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
     )
     images = pipeline | "MatchImages" >> MatchImages(settings.images.split(","))
     tasks, routing_tally = (images, captions) | "PairWithCaptions" >> PairWithCaptions(**fractions)
+    pixels = architecture(spec.architecture).preprocessing  # None: beamcap's resize
     vocabulary = (
         tasks
         | "TrainCaptions" >> beam.FlatMap(train_captions)
@@ -201,7 +202,9 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
         tasks
         | "Redistribute" >> beam.Reshuffle()
         | "ReadAndDecode"
-        >> beam.ParDo(ReadAndDecode(spec.image_size)).with_outputs("failures", main="decoded")
+        >> beam.ParDo(ReadAndDecode(spec.image_size, preprocessing=pixels)).with_outputs(
+            "failures", main="decoded"
+        )
     )
     handler = EncoderHandler(
         spec,

@@ -1,10 +1,15 @@
 """The encoder backbones beamcap knows, by name, without importing Keras at module load.
 
 Each entry says how to build the backbone (a ``keras.applications`` constructor, taking
-``include_top``, ``weights``, ``input_shape`` and ``pooling``), how pixels are scaled for it,
-its smallest input and the width of its pooled features. An ``EncoderSpec`` names its entry
-(``architecture``); the manifest and dataset.json record the name. Another backbone is one more
-entry here.
+``include_top``, ``weights``, ``input_shape`` and ``pooling``), how a decoded image becomes its
+input (beamcap's plain resize, or a ``preprocessing`` of ``models.captioner.preprocessing``) and
+how those pixels are scaled, its smallest input and the width of its pooled features. An
+``EncoderSpec`` names its entry (``architecture``); the manifest and dataset.json record the
+name, and a bundle's manifest the entry's preprocessing. Another backbone is one more entry here.
+
+``InceptionV3`` is beamcap's own encoder. ``im2txt-InceptionV3`` is the same network as im2txt
+feeds it: resized to 346x346 with TF1's bilinear arithmetic and cropped to the central 299x299
+(what ``beamcap import-im2txt`` bundles use, and ``beamcap features --encoder`` can match).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ class Architecture:
     scale: Callable  # float32 pixels in [0, 255] -> the backbone's input range
     min_image_size: int
     feature_dim: int  # channels of the last feature map, the pooled width
+    # None: beamcap's resize (transforms.decode); else a PREPROCESSINGS entry and its parameters
+    preprocessing: dict | None = None
 
     def constructor(self):
         import keras
@@ -37,6 +44,14 @@ def inception_scale(pixels):
 ARCHITECTURES = {
     "InceptionV3": Architecture(
         "InceptionV3", "InceptionV3", inception_scale, min_image_size=75, feature_dim=2048
+    ),
+    "im2txt-InceptionV3": Architecture(
+        "im2txt-InceptionV3",
+        "InceptionV3",
+        inception_scale,
+        min_image_size=299,
+        feature_dim=2048,
+        preprocessing={"method": "im2txt", "resize": 346},
     ),
 }
 

@@ -107,11 +107,12 @@ def save_bundle(
 ) -> dict:
     """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest.
 
-    ``encoder_extras`` go into the manifest's encoder section next to the spec: ``phase`` (1:
+    The manifest's encoder section holds the spec, the architecture's ``preprocessing`` when it
+    has one (what the caption job's decode stage reads), and ``encoder_extras``: ``phase`` (1:
     the encoder as initialised, 2: fine-tuned with the decoder) and, in phase 2, ``fine_tuning``
-    (the bundle it started from, images seen, learning rate, BatchNorm mode, precision);
-    ``preprocessing`` for an imported model (``models.captioner.im2txt``). ``source``: where
-    imported weights came from (files, sha256, global step), as the manifest's ``source`` section.
+    (the bundle it started from, images seen, learning rate, BatchNorm mode, precision).
+    ``source``: where imported weights came from (files, sha256, global step), as the
+    manifest's ``source`` section.
     """
     if decoder.config.vocab_size != len(vocabulary):
         raise BundleError(
@@ -125,12 +126,10 @@ def save_bundle(
             name: Path(tmp, name).read_bytes() for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)
         }
     decoder_fingerprint = weights_fingerprint(decoder.training_model)
-    encoder_section = {
-        **dataclasses.asdict(encoder.spec),
-        "fingerprint": encoder.fingerprint,
-        "phase": 1,
-        **(encoder_extras or {}),
-    }
+    encoder_section = {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint}
+    if encoder.spec.entry.preprocessing:
+        encoder_section["preprocessing"] = encoder.spec.entry.preprocessing
+    encoder_section |= {"phase": 1, **(encoder_extras or {})}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -14,9 +14,10 @@ a frozen inference GraphDef (each variable a Const node of the variable's name),
   order, and ``<pad>``, which im2txt never predicts, gets no probability (logit -inf). Logit rows
   beyond the file (im2txt's 12,000 rows for the ~11,500 MSCOCO words; im2txt prints them as
   ``<UNK>``) stay as ``<unused-ID>`` words, so every probability is im2txt's.
-* Preprocessing (:data:`PREPROCESSING`, in the manifest): the caption job resizes to 346x346
-  (bilinear, as TF1's ``resize_images``) and crops the central 299x299; the encoder scales to
-  [-1, 1] as for every bundle.
+* Encoder: the ``im2txt-InceptionV3`` entry of ``models.captioner.architectures``, whose
+  preprocessing the manifest records: the caption job resizes to 346x346 (bilinear, as TF1's
+  ``resize_images``) and crops the central 299x299; the encoder scales to [-1, 1] as for every
+  bundle.
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ HEAD_NAMES = ("image_embedding/weights", "seq_embedding/map", "logits/weights", 
 START, END, UNK = "<S>", "</S>", "<UNK>"
 FORGET_BIAS = 1.0
 IMAGE_SIZE = 299
-PREPROCESSING = {"method": "im2txt", "resize": 346}  # models.captioner.preprocessing's entry
-FEATURE_DIM = ARCHITECTURES["InceptionV3"].feature_dim  # im2txt's encoder
+ARCHITECTURE = ARCHITECTURES["im2txt-InceptionV3"]  # InceptionV3 with im2txt's resize and crop
 _BYTES_WORD = re.compile(r"""b(['"]).*\1""")
 
 
@@ -207,7 +207,7 @@ def build_decoder(source: Source, lstm: tuple[str, str], rows: list):
     dim = embed.shape[1]
     units = kernel.shape[1] // 4
     expected = {
-        "image_embedding/weights": (embed.shape, (FEATURE_DIM, dim)),
+        "image_embedding/weights": (embed.shape, (ARCHITECTURE.feature_dim, dim)),
         "seq_embedding/map": (words.shape, (len(rows) - 1, dim)),
         lstm[0]: (kernel.shape, (dim + units, 4 * units)),
         lstm[1]: (bias.shape, (4 * units,)),
@@ -235,13 +235,11 @@ def build_decoder(source: Source, lstm: tuple[str, str], rows: list):
 def build_encoder(source: Source, *, mapping=None):
     """An :class:`ImageEncoder` holding the slim InceptionV3's weights. ``mapping`` (tests
     only) replaces the structural mapping's list of units."""
-    import keras
-
     from models.captioner.encoder import EncoderSpec, ImageEncoder
     from models.captioner.slim_inception import MappingError, load_inception, map_inception
     from models.captioner.slim_inception import required_variables as inception_variables
 
-    backbone = keras.applications.InceptionV3(
+    backbone = ARCHITECTURE.constructor()(
         include_top=False, weights=None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3)
     )
     try:
@@ -259,7 +257,8 @@ def build_encoder(source: Source, *, mapping=None):
     with tempfile.TemporaryDirectory(prefix="beamcap-im2txt-") as tmp:
         weights = str(Path(tmp, "encoder.weights.h5"))
         backbone.save_weights(weights)
-        spec = EncoderSpec(f"im2txt:{os.path.basename(source.path)}", IMAGE_SIZE)
+        weights_name = f"im2txt:{os.path.basename(source.path)}"
+        spec = EncoderSpec(weights_name, IMAGE_SIZE, architecture=ARCHITECTURE.name)
         return ImageEncoder(spec, weights_file=weights)
 
 
@@ -279,7 +278,6 @@ def import_im2txt(source: Source, vocab_uri: str, output: str, *, mapping=None) 
         encoder=encoder,
         decoder=decoder,
         vocabulary=vocabulary,
-        encoder_extras={"preprocessing": PREPROCESSING},
         source={
             "format": "im2txt",
             "kind": source.kind,

@@ -1,4 +1,5 @@
-"""Pixel preprocessings a bundle may name (its manifest's ``encoder.preprocessing``), in numpy.
+"""Pixel preprocessings an encoder architecture may name (``Architecture.preprocessing``, which a
+bundle's manifest records as ``encoder.preprocessing``), in numpy.
 
 A preprocessing maps a decoded uint8 RGB image [H, W, 3] of any size to the encoder's uint8
 [size, size, 3] input, given the manifest's dict (``method`` is the table's key, the other keys

@@ -124,6 +124,44 @@ def test_caption_job_and_show_on_an_imported_bundle(tmp_path, capsys, im2txt_mod
     assert shown[-1].startswith(f"Failed image {images / 'broken.jpg'} at decode: ")
 
 
+def test_features_with_the_im2txt_architecture_see_what_the_imported_model_sees(
+    tmp_path, im2txt_bundles
+):
+    """``features --encoder im2txt-InceptionV3`` decodes with the architecture's preprocessing
+    (the records' pixels are the caption job's) and records the architecture (so a bundle
+    trained from them records the preprocessing too)."""
+    import json
+
+    from models.captioner.manifest import read_manifest
+    from models.datasets.feature_records import decode_png
+    from pipeline.features import run as run_features
+    from tests.jobs import records
+
+    images = tmp_path / "images"
+    images.mkdir()
+    lines = ["image,caption"]
+    for index in range(2):
+        (images / f"photo{index}.jpg").write_bytes(make_example(SynthConfig(seed=4), index)[2])
+        lines.append(f"photo{index}.jpg,a photo number {index}")
+    (tmp_path / "captions.txt").write_text("\n".join(lines) + "\n")
+    bundle = im2txt_bundles["checkpoint"]
+    output = tmp_path / "features"
+    flags = ["--images", images, "--captions", tmp_path / "captions.txt", "--output", output]
+    flags += ["--encoder", "im2txt-InceptionV3", "--image-size", "299", "--with-images"]
+    flags += ["--encoder-weights", f"{bundle}/encoder.weights.h5", "--val-fraction", "0"]
+    run_features([*map(str, flags), "--test-fraction", "0", "--runner", "FnApiRunner"])
+
+    written = records(output)["train"]
+    assert sorted(written) == ["photo0.jpg", "photo1.jpg"]
+    fingerprint = read_manifest(bundle)["encoder"]["fingerprint"]
+    for name, record in written.items():
+        expected = decode_image((images / name).read_bytes(), 299, preprocessing=PREPROCESSING)
+        np.testing.assert_array_equal(decode_png(record.image_data), expected[0])
+        assert record.fingerprint == fingerprint
+    encoder = json.loads((output / "dataset.json").read_text())["encoder"]
+    assert (encoder["architecture"], encoder["image_size"]) == ("im2txt-InceptionV3", 299)
+
+
 def test_show_refuses_an_output_without_runs(tmp_path, capsys):
     assert cli.main(["show", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
@@ -138,6 +176,7 @@ def test_the_manifest_records_the_source_and_inspect_shows_it(capsys, im2txt_mod
 
     manifest = verify_bundle(im2txt_bundles["checkpoint"])
     assert manifest["format_version"] == 4
+    assert manifest["encoder"]["architecture"] == "im2txt-InceptionV3"
     assert manifest["encoder"]["preprocessing"] == PREPROCESSING
     assert manifest["encoder"]["weights"] == "im2txt:model.ckpt-1234"
     assert (manifest["decoder"]["embedding_dim"], manifest["decoder"]["lstm_units"]) == (16, 16)
