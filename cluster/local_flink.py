@@ -77,6 +77,10 @@ def config(ports: Ports) -> str:
         "taskmanager.cpu.cores": SLOTS,
         **TASK_MANAGER_MEMORY,
         "parallelism.default": SLOTS,
+        # Beam's runner classes from lib/ (the job server's own jars), not from each job's jars:
+        # only then does Beam keep a job's SDK worker between its stages for
+        # --environment_cache_millis; otherwise every stage starts a new Python worker.
+        "classloader.resolve-order": "parent-first",
     }
     return "".join(f"{key}: {value}\n" for key, value in settings.items())
 
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Flink {overview(ports)['flink-version']} at http://localhost:{ports.rest}; "
         f"caption with --runner FlinkRunner --job_endpoint localhost:{ports.job} "
-        f"--environment_type EXTERNAL --environment_config localhost:{ports.pool}"
+        f"--environment_type EXTERNAL --environment_config localhost:{ports.pool} "
+        "--environment_cache_millis 60000"
     )
     return 0
 
