@@ -52,14 +52,30 @@ def kernels(bundle) -> list[np.ndarray]:
     return [w.numpy() for w in bundle.encoder.backbone.weights if w.path.endswith("kernel")]
 
 
-def test_phase2_trains_both_and_writes_a_bundle_that_says_so(
-    tiny_image_features, tiny_dataset, phase1, tmp_path
+def test_phase2_trains_both_resumes_after_an_interruption_and_says_so_in_the_bundle(
+    tiny_image_features, tiny_dataset, phase1, tmp_path, monkeypatch
 ):
+    """One phase-2 training, interrupted in its second epoch and run again: the rerun resumes
+    from the checkpoint, and the bundle it writes is phase 2's (encoder and decoder trained)."""
     data, dataset = tiny_image_features
     output = tmp_path / "phase2"
     config = phase2_config(phase1, encoder_precision="bf16")
     judge = scene_judge(str(tiny_dataset / "scenes.jsonl"))
+    original = callbacks.Progress.on_epoch_begin
+
+    def crash_in_the_second_epoch(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_begin", crash_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(str(data), str(output), config=config, judge=judge)
+    assert (output / "checkpoints" / "backup").exists() and not (output / "manifest.json").exists()
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_begin", original)
+
     metrics = train(str(data), str(output), config=config, judge=judge)
+    assert metrics["resumed_after_epoch"] == 1
     assert metrics["phase"] == 2 and metrics["encoder_batchnorm"] == "train"  # random weights
     assert [row["images_seen"] for row in metrics["history"]] == [8, 16]
     assert all(0 <= row["val_attribute_accuracy"] <= 1 for row in metrics["history"])
@@ -88,6 +104,7 @@ def test_phase2_trains_both_and_writes_a_bundle_that_says_so(
     images = np.random.default_rng(0).integers(0, 256, (2, TINY_SIZE, TINY_SIZE, 3), np.uint8)
     assert all(hypotheses for hypotheses in after.caption(images, beam_size=2, max_length=12))
     assert (output / "loss.png").stat().st_size > 1000
+    assert not (output / "checkpoints").exists()
 
 
 def test_frozen_batchnorm_keeps_its_statistics_and_the_time_budget_stops(
@@ -104,28 +121,6 @@ def test_frozen_batchnorm_keeps_its_statistics_and_the_time_budget_stops(
         np.testing.assert_array_equal(a, b)
     assert any(not np.allclose(a, b) for a, b in zip(kernels(before), kernels(after), strict=True))
     assert after.manifest["encoder"]["fine_tuning"]["batchnorm"] == "frozen"
-
-
-def test_phase2_resumes_after_an_interruption(tiny_image_features, phase1, tmp_path, monkeypatch):
-    data, _ = tiny_image_features
-    output = tmp_path / "phase2"
-    original = callbacks.Progress.on_epoch_begin
-
-    def crash_in_the_second_epoch(self, epoch, logs=None):
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated interruption")
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(callbacks.Progress, "on_epoch_begin", crash_in_the_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(str(data), str(output), config=phase2_config(phase1))
-    assert (output / "checkpoints" / "backup").exists() and not (output / "manifest.json").exists()
-    monkeypatch.setattr(callbacks.Progress, "on_epoch_begin", original)
-
-    metrics = train(str(data), str(output), config=phase2_config(phase1))
-    assert metrics["resumed_after_epoch"] == 1
-    assert [row["images_seen"] for row in metrics["history"]] == [8, 16]
-    assert load_bundle(str(output)).manifest["encoder"]["fine_tuning"]["images_seen"] == 16
 
 
 def test_phase2_needs_features_written_with_images(tiny_features, phase1, tmp_path):
