@@ -75,11 +75,13 @@ quality: install ## both training phases from a random encoder on 60k synthetic 
 	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
 # Two test processes (pytest-xdist): on this project's 2-core CPU the suite took 11 min instead of
-# 18 (TensorFlow, the JVMs and Beam's workers leave a core idle much of the time). TEST_ARGS adds flags.
+# 18 (TensorFlow, the JVMs and Beam's workers leave a core idle much of the time). --dist loadgroup
+# keeps the tests that share an expensive fixture (an xdist_group mark) on one worker, so it is
+# built once. TEST_ARGS adds flags.
 TEST_WORKERS ?= 2
 TEST_ARGS ?=
 test: install runners browser ## run the whole test suite (TEST_WORKERS=1: in one process)
-	$(BIN)/python -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(TEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(TEST_ARGS)
 
 browser: ## Debian's Chromium, for the test that renders the report (skips without it)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

@@ -22,6 +22,9 @@ from models.datasets.synthetic import SynthConfig, make_example
 from tests.models.im2txt_reference import caption_generator
 from transforms.decode import decode_image
 
+# on one test worker with test_import_im2txt: the reference model is built once
+pytestmark = pytest.mark.xdist_group("im2txt")
+
 TOLERANCE = 1e-4
 PREPROCESSING = {"method": "im2txt", "resize": 346}
 

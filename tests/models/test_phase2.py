@@ -13,6 +13,9 @@ from models.training import callbacks, train
 from models.training.joint import resolve_batchnorm
 from tests.conftest import TINY_SIZE
 
+# on one test worker (make test: --dist loadgroup): the module trains one phase-1 bundle
+pytestmark = pytest.mark.xdist_group("phase2")
+
 SMALL_DECODER = {"embedding_dim": 32, "lstm_units": 32, "dropout": 0.0}
 
 

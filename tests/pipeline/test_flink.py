@@ -13,6 +13,9 @@ from cluster import local_flink
 from tests.conftest import features_flags
 from tests.jobs import assert_same_captions, assert_same_features, beamcap_job
 
+# on one test worker: one Flink cluster
+pytestmark = pytest.mark.xdist_group("flink")
+
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:

@@ -5,12 +5,16 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import cli
 from pipeline.caption import run
 from tests.models.im2txt_reference import caption_generator
 from transforms.decode import decode_image
+
+# on one test worker with test_im2txt: the reference model is built once
+pytestmark = pytest.mark.xdist_group("im2txt")
 
 PREFIX = "beamcap import-im2txt: error: "
 PREPROCESSING = {"method": "im2txt", "resize": 346}
