@@ -35,7 +35,9 @@ setup(
     install_requires=CORE,
     extras_require={
         "test": [
-            "pytest==9.2.0",
+            # 9.1.1, not 9.2: with 9.2 xdist's --dist loadgroup silently stops grouping
+            # (pytest-xdist #1386), and make test relies on it to build shared fixtures once
+            "pytest==9.1.1",
             "pytest-xdist==3.8.0",  # make test runs the suite in 2 processes: 18 -> 11 min here
             "jax[cpu]==0.10.2",  # the model layer is also tested on Keras' JAX backend
             "gcp-storage-emulator==2026.7.19",  # gs:// tests against a loopback emulator

@@ -166,6 +166,14 @@ def test_features_with_the_im2txt_architecture_see_what_the_imported_model_sees(
     assert (encoder["architecture"], encoder["image_size"]) == ("im2txt-InceptionV3", 299)
 
 
+def test_make_test_keeps_this_group_on_one_worker(request):
+    """make test's --dist loadgroup suffixes a grouped test's id with its group; pytest 9.2
+    silently drops the suffix (pytest-xdist #1386), and the reference model is built twice."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@im2txt")
+
+
 def test_show_refuses_an_output_without_runs(tmp_path, capsys):
     assert cli.main(["show", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
