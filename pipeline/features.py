@@ -36,6 +36,7 @@ from models import storage
 from models.backend import load_keras
 from models.captioner.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, architecture
 from models.captioner.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
+from models.captioner.preprocessing import check_preprocessing
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
@@ -114,9 +115,15 @@ class FeaturesSettings:
     def check(self) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise SettingsError("--val-fraction plus --test-fraction must leave a train split")
-        smallest = architecture(self.encoder).min_image_size
-        if self.image_size < smallest:
-            raise SettingsError(f"--image-size: {self.encoder} needs at least {smallest}px")
+        entry = architecture(self.encoder)
+        if self.image_size < entry.min_image_size:
+            raise SettingsError(
+                f"--image-size: {self.encoder} needs at least {entry.min_image_size}px"
+            )
+        try:
+            check_preprocessing(entry.preprocessing, self.image_size)
+        except ValueError as error:
+            raise SettingsError(f"--image-size: {error}") from None
         weights = self.encoder_weights
         if weights.startswith("random:"):
             if not weights[len("random:") :].isdigit():

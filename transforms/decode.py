@@ -105,7 +105,7 @@ class ReadAndDecode(beam.DoFn):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         preprocessing: dict | None = None,
     ):
-        check_preprocessing(preprocessing)
+        check_preprocessing(preprocessing, image_size)
         self.image_size = image_size
         self.max_pixels = max_pixels
         self.preprocessing = preprocessing

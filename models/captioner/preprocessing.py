@@ -49,12 +49,19 @@ PREPROCESSINGS = {
 }
 
 
-def check_preprocessing(preprocessing: dict | None) -> None:
-    if preprocessing is not None and preprocessing.get("method") not in PREPROCESSINGS:
+def check_preprocessing(preprocessing: dict | None, size: int) -> None:
+    """ValueError for a preprocessing this beamcap lacks, or one that cannot give ``size``."""
+    if preprocessing is None:
+        return
+    if preprocessing.get("method") not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}: upgrade beamcap")
+    if preprocessing["method"] == "im2txt" and size > preprocessing["resize"]:
+        raise ValueError(
+            f"im2txt's preprocessing crops {size}px from a {preprocessing['resize']}px resize"
+        )
 
 
 def preprocess_pixels(rgb: np.ndarray, size: int, preprocessing: dict) -> np.ndarray:
     """uint8 RGB [H, W, 3] -> uint8 [size, size, 3] by the table's entry for ``preprocessing``."""
-    check_preprocessing(preprocessing)
+    check_preprocessing(preprocessing, size)
     return PREPROCESSINGS[preprocessing["method"]](rgb, size, preprocessing)

@@ -80,6 +80,11 @@ def test_features_and_train_check_their_settings(tmp_path, tiny_dataset, capsys)
     captions = ["--captions", tiny_dataset / "captions.txt"]
     status, err = beamcap(capsys, "features", *common, *captions, "--image-size", "32")
     assert status == 2 and "--image-size must be >= 75, got 32" in err
+    im2txt = [*common, *captions, "--encoder", "im2txt-InceptionV3"]
+    status, err = beamcap(capsys, "features", *im2txt, "--image-size", "96")
+    assert status == 2 and "--image-size: im2txt-InceptionV3 needs at least 299px" in err
+    status, err = beamcap(capsys, "features", *im2txt, "--image-size", "400")
+    assert status == 2 and "--image-size: im2txt's preprocessing crops 400px from a 346px" in err
     status, err = beamcap(
         capsys, "features", *common, *captions, "--val-fraction", "0.5", "--test-fraction", "0.5"
     )
