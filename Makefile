@@ -75,7 +75,8 @@ quality: install ## both training phases from a random encoder on 60k synthetic 
 	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
 # Two test processes (pytest-xdist): on this project's 2-core CPU the suite took 11 min instead of
-# 18 (TensorFlow, the JVMs and Beam's workers leave a core idle much of the time). --dist loadgroup
+# 17.5 (TensorFlow, the JVMs and Beam's workers leave a core idle much of the time; 3 took 11.6,
+# the CPU is then the limit). --dist loadgroup
 # keeps the tests that share an expensive fixture (an xdist_group mark) on one worker, so it is
 # built once. TEST_ARGS adds flags.
 TEST_WORKERS ?= 2
