@@ -13,6 +13,9 @@ for every bundle.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -44,24 +47,45 @@ def im2txt_pixels(rgb: np.ndarray, size: int, resize: int) -> np.ndarray:
     return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
 
-PREPROCESSINGS = {
-    "im2txt": lambda rgb, size, preprocessing: im2txt_pixels(rgb, size, preprocessing["resize"]),
-}
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """A table entry, given the manifest's dict: ``pixels(rgb, size, preprocessing)`` -> uint8
+    [size, size, 3], and ``check(size, preprocessing)``, a ValueError when it cannot give
+    ``size``."""
+
+    pixels: Callable
+    check: Callable
 
 
-def check_preprocessing(preprocessing: dict | None, size: int) -> None:
-    """ValueError for a preprocessing this beamcap lacks, or one that cannot give ``size``."""
-    if preprocessing is None:
-        return
-    if preprocessing.get("method") not in PREPROCESSINGS:
-        raise ValueError(f"unknown preprocessing {preprocessing!r}: upgrade beamcap")
-    if preprocessing["method"] == "im2txt" and size > preprocessing["resize"]:
+def _check_im2txt(size: int, preprocessing: dict) -> None:
+    if size > preprocessing["resize"]:
         raise ValueError(
             f"im2txt's preprocessing crops {size}px from a {preprocessing['resize']}px resize"
         )
 
 
+PREPROCESSINGS = {
+    "im2txt": Preprocessing(
+        pixels=lambda rgb, size, preprocessing: im2txt_pixels(rgb, size, preprocessing["resize"]),
+        check=_check_im2txt,
+    ),
+}
+
+
+def _entry(preprocessing: dict) -> Preprocessing:
+    if preprocessing.get("method") not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}: upgrade beamcap")
+    return PREPROCESSINGS[preprocessing["method"]]
+
+
+def check_preprocessing(preprocessing: dict | None, size: int) -> None:
+    """ValueError for a preprocessing this beamcap lacks, or one that cannot give ``size``."""
+    if preprocessing is not None:
+        _entry(preprocessing).check(size, preprocessing)
+
+
 def preprocess_pixels(rgb: np.ndarray, size: int, preprocessing: dict) -> np.ndarray:
     """uint8 RGB [H, W, 3] -> uint8 [size, size, 3] by the table's entry for ``preprocessing``."""
-    check_preprocessing(preprocessing, size)
-    return PREPROCESSINGS[preprocessing["method"]](rgb, size, preprocessing)
+    entry = _entry(preprocessing)
+    entry.check(size, preprocessing)
+    return entry.pixels(rgb, size, preprocessing)
