@@ -198,7 +198,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
     )
     images = pipeline | "MatchImages" >> MatchImages(settings.images.split(","))
     tasks, routing_tally = (images, captions) | "PairWithCaptions" >> PairWithCaptions(**fractions)
-    pixels = architecture(spec.architecture).preprocessing  # None: beamcap's resize
+    pixels = spec.entry.preprocessing  # None: beamcap's resize
     vocabulary = (
         tasks
         | "TrainCaptions" >> beam.FlatMap(train_captions)
