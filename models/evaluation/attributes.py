@@ -15,9 +15,10 @@ from models.datasets.synthetic import COLOURS, COLUMN_PHRASES, SHAPES, SIZES, Sc
 
 _OBJECT = re.compile(
     rf"\b(?P<size>{'|'.join(SIZES)}) (?P<colour>{'|'.join(COLOURS)}) "
-    rf"(?P<shape>{'|'.join(SHAPES)}) (?P<where>on the left|in the middle|on the right)"
+    rf"(?P<shape>{'|'.join(SHAPES)}) (?P<where>{'|'.join(COLUMN_PHRASES.values())})"
     r"(?: (?P<relation>above|below))?"
 )
+_COLUMN_OF = {phrase: column for column, phrase in COLUMN_PHRASES.items()}
 
 
 def parse_caption(caption: str) -> tuple[list[dict], list[tuple[int, str, int]]]:
@@ -26,13 +27,12 @@ def parse_caption(caption: str) -> tuple[list[dict], list[tuple[int, str, int]]]
     text = " ".join(tokenize(caption))
     objects, relations = [], []
     for match in _OBJECT.finditer(text):
-        column = {v: k for k, v in COLUMN_PHRASES.items()}[match["where"]]
         objects.append(
             {
                 "size": match["size"],
                 "colour": match["colour"],
                 "shape": match["shape"],
-                "column": column,
+                "column": _COLUMN_OF[match["where"]],
             }
         )
         if match["relation"]:
