@@ -24,6 +24,7 @@ MODEL   ?= gs://$(BUCKET)/models/v1
 OUTPUT  ?= gs://$(BUCKET)/captions
 JOB_ENDPOINT ?= localhost:8099
 WORKER_POOL  ?= localhost:50000
+FLINK_MASTER ?= localhost:8081
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -101,9 +102,10 @@ run-dataflow: install ## submit the caption job to Dataflow with GPU workers (co
 	  --output $(OUTPUT) --only-new --project $(PROJECT) --region $(REGION) \
 	  --temp_location gs://$(BUCKET)/tmp --sdk_container_image $(IMAGE)
 
-run-flink: install ## submit the caption job to Beam's Flink job server at JOB_ENDPOINT (configs/flink.yaml; worker pool at WORKER_POOL)
+run-flink: install ## submit the caption job to Beam's Flink job server at JOB_ENDPOINT (configs/flink.yaml; worker pool at WORKER_POOL, Flink's REST API at FLINK_MASTER)
 	$(BIN)/beamcap caption --config flink --input $(INPUT) --model $(MODEL) --output $(OUTPUT) \
-	  --only-new --job_endpoint $(JOB_ENDPOINT) --environment_config $(WORKER_POOL)
+	  --only-new --job_endpoint $(JOB_ENDPOINT) --environment_config $(WORKER_POOL) \
+	  --flink_master $(FLINK_MASTER)
 
 docker: ## build and push the worker image IMAGE (needs a Docker engine)
 	docker build --target worker -t $(IMAGE) . && docker push $(IMAGE)

@@ -2,10 +2,16 @@
 in their own JVMs, Beam's Flink job server in a third, and a pool of Beam Python SDK workers
 (the EXTERNAL environment). `make flink-jars` fetches the jars into build/flink/lib.
 
-    python -m cluster.local_flink up     # or: make flink-up
-    python -m cluster.local_flink down   # or: make flink-down
+    python -m cluster.local_flink up                 # or: make flink-up
+    python -m cluster.local_flink supervision off    # a dead TaskManager stays dead (on: back)
+    python -m cluster.local_flink down               # or: make flink-down
 
-The tests start one on free ports for the whole session and always stop it.
+As Kubernetes or YARN would, a supervisor process restarts the TaskManager whenever it exits,
+so a job that lost it gets its slots back. ``WORKDIR/pids.json`` records the process groups
+started (the supervisor's, not the TaskManager's, which changes): ``WORKDIR/taskmanager.pid``
+holds the TaskManager running now, and the SDK workers are the members of the worker pool's
+process group. The tests start one cluster on free ports for the whole session and always stop
+it.
 """
 
 import argparse
@@ -25,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "build" / "flink" / "lib"
 WORKDIR = ROOT / "build" / "flink" / "run"
 SLOTS = 2  # one per core of this TaskManager
+TASKMANAGER_PID, UNSUPERVISED = "taskmanager.pid", "unsupervised"
 
 # Explicit sizes: the distribution's scripts would compute them; the JVMs started here do not.
 TASK_MANAGER_MEMORY = {
@@ -41,6 +48,21 @@ TASK_MANAGER_MEMORY = {
     # Batch jobs shuffle by sort; its default floor of 512 buffers per partition is more than
     # 256m of network memory gives a Beam job's many partitions.
     "taskmanager.network.sort-shuffle.min-buffers": "64",
+}
+
+
+# How a job recovers from a lost SDK worker or TaskManager (docs/reliability.md says why):
+# restart only the failed region, up to 3 times, 10 s apart. The delay outlasts the environment
+# cache (configs/flink.yaml: 5 s), so a restarted task starts a new SDK worker instead of
+# reusing the cached connection to the dead one.
+RECOVERY = {
+    "restart-strategy.type": "fixed-delay",
+    "restart-strategy.fixed-delay.attempts": 3,
+    "restart-strategy.fixed-delay.delay": "10 s",
+    "jobmanager.execution.failover-strategy": "region",
+    # A lost TaskManager is noticed by its broken connection within seconds; one that hangs, by
+    # missing heartbeats: 20 s instead of 50 s.
+    "heartbeat.timeout": 20000,
 }
 
 
@@ -81,6 +103,7 @@ def config(ports: Ports) -> str:
         # only then does Beam keep a job's SDK worker between its stages for
         # --environment_cache_millis; otherwise every stage starts a new Python worker.
         "classloader.resolve-order": "parent-first",
+        **RECOVERY,
     }
     return "".join(f"{key}: {value}\n" for key, value in settings.items())
 
@@ -96,12 +119,7 @@ def commands(ports: Ports, conf: Path) -> dict[str, list[str]]:
             "--configDir",
             str(conf),
         ),
-        "taskmanager": java(
-            "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
-            "--configDir",
-            str(conf),
-            memory=("-Xmx640m", "-XX:MaxDirectMemorySize=512m"),
-        ),
+        "taskmanager": [sys.executable, "-m", "cluster.local_flink", "supervise"],
         "jobserver": java(
             "org.apache.beam.runners.flink.FlinkJobServerDriver",
             f"--flink-master=localhost:{ports.rest}",
@@ -117,6 +135,75 @@ def commands(ports: Ports, conf: Path) -> dict[str, list[str]]:
             str(ports.pool),
         ],
     }
+
+
+def taskmanager_command(conf: Path) -> list[str]:
+    return java(
+        "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+        "--configDir",
+        str(conf),
+        memory=("-Xmx640m", "-XX:MaxDirectMemorySize=512m"),
+    )
+
+
+def supervise(workdir: Path) -> None:
+    """Runs the TaskManager and starts it again whenever it exits, unless supervision is off
+    (``WORKDIR/unsupervised`` exists): then it waits until supervision is back on. Writes the
+    running TaskManager's pid to ``WORKDIR/taskmanager.pid``; SIGTERM stops both."""
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    pid_file, log = workdir / TASKMANAGER_PID, workdir / "log" / "taskmanager.log"
+    process = None
+    while not stopping:
+        if process is None and not (workdir / UNSUPERVISED).exists():
+            with open(log, "a") as out:
+                process = subprocess.Popen(
+                    taskmanager_command(workdir / "conf"), stdout=out, stderr=subprocess.STDOUT
+                )
+            pid_file.write_text(str(process.pid))
+        if process is not None and process.poll() is not None:
+            print(f"taskmanager {process.pid} exited with {process.returncode}", flush=True)
+            process = None
+            pid_file.unlink(missing_ok=True)
+        time.sleep(0.5)
+    if process is not None:
+        process.terminate()
+        process.wait()
+
+
+def set_supervision(workdir: Path, on: bool) -> None:
+    """Switches the TaskManager's supervisor on (a dead TaskManager is restarted) or off."""
+    flag = workdir / UNSUPERVISED
+    if on:
+        flag.unlink(missing_ok=True)
+    else:
+        flag.touch()
+
+
+def taskmanager_pid(workdir: Path = WORKDIR) -> int | None:
+    """The pid of the TaskManager JVM running now, None between two of its lives."""
+    try:
+        return int((workdir / TASKMANAGER_PID).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def sdk_workers(workdir: Path = WORKDIR) -> list[int]:
+    """The pids of the SDK worker processes that the pool has started and that still run: the
+    members of its process group other than the pool itself."""
+    pool = json.loads((workdir / "pids.json").read_text())["pids"]["workerpool"]
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == pool:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pool and state != "Z":
+            members.append(int(entry.name))
+    return sorted(members)
 
 
 def overview(ports: Ports, path: str = "overview") -> dict:
@@ -137,9 +224,15 @@ def _ready(ports: Ports) -> bool:
     return slots == SLOTS and _listening(ports.job) and _listening(ports.pool)
 
 
-def up(workdir: Path = WORKDIR, ports: Ports | None = None, timeout: float = 180) -> Ports:
-    """Starts the four processes; returns once the TaskManager's slots, the job server and the
-    worker pool answer. Raises (after stopping what started) if any exits or time runs out."""
+def up(
+    workdir: Path = WORKDIR,
+    ports: Ports | None = None,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+) -> Ports:
+    """Starts the four processes (with ``env`` added to their environment); returns once the
+    TaskManager's slots, the job server and the worker pool answer. Raises (after stopping what
+    started) if any exits or time runs out."""
     if not (LIB / "flink-runtime-1.19.0.jar").exists():
         raise FileNotFoundError(f"{LIB} holds no Flink jars: run `make flink-jars`")
     if (workdir / "pids.json").exists():
@@ -149,19 +242,22 @@ def up(workdir: Path = WORKDIR, ports: Ports | None = None, timeout: float = 180
     conf.mkdir(parents=True, exist_ok=True)
     logs.mkdir(exist_ok=True)
     (conf / "config.yaml").write_text(config(ports))
+    set_supervision(workdir, True)
     env = {
         **os.environ,
+        **(env or {}),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the pool's `python`
         "PYTHONPATH": str(ROOT),
     }
     pids = {}
     try:
         for name, command in commands(ports, conf).items():
-            with open(logs / f"{name}.log", "w") as log:
+            log_name = "supervisor" if name == "taskmanager" else name
+            with open(logs / f"{log_name}.log", "w") as log:
                 process = subprocess.Popen(
                     command,
                     env=env,
-                    cwd=workdir,
+                    cwd=workdir,  # the supervisor's WORKDIR
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own group: down() stops its children too
@@ -209,6 +305,7 @@ def down(workdir: Path = WORKDIR, timeout: float = 30) -> None:
         _signal_group(pid, signal.SIGKILL)
         _exited(pid)
     state.unlink()
+    (workdir / TASKMANAGER_PID).unlink(missing_ok=True)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -218,13 +315,27 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.local_flink", description=__doc__)
-    parser.add_argument("action", choices=["up", "down"], help="start or stop the cluster")
+    parser.add_argument(
+        "action",
+        choices=["up", "down", "supervision", "supervise"],
+        help="up: start the cluster; down: stop it; supervision on|off: whether a TaskManager "
+        "that exits is restarted; supervise: the supervisor itself (started by up)",
+    )
+    parser.add_argument("switch", nargs="?", choices=["on", "off"], help="for supervision")
     parser.add_argument(
         "--workdir", type=Path, default=WORKDIR, help="config, logs and pids (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     if args.action == "down":
         down(args.workdir)
+        return 0
+    if args.action == "supervise":
+        supervise(Path.cwd())
+        return 0
+    if args.action == "supervision":
+        if args.switch is None:
+            parser.error("supervision needs on or off")
+        set_supervision(args.workdir, args.switch == "on")
         return 0
     ports = up(args.workdir)
     print(

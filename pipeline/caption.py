@@ -41,7 +41,7 @@ from apache_beam.runners.runner import PipelineState
 from models import storage
 from models.captioner.manifest import verify_bundle
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
-from pipeline import lease
+from pipeline import cluster_health, lease
 from pipeline.lease import DEFAULT_MINUTES
 from pipeline.runs import (
     SUMMARY,
@@ -52,7 +52,15 @@ from pipeline.runs import (
 )
 from pipeline.settings import parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
-from transforms.commit import SUCCESS, CommitRun, count, mark_failed, run_state
+from transforms.commit import (
+    SUCCESS,
+    CommitRun,
+    WriteRunParquet,
+    count,
+    mark_failed,
+    remove_temporary_files,
+    run_state,
+)
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
@@ -203,7 +211,10 @@ def read_input_list(uri: str) -> list[str]:
 
 def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, started_at) -> dict:
     """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
-    images failed than ``--max-failed-fraction`` allows, the run marked failed."""
+    images failed than ``--max-failed-fraction`` allows, the run marked failed. A run already
+    marked failed (its launcher gave up on the cluster) stays failed."""
+    if run_state(run_dir)["state"] == "failed":
+        raise RunFault(f"{run_dir} was marked failed before it could commit; it stays failed")
     if settings.incremental:
         held = lease.holder(settings.output)
         if held is None or held.run_id != run_id:
@@ -242,10 +253,30 @@ def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, star
         "wall_seconds": round(seconds, 2),
         "images_per_second": round(counts["captioned"] / seconds, 2) if seconds else None,
     }
+    remove_temporary_files(run_dir)  # a restarted writer's empty beam-temp-* folders
     storage.write_text(FileSystems.join(run_dir, SUMMARY), json.dumps(summary, indent=2))
+    hold_before_success(run_dir)
     storage.write_text(FileSystems.join(run_dir, SUCCESS), "")
     lease.release(settings.output, run_id)
     return summary
+
+
+HOLD_COMMIT = "BEAMCAP_TEST_HOLD_COMMIT"
+
+
+def hold_before_success(run_dir: str) -> None:
+    """Test-only: with ``$BEAMCAP_TEST_HOLD_COMMIT`` naming a file that exists, the commit
+    writes its pid to ``FILE.reached`` and waits (up to 5 min) while ``FILE`` exists, between
+    summary.json and ``_SUCCESS``: the window in which the fault tests kill the commit's worker.
+    Unset (always, outside the tests), nothing happens."""
+    hold = os.environ.get(HOLD_COMMIT)
+    if not hold or not os.path.exists(hold):
+        return
+    with open(f"{hold}.reached", "w") as reached:
+        reached.write(f"{os.getpid()} {run_dir}")
+    deadline = time.time() + 300
+    while os.path.exists(hold) and time.time() < deadline:
+        time.sleep(0.2)
 
 
 def fail_run(output: str, run_id: str, reason: str):
@@ -314,8 +345,8 @@ def build(
     rows, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
         handler, run_id=run_id
     )
-    written = rows | "WriteCaptions" >> beam.io.WriteToParquet(
-        FileSystems.join(run_dir, "captions"), CAPTIONS_SCHEMA, file_name_suffix=".parquet"
+    written = rows | "WriteCaptions" >> WriteRunParquet(
+        FileSystems.join(run_dir, "captions"), CAPTIONS_SCHEMA
     )
     failures = (decoded.failures, caption_failures) | "AllFailures" >> beam.Flatten()
     failed_files = failures | "WriteFailures" >> WriteFailures(
@@ -353,6 +384,7 @@ def run(argv: list[str], *, wait: bool = True):
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     settings = job.settings
+    cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
     manifest = verify_bundle(settings.model)
     run_id = settings.run_id or new_run_id()
     run_dir = FileSystems.join(settings.output, "runs", run_id)

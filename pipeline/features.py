@@ -38,6 +38,7 @@ from models.captioner.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, 
 from models.captioner.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from models.captioner.preprocessing import check_preprocessing
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
+from pipeline import cluster_health
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions, train_captions
@@ -276,6 +277,7 @@ def run(argv: list[str]) -> dict:
         FeaturesSettings, argv, prog="beamcap features", description=__doc__, section="features"
     )
     settings = job.settings
+    cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
     prepare_output_dir(settings.output, overwrite=settings.overwrite)
     load_keras()  # TensorFlow, quietly, once the flags are good
     from models.captioner.encoder import EncoderSpec, ImageEncoder

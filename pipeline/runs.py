@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 
+from pipeline import cluster_health
 from pipeline.lease import live_lease, release
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.commit import FAILED, SUCCESS, mark_failed, run_state
@@ -71,21 +72,39 @@ def inference_metrics(result) -> dict:
 def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambda: None):
     """Runs ``pipeline``, whose last step commits ``run_dir``. On any fault: ``run_dir`` is
     marked failed with the reason, ``on_failure()`` called (the run's leases released) and
-    :class:`RunFailed` raised. With ``wait=False`` returns Beam's result once submitted (the
-    runner's own job then commits or fails the directory)."""
+    :class:`RunFailed` raised. On a cluster, its worker pool is probed first and the cluster
+    watched while the job runs (``pipeline.cluster_health``). With ``wait=False`` returns Beam's
+    result once submitted (the runner's own job then commits or fails the directory)."""
+    cluster = cluster_health.cluster_of(pipeline.options)
+    watch = None
     try:
+        cluster_health.before_run(cluster)
         result = pipeline.run()
         if not wait:
             return result
-        state = result.wait_until_finish()
+        with cluster_health.watching(cluster, result) as watch:
+            state = result.wait_until_finish()
+        if watch is not None and watch.fault:
+            raise cluster_health.ClusterUnavailable(watch.fault)
         if state not in (None, PipelineState.DONE):
             raise RunFailed(f"the pipeline ended in state {state}")
     except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
-        reason = failure_reason(error)
-        mark_failed(run_dir, reason)
-        on_failure()
-        raise RunFailed(reason) from error
+        reason = watch.fault if watch is not None and watch.fault else failure_reason(error)
+        raise RunFailed(reason + fail_cleanly(run_dir, reason, on_failure)) from error
     return result
+
+
+def fail_cleanly(run_dir: str, reason: str, on_failure=lambda: None) -> str:
+    """Marks ``run_dir`` failed with ``reason`` and calls ``on_failure()``. A fault while doing
+    so never replaces the reason: it is returned, as text to append to it ("" when none)."""
+    faults = []
+    for step in (lambda: mark_failed(run_dir, reason), on_failure):
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - reported after the run's own reason
+            first = (str(error).strip().splitlines() or [""])[0]
+            faults.append(f"{type(error).__name__}: {first}")
+    return f" (and cleaning up failed: {'; '.join(faults)})" if faults else ""
 
 
 def _read_parquet(run_dir: str, stem: str, schema: pa.Schema) -> pa.Table:

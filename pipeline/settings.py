@@ -26,7 +26,10 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BEAM_FLAGS_NOTE = (
     "Beam's own flags follow the job's: --runner (DirectRunner by default; DataflowRunner, "
-    "FlinkRunner, ...), --direct_num_workers, --project, --region, --temp_location, ... "
+    "FlinkRunner, ...), --direct_num_workers, --project, --region, --temp_location, ... and "
+    "beamcap's --cluster_timeout SECONDS (default 120): how long a Flink or Spark run waits "
+    "for a worker from the SDK worker pool, or for task slots after a TaskManager is lost, "
+    "before it fails in one line (0: as long as the runner waits). "
     "See https://beam.apache.org/documentation/runners/capability-matrix/ and `make help`."
 )
 
@@ -152,6 +155,8 @@ def as_flags(settings: dict, *, hyphens: bool = True) -> list[str]:
 def unknown_beam_flags(args: list[str]) -> list[str]:
     """The flags in ``args`` that no Beam ``PipelineOptions`` class declares."""
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    import pipeline.cluster_health  # noqa: F401 - declares --cluster_timeout
 
     parsers = []
     PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)

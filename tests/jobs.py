@@ -41,12 +41,24 @@ def job_flags(images, bundle, output, *extra):
     ]
 
 
-def beamcap_job(*argv):
-    """Runs `beamcap ARGV` in a subprocess, for at most JOB_TIMEOUT seconds."""
+def beamcap_job(*argv, timeout: float | None = None):
+    """Runs `beamcap ARGV` in a subprocess, for at most ``timeout`` (JOB_TIMEOUT) seconds."""
     command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
     return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT, check=False
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout or JOB_TIMEOUT,
+        check=False,
     )
+
+
+def beamcap_process(*argv, log: Path) -> subprocess.Popen:
+    """Starts `beamcap ARGV` in a subprocess writing stdout and stderr to ``log``."""
+    command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
+    with open(log, "w") as out:
+        return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:

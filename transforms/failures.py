@@ -12,6 +12,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam import pvalue
 
+from transforms.commit import WriteRunParquet
+
 FAILURES = "failures"
 STAGES = ("read", "decode", "encode", "caption")
 MAX_MESSAGE = 2000
@@ -64,10 +66,5 @@ class WriteFailures(beam.PTransform):
             failures
             | "Stamp" >> beam.Map(stamp)
             | "Write"
-            >> beam.io.WriteToParquet(
-                self.file_path_prefix,
-                FAILURE_SCHEMA,
-                file_name_suffix=".parquet",
-                num_shards=self.num_shards,
-            )
+            >> WriteRunParquet(self.file_path_prefix, FAILURE_SCHEMA, num_shards=self.num_shards)
         )

@@ -1,0 +1,311 @@
+"""The cluster a portable job runs on, checked before a run and watched while it runs, so that a
+fault the runner cannot recover from fails the run in one line instead of a Java trace or a
+hang (docs/reliability.md).
+
+Before the job is submitted:
+  * Flink's task slots, from its REST API (``--flink_master``, else port 8081 of the
+    ``--job_endpoint`` host): a parallelism above the cluster's slots is refused at once (exit
+    2); above the free slots, the run says that it waits for them.
+  * The SDK worker pool (``--environment_type EXTERNAL``), when it runs on this machine (a
+    pool address on localhost is the TaskManager's own, so only a local cluster's is this
+    machine's): asked to start a worker that connects back here, then to stop it. A pool that
+    refuses connections, does not answer, or whose worker does not connect within
+    ``--cluster_timeout`` fails the run naming it.
+
+While it runs, a thread asks every few seconds: Flink's task slots, and the local pool. When
+either stays short for ``--cluster_timeout`` seconds, the job is cancelled and the run fails
+with that one line. Beam's own factories would wait for a worker without a bound (Beam #20973),
+and Flink for slots up to ``slot.request.timeout`` per restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import threading
+import time
+import urllib.parse
+import urllib.request
+from concurrent import futures
+
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
+
+from models.configs import SettingsError
+from transforms.inference import RunFault
+
+DEFAULT_TIMEOUT = 120  # seconds
+POLL_SECONDS = 5
+FLINK_REST_PORT = 8081
+FLINK_ENDED = ("FINISHED", "FAILED", "CANCELED")
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+class ClusterOptions(PipelineOptions):
+    """beamcap's one cluster flag, declared with Beam's own so that presets' ``beam`` sections
+    and the command line take it alike."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--cluster_timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            help="seconds a portable run (Flink, Spark) waits for the cluster: a worker from the "
+            "SDK worker pool, or task slots after a TaskManager is lost; past it the run fails "
+            "in one line naming what is missing (0: wait as long as the runner does)",
+        )
+
+
+class ClusterUnavailable(RunFault):
+    """A part of the cluster the run needs is missing; the message names it and its address."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    flink_rest: str | None  # http://host:port of Flink's REST API
+    pool: str | None  # host:port of an SDK worker pool on this machine
+    parallelism: int
+    timeout: float
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0] if ":" in address else address
+
+
+def cluster_of(options: PipelineOptions) -> Cluster | None:
+    """The parts of the cluster that ``options`` run on and that this machine can ask; None for
+    runners that have none (Direct, Prism, Dataflow)."""
+    runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
+    if runner not in ("FlinkRunner", "SparkRunner", "PortableRunner"):
+        return None
+    portable = options.view_as(PortableOptions)
+    endpoint = portable.job_endpoint or ""
+    pool = None
+    if (portable.environment_type or "").upper() == "EXTERNAL" and portable.environment_config:
+        address = portable.environment_config
+        if _host(address) in _LOCAL_HOSTS and _host(endpoint) in _LOCAL_HOSTS:
+            pool = address
+    rest = None
+    if runner == "FlinkRunner":
+        master = options.view_as(FlinkRunnerOptions).flink_master
+        if master and not master.startswith("["):  # [auto], [local]: no cluster of its own
+            rest = master if "://" in master else f"http://{master}"
+        elif endpoint:
+            rest = f"http://{_host(endpoint)}:{FLINK_REST_PORT}"
+    parallelism = max(options.view_as(FlinkRunnerOptions).parallelism or 1, 1)
+    timeout = options.view_as(ClusterOptions).cluster_timeout
+    return Cluster(rest, pool, parallelism, timeout)
+
+
+def _flink_overview(rest: str) -> dict:
+    with urllib.request.urlopen(f"{rest}/overview", timeout=5) as answer:
+        return json.load(answer)
+
+
+def _where(rest: str) -> str:
+    return urllib.parse.urlparse(rest).netloc
+
+
+def check_slots(cluster: Cluster | None) -> None:
+    """Refuses a Flink job that can never get its slots; says so when it has to wait for them.
+    A REST API that cannot be reached is logged and not checked."""
+    if cluster is None or cluster.flink_rest is None:
+        return
+    try:
+        found = _flink_overview(cluster.flink_rest)
+    except (OSError, ValueError) as error:
+        logging.warning(
+            "cannot read Flink's task slots at %s (%s): not checked; --flink_master names it",
+            cluster.flink_rest,
+            error,
+        )
+        return
+    total, free, need = found["slots-total"], found["slots-available"], cluster.parallelism
+    where = _where(cluster.flink_rest)
+    if need > total:
+        raise SettingsError(
+            f"parallelism {need} > {total} task slots at {where}: pass --parallelism "
+            f"{max(total, 1)} or add TaskManagers"
+        )
+    if need > free:
+        logging.warning(
+            "parallelism %d > %d free task slots at %s (of %d): the job waits for other jobs "
+            "to free them",
+            need,
+            free,
+            where,
+            total,
+        )
+
+
+def _pool_stub(address: str):
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    return channel, beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
+
+
+def _rpc_fault(address: str, error, waited: float) -> str:
+    import grpc
+
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the SDK worker pool at {address} did not answer within {waited:.0f} s"
+    return f"the SDK worker pool at {address} is not reachable ({error.code().name.lower()})"
+
+
+def probe_pool(address: str, timeout: float) -> None:
+    """Asks the pool at ``address`` for a worker that connects back to a control server here,
+    then stops it; raises :class:`ClusterUnavailable` naming the pool when that fails."""
+    import grpc
+    from apache_beam.portability.api import (
+        beam_fn_api_pb2,
+        beam_fn_api_pb2_grpc,
+        endpoints_pb2,
+    )
+
+    worker_id = f"beamcap-probe-{secrets.token_hex(4)}"
+    connected = threading.Event()
+
+    class Control(beam_fn_api_pb2_grpc.BeamFnControlServicer):
+        def Control(self, requests, context):  # noqa: N802 - gRPC's name
+            if dict(context.invocation_metadata()).get("worker_id") == worker_id:
+                connected.set()
+            return iter(())  # no work: the probe worker's stream ends
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    beam_fn_api_pb2_grpc.add_BeamFnControlServicer_to_server(Control(), server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    channel, pool = _pool_stub(address)
+    started, asked = time.time(), False
+    try:
+        control = endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{port}")
+        request = beam_fn_api_pb2.StartWorkerRequest(worker_id=worker_id, control_endpoint=control)
+        try:
+            answer = pool.StartWorker(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise ClusterUnavailable(_rpc_fault(address, error, timeout)) from None
+        asked = True
+        if answer.error:
+            last = answer.error.strip().splitlines()[-1]
+            fault = f"the SDK worker pool at {address} cannot start a worker: {last}"
+            raise ClusterUnavailable(fault)
+        if not connected.wait(max(timeout - (time.time() - started), 1)):
+            raise ClusterUnavailable(
+                f"the SDK worker pool at {address} did not start a worker within {timeout:.0f} s "
+                "(can its `python` import apache_beam? see the pool's log)"
+            )
+        took = time.time() - started
+        logging.info("SDK worker pool at %s: a worker started in %.1f s", address, took)
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            if asked:
+                stop = beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id)
+                pool.StopWorker(stop, timeout=5)
+        channel.close()
+        server.stop(0)
+
+
+def _pool_answers(address: str) -> bool:
+    """A cheap liveness ask: stopping a worker the pool never had is a no-op that it answers."""
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    channel, pool = _pool_stub(address)
+    try:
+        pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id="beamcap-ping"), timeout=5)
+        return True
+    except grpc.RpcError:
+        return False
+    finally:
+        channel.close()
+
+
+def before_run(cluster: Cluster | None) -> None:
+    """The checks that fail a run before anything is submitted: the local worker pool."""
+    if cluster is not None and cluster.pool and cluster.timeout:
+        probe_pool(cluster.pool, cluster.timeout)
+
+
+class Watch:
+    """While a job runs: asks the cluster every few seconds; once a part stays missing for the
+    timeout, records why and cancels the job (``result.cancel()``). ``fault`` is the reason."""
+
+    def __init__(self, cluster: Cluster, result):
+        self.cluster, self.result, self.fault = cluster, result, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="beamcap-cluster-watch", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join(timeout=POLL_SECONDS + 6)
+
+    def _missing(self) -> str | None:
+        cluster = self.cluster
+        if cluster.pool and not _pool_answers(cluster.pool):
+            return f"the SDK worker pool at {cluster.pool} has not answered"
+        if cluster.flink_rest:
+            try:
+                found = _flink_overview(cluster.flink_rest)
+            except (OSError, ValueError):
+                return None  # the REST API itself: the job server reports the job's end
+            if found["slots-total"] < cluster.parallelism:
+                return (
+                    f"the Flink cluster at {_where(cluster.flink_rest)} has had "
+                    f"{found['taskmanagers']} TaskManagers ({found['slots-total']} task slots, "
+                    f"the job needs {cluster.parallelism})"
+                )
+        return None
+
+    def _run(self) -> None:
+        since = None
+        while not self._stop.wait(POLL_SECONDS):
+            missing = self._missing()
+            if missing is None:
+                since = None
+                continue
+            since = since or time.time()
+            if time.time() - since >= self.cluster.timeout:
+                self.fault = f"{missing} for {self.cluster.timeout:.0f} s: the job was cancelled"
+                logging.error("%s", self.fault)
+                self.cancel()
+                return
+
+    def cancel(self) -> None:
+        """Cancels the job: on Flink through its REST API too, since Beam's job server cancels
+        only its own wait for the job, which would run on once the cluster is back."""
+        with contextlib.suppress(Exception):
+            self.result.cancel()
+        rest, job_id = self.cluster.flink_rest, getattr(self.result, "_job_id", None)
+        if not rest or not job_id:
+            return
+        name = job_id.rsplit("_", 1)[0]  # Beam's invocation id: JOBNAME_UUID
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{rest}/jobs/overview", timeout=5) as answer:
+                jobs = json.load(answer)["jobs"]
+            for job in jobs:
+                if job["name"] == name and job["state"] not in FLINK_ENDED:
+                    cancel = urllib.request.Request(
+                        f"{rest}/jobs/{job['jid']}?mode=cancel", method="PATCH"
+                    )
+                    urllib.request.urlopen(cancel, timeout=5).close()
+
+
+def watching(cluster: Cluster | None, result):
+    """A :class:`Watch` over ``result`` where there is a cluster to watch, else a no-op."""
+    if cluster is None or not cluster.timeout or not (cluster.pool or cluster.flink_rest):
+        return contextlib.nullcontext(None)
+    return Watch(cluster, result)

@@ -1,0 +1,91 @@
+"""The Flink session cluster that the Flink tests share (cluster/local_flink.py: JobManager,
+supervised TaskManager, Beam's Flink job server and an SDK worker pool), started once for the
+session on free ports and always stopped. Tests that use it carry ``xdist_group("flink")``."""
+
+import dataclasses
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cluster import local_flink
+from pipeline.caption import HOLD_COMMIT
+from tests.jobs import beamcap_job
+
+
+@dataclasses.dataclass(frozen=True)
+class FlinkCluster:
+    ports: local_flink.Ports
+    workdir: Path
+
+    @property
+    def hold_commit(self) -> Path:
+        """While this file exists, every caption run on the cluster waits before _SUCCESS."""
+        return self.workdir / "hold-commit"
+
+    def workers_started(self) -> int:
+        """SDK workers the pool has started for jobs so far (beamcap's pool probes aside)."""
+        log = (self.workdir / "log" / "workerpool.log").read_text(errors="replace")
+        return sum(
+            "beamcap-probe" not in line for line in log.splitlines() if "Starting worker" in line
+        )
+
+    def rest(self, path: str, method: str = "GET") -> dict:
+        """Flink's REST API."""
+        request = urllib.request.Request(
+            f"http://localhost:{self.ports.rest}/{path}", method=method
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = answer.read()
+        return json.loads(body) if body else {}
+
+    def jobs(self) -> dict[str, str]:
+        """Flink's own list of jobs: {job id: state}."""
+        return {job["jid"]: job["state"] for job in self.rest("jobs/overview")["jobs"]}
+
+    def flags(self, pool: str | None = None) -> list[str]:
+        """What `make run-flink` passes beside the preset, for this cluster's ports (or for
+        another worker pool at ``pool``)."""
+        return [
+            "--config",
+            "flink",
+            "--job_endpoint",
+            f"localhost:{self.ports.job}",
+            "--environment_config",
+            pool or f"localhost:{self.ports.pool}",
+            "--flink_master",
+            f"localhost:{self.ports.rest}",
+        ]
+
+
+@pytest.fixture(scope="session")
+def flink(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("flink")
+    env = {HOLD_COMMIT: str(workdir / "hold-commit")}
+    ports = local_flink.up(workdir, local_flink.free_ports(), timeout=180, env=env)
+    try:
+        yield FlinkCluster(ports, workdir)
+    finally:
+        local_flink.down(workdir)
+
+
+def beamcap_on_flink(flink: FlinkCluster, *argv, pool=None, timeout: float | None = None):
+    """Runs `beamcap ARGV` on the cluster as `make run-flink` does (--config flink)."""
+    return beamcap_job(*argv, *flink.flags(pool), timeout=timeout)
+
+
+MANY_IMAGES = 600
+
+
+@pytest.fixture(scope="session")
+def many_images(tmp_path_factory) -> Path:
+    """600 small synthetic JPEGs (80x60 to 96x72): a run long in images and short in seconds,
+    so that a fault lands while images are being captioned."""
+    from models.datasets.synthetic import SynthConfig, make_example
+
+    root = tmp_path_factory.mktemp("many-images")
+    config = SynthConfig(seed=5, min_size=(80, 60), max_size=(96, 72))
+    for index in range(MANY_IMAGES):
+        (root / f"image{index:04d}.jpg").write_bytes(make_example(config, index)[2])
+    return root
