@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cluster.processes import group_members
+
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "build" / "flink" / "lib"
 WORKDIR = ROOT / "build" / "flink" / "run"
@@ -190,20 +192,9 @@ def taskmanager_pid(workdir: Path = WORKDIR) -> int | None:
 
 def sdk_workers(workdir: Path = WORKDIR) -> list[int]:
     """The pids of the SDK worker processes that the pool has started and that still run: the
-    members of its process group other than the pool itself."""
+    members of its process group."""
     pool = json.loads((workdir / "pids.json").read_text())["pids"]["workerpool"]
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == pool:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(group) == pool and state != "Z":
-            members.append(int(entry.name))
-    return sorted(members)
+    return [member.pid for member in group_members(pool)]
 
 
 def overview(ports: Ports, path: str = "overview") -> dict:

@@ -1,12 +1,18 @@
-"""Beam's Spark job server with an embedded local Spark (``local[N]``), from the jars that
-`make spark-jars` fetches into build/spark/lib. It runs in the foreground until stopped:
+"""Beam's Spark job server with an embedded local Spark, from the jars that `make spark-jars`
+fetches into build/spark/lib, and beside it a pool of Beam Python SDK workers (the EXTERNAL
+environment, as on Flink). Both run in the foreground until stopped (Ctrl-C):
 
     python -m cluster.local_spark      # then: beamcap caption ... --runner SparkRunner
-                                       #   --job_endpoint localhost:8199 --environment_type LOOPBACK
+        --job_endpoint localhost:8199 --environment_type EXTERNAL \\
+        --environment_config localhost:50100
+
+Spark runs ``local[N,4]``: a failed task is tried 4 times in all (``local[N]`` never retries
+one), so a job survives a lost SDK worker; docs/reliability.md.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +40,15 @@ OPENS = [
 ]
 
 
+TASK_ATTEMPTS = 4  # as Dataflow's batch bundles: the first try and 3 retries
+
+
+def pool_command(pool_port: int = 50100) -> list[str]:
+    """The SDK worker pool; its workers run the `python` first on PATH."""
+    module = "apache_beam.runners.worker.worker_pool_main"
+    return [sys.executable, "-m", module, "--service_port", str(pool_port)]
+
+
 def command(job_port: int = 8199, artifact_port: int = 8198, cores: int = 2) -> list[str]:
     if not (LIB / "spark-core_2.12-3.5.0.jar").exists():
         raise FileNotFoundError(f"{LIB} holds no Spark jars: run `make spark-jars`")
@@ -44,7 +59,7 @@ def command(job_port: int = 8199, artifact_port: int = 8198, cores: int = 2) -> 
         "-cp",
         f"{LIB}/*",
         "org.apache.beam.runners.spark.SparkJobServerDriver",
-        f"--spark-master-url=local[{cores}]",
+        f"--spark-master-url=local[{cores},{TASK_ATTEMPTS}]",
         f"--job-port={job_port}",
         f"--artifact-port={artifact_port}",
         "--expansion-port=0",
@@ -54,11 +69,17 @@ def command(job_port: int = 8199, artifact_port: int = 8198, cores: int = 2) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.local_spark", description=__doc__)
     parser.add_argument("--job-port", type=int, default=8199, help="default: %(default)s")
+    parser.add_argument("--pool-port", type=int, default=50100, help="default: %(default)s")
     parser.add_argument("--cores", type=int, default=2, help="local[N] (default: %(default)s)")
     args = parser.parse_args(argv)
-    args_list = command(args.job_port, args.job_port - 1, args.cores)
-    os.execvp(args_list[0], args_list)
-    return 0
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    pool = subprocess.Popen(pool_command(args.pool_port), env=env)
+    try:
+        return subprocess.call(command(args.job_port, args.job_port - 1, args.cores))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        pool.kill()
 
 
 if __name__ == "__main__":

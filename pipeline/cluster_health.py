@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -103,6 +104,25 @@ def cluster_of(options: PipelineOptions) -> Cluster | None:
     parallelism = max(options.view_as(FlinkRunnerOptions).parallelism or 1, 1)
     timeout = options.view_as(ClusterOptions).cluster_timeout
     return Cluster(rest, pool, parallelism, timeout)
+
+
+_JAVA_CLASS = re.compile(r"(?:[a-z][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)\b:?\s*")
+_LOST_WORKER = ("call already cancelled", "CANCELLED:")
+_PIPELINE_FAILED = re.compile(r"^RuntimeError: Pipeline \S+ failed in state FAILED: ")
+
+
+def in_words(cluster: Cluster | None, reason: str) -> str:
+    """A runner's failure, as a Java job server words it, in one line without Java class
+    names: a lost SDK worker is named as such; anything else keeps its own words."""
+    if cluster is None or not _JAVA_CLASS.search(reason):
+        return reason
+    if any(sign in reason for sign in _LOST_WORKER):
+        pool = f" of the pool at {cluster.pool}" if cluster.pool else ""
+        return (
+            f"an SDK worker{pool} was lost mid-run and the runner's retries of its tasks failed "
+            "too; nothing was committed: run again (--only-new takes up what is left)"
+        )
+    return "the runner failed the job: " + _JAVA_CLASS.sub("", _PIPELINE_FAILED.sub("", reason))
 
 
 def _flink_overview(rest: str) -> dict:

@@ -90,6 +90,7 @@ def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambd
             raise RunFailed(f"the pipeline ended in state {state}")
     except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
         reason = watch.fault if watch is not None and watch.fault else failure_reason(error)
+        reason = cluster_health.in_words(cluster, reason)
         raise RunFailed(reason + fail_cleanly(run_dir, reason, on_failure)) from error
     return result
 
