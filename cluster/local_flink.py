@@ -305,7 +305,11 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.local_flink", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.local_flink",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "action",
         choices=["up", "down", "supervision", "supervise"],

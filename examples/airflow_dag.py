@@ -8,6 +8,8 @@ again later"). max_active_runs=1 keeps this DAG from overlapping itself, and the
 turns a 75 (another DAG or a manual run holding the lease) into a skipped task, not a failure.
 """
 
+import datetime
+
 import pendulum
 from airflow import DAG
 from airflow.models import Variable
@@ -51,7 +53,11 @@ with DAG(
             # pool runs next to each TaskManager.
             "job_endpoint": "flink-jobserver:8099",
             "environment_config": "localhost:50000",
+            # Flink's REST API: beamcap checks the task slots before it submits, and fails the
+            # run in one line when the TaskManagers stay gone (docs/reliability.md).
+            "flink_master": "flink-jobmanager:8081",
         },
+        execution_timeout=datetime.timedelta(hours=6),  # a pool that never starts a worker
     )
 
     # Dataflow with GPU workers: launch the flex template built by `make flex-template`.

@@ -11,6 +11,11 @@ import pyarrow.parquet as pq
 from tests.conftest import ROOT
 
 
+def caption_argv(images, bundle, output) -> list:
+    """`beamcap caption --only-new` over ``images`` into ``output``: what the fault tests run."""
+    return ["caption", "--input", images, "--model", bundle, "--output", output, "--only-new"]
+
+
 def wait_until_captioning(flink, process, since: float, timeout: float = 180) -> str:
     """Waits until a Flink job submitted after ``since`` runs its CaptionImages stage with an
     SDK worker up; returns the job id. Fails if ``process`` (the launcher) ends first."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster import local_flink
+from cluster.processes import group_members
 from pipeline.caption import HOLD_COMMIT
 from tests.jobs import beamcap_job
 
@@ -64,10 +65,14 @@ def flink(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("flink")
     env = {HOLD_COMMIT: str(workdir / "hold-commit")}
     ports = local_flink.up(workdir, local_flink.free_ports(), timeout=180, env=env)
+    groups = json.loads((workdir / "pids.json").read_text())["pids"].values()
     try:
         yield FlinkCluster(ports, workdir)
     finally:
         local_flink.down(workdir)
+    # `down` leaves nothing behind: no TaskManager the supervisor started, no SDK worker
+    orphans = [member.pid for group in groups for member in group_members(group)]
+    assert not orphans, f"processes left after local_flink.down: {orphans}"
 
 
 def beamcap_on_flink(flink: FlinkCluster, *argv, pool=None, timeout: float | None = None):

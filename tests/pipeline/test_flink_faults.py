@@ -19,6 +19,7 @@ from cluster import local_flink
 from tests.cluster_faults import (
     assert_committed_once,
     assert_failed_cleanly,
+    caption_argv,
     task_failures,
     wait_until_captioning,
 )
@@ -34,20 +35,8 @@ TIMEOUT = 10  # --cluster_timeout in these tests, seconds (default 120)
 def start_caption(flink, images, bundle, output, *extra):
     """Starts `beamcap caption --only-new` on the cluster; returns (process, start time)."""
     since = time.time()
-    process = beamcap_process(
-        "caption",
-        "--input",
-        images,
-        "--model",
-        bundle,
-        "--output",
-        output,
-        "--only-new",
-        *flink.flags(),
-        *extra,
-        log=output.parent / "launcher.log",
-    )
-    return process, since
+    argv = [*caption_argv(images, bundle, output), *flink.flags(), *extra]
+    return beamcap_process(*argv, log=output.parent / "launcher.log"), since
 
 
 def launcher_result(process, output: Path, timeout: float = 240) -> tuple[int, str]:
@@ -180,24 +169,22 @@ def own_pool(tmp_path):
         process.wait(timeout=30)
 
 
-def fail_on_pool(flink, pool: str, images, bundle, output):
+def assert_pool_fault_fails_the_run(flink, pool: str, images, bundle, output, reason: str):
+    """A run against the worker pool at ``pool`` exits 1 within the bound, its last line the
+    ``reason``, and leaves one cleanly failed run."""
     started = time.time()
     result = beamcap_on_flink(
         flink,
-        "caption",
-        "--input",
-        images,
-        "--model",
-        bundle,
-        "--output",
-        output,
-        "--only-new",
+        *caption_argv(images, bundle, output),
         "--cluster_timeout",
         str(TIMEOUT),
         pool=pool,
         timeout=TIMEOUT + 120,
     )
-    return result, time.time() - started
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == f"beamcap caption: run failed: {reason}"
+    assert time.time() - started < TIMEOUT + 60
+    assert_failed_cleanly(output)
 
 
 def test_worker_pool_down_fails_the_run_in_one_line(
@@ -206,14 +193,10 @@ def test_worker_pool_down_fails_the_run_in_one_line(
     process, address = own_pool()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    result, took = fail_on_pool(flink, address, many_images, tiny_bundle, tmp_path / "out")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"beamcap caption: run failed: the SDK worker pool at {address} is not reachable "
-        "(unavailable)"
+    reason = f"the SDK worker pool at {address} is not reachable (unavailable)"
+    assert_pool_fault_fails_the_run(
+        flink, address, many_images, tiny_bundle, tmp_path / "out", reason
     )
-    assert took < 60
-    assert_failed_cleanly(tmp_path / "out")
 
 
 def test_frozen_worker_pool_fails_the_run_in_one_line(
@@ -221,14 +204,10 @@ def test_frozen_worker_pool_fails_the_run_in_one_line(
 ):
     process, address = own_pool()
     os.killpg(process.pid, signal.SIGSTOP)  # it takes connections and never answers
-    result, took = fail_on_pool(flink, address, many_images, tiny_bundle, tmp_path / "out")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"beamcap caption: run failed: the SDK worker pool at {address} did not answer within "
-        f"{TIMEOUT} s"
+    reason = f"the SDK worker pool at {address} did not answer within {TIMEOUT} s"
+    assert_pool_fault_fails_the_run(
+        flink, address, many_images, tiny_bundle, tmp_path / "out", reason
     )
-    assert took < TIMEOUT + 60
-    assert_failed_cleanly(tmp_path / "out")
 
 
 def test_worker_pool_whose_workers_cannot_start_fails_the_run_in_one_line(
@@ -239,11 +218,10 @@ def test_worker_pool_whose_workers_cannot_start_fails_the_run_in_one_line(
     (bare / "python").write_text(f'#!/bin/sh\nexec {sys.base_prefix}/bin/python3 -I -S "$@"\n')
     (bare / "python").chmod(0o755)
     _, address = own_pool(python_dir=bare)
-    result, took = fail_on_pool(flink, address, many_images, tiny_bundle, tmp_path / "out")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"beamcap caption: run failed: the SDK worker pool at {address} did not start a worker "
-        f"within {TIMEOUT} s (can its `python` import apache_beam? see the pool's log)"
+    reason = (
+        f"the SDK worker pool at {address} did not start a worker within {TIMEOUT} s "
+        "(can its `python` import apache_beam? see the pool's log)"
     )
-    assert took < TIMEOUT + 60
-    assert_failed_cleanly(tmp_path / "out")
+    assert_pool_fault_fails_the_run(
+        flink, address, many_images, tiny_bundle, tmp_path / "out", reason
+    )

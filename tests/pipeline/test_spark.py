@@ -15,7 +15,7 @@ import pytest
 
 from cluster import local_spark
 from cluster.processes import group_members
-from tests.cluster_faults import assert_failed_cleanly
+from tests.cluster_faults import assert_failed_cleanly, caption_argv
 from tests.conftest import free_port
 from tests.jobs import assert_same_captions, beamcap_job, beamcap_process, wait_for_port
 
@@ -94,18 +94,8 @@ def test_every_sdk_worker_killed_mid_run_on_spark(spark, many_images, tiny_bundl
     seconds, cleanly; docs/reliability.md says why and what survives it."""
     output = tmp_path / "out"
     before = {member.pid for member in group_members(spark["pool_pid"])}  # an earlier job's
-    process = beamcap_process(
-        "caption",
-        "--input",
-        many_images,
-        "--model",
-        tiny_bundle,
-        "--output",
-        output,
-        "--only-new",
-        *spark_flags(spark),
-        log=tmp_path / "launcher.log",
-    )
+    argv = [*caption_argv(many_images, tiny_bundle, output), *spark_flags(spark)]
+    process = beamcap_process(*argv, log=tmp_path / "launcher.log")
     deadline = time.time() + 180
     while not [
         m
