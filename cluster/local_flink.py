@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cluster.processes import group_members
+from cluster.processes import group_members, worker_pool_command, worker_pool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "build" / "flink" / "lib"
@@ -129,13 +129,7 @@ def commands(ports: Ports, conf: Path) -> dict[str, list[str]]:
             f"--artifact-port={ports.artifact}",
             "--expansion-port=0",
         ),
-        "workerpool": [
-            sys.executable,
-            "-m",
-            "apache_beam.runners.worker.worker_pool_main",
-            "--service_port",
-            str(ports.pool),
-        ],
+        "workerpool": worker_pool_command(ports.pool),
     }
 
 
@@ -155,9 +149,9 @@ def supervise(workdir: Path) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     pid_file, log = workdir / TASKMANAGER_PID, workdir / "log" / "taskmanager.log"
-    process = None
+    process, calm = None, 0.0
     while not stopping:
-        if process is None and not (workdir / UNSUPERVISED).exists():
+        if process is None and not (workdir / UNSUPERVISED).exists() and time.time() > calm:
             with open(log, "a") as out:
                 process = subprocess.Popen(
                     taskmanager_command(workdir / "conf"), stdout=out, stderr=subprocess.STDOUT
@@ -167,6 +161,7 @@ def supervise(workdir: Path) -> None:
             print(f"taskmanager {process.pid} exited with {process.returncode}", flush=True)
             process = None
             pid_file.unlink(missing_ok=True)
+            calm = time.time() + 2  # a TaskManager that cannot start is not restarted in a loop
         time.sleep(0.5)
     if process is not None:
         process.terminate()
@@ -234,12 +229,7 @@ def up(
     logs.mkdir(exist_ok=True)
     (conf / "config.yaml").write_text(config(ports))
     set_supervision(workdir, True)
-    env = {
-        **os.environ,
-        **(env or {}),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the pool's `python`
-        "PYTHONPATH": str(ROOT),
-    }
+    env = {**worker_pool_env(), **(env or {}), "PYTHONPATH": str(ROOT)}
     pids = {}
     try:
         for name, command in commands(ports, conf).items():
@@ -259,7 +249,8 @@ def up(
         while not _ready(ports):
             for name, pid in pids.items():
                 if _exited(pid):
-                    raise RuntimeError(f"{name} exited: see {logs / name}.log")
+                    log = "supervisor" if name == "taskmanager" else name
+                    raise RuntimeError(f"{name} exited: see {logs / log}.log")
             if time.time() > deadline:
                 raise TimeoutError(f"the cluster was not up after {timeout:.0f}s: see {logs}")
             time.sleep(0.5)
@@ -335,9 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     ports = up(args.workdir)
     print(
         f"Flink {overview(ports)['flink-version']} at http://localhost:{ports.rest}; "
-        f"caption with --runner FlinkRunner --job_endpoint localhost:{ports.job} "
-        f"--environment_type EXTERNAL --environment_config localhost:{ports.pool} "
-        "--environment_cache_millis 60000"
+        f"caption with `make run-flink` or beamcap caption --config flink --job_endpoint "
+        f"localhost:{ports.job} --environment_config localhost:{ports.pool} "
+        f"--flink_master localhost:{ports.rest}"
     )
     return 0
 

@@ -7,14 +7,18 @@ environment, as on Flink). Both run in the foreground until stopped (Ctrl-C):
         --environment_config localhost:50100
 
 Spark runs ``local[N,4]``: a failed task is tried 4 times in all (``local[N]`` never retries
-one), so a job survives a lost SDK worker; docs/reliability.md.
+one). The retries come at once, so with ``--environment_cache_millis`` they meet the dead
+worker's cached environment and a lost SDK worker fails the run; docs/reliability.md.
 """
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from cluster.processes import worker_pool_command, worker_pool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "build" / "spark" / "lib"
@@ -43,12 +47,6 @@ OPENS = [
 TASK_ATTEMPTS = 4  # as Dataflow's batch bundles: the first try and 3 retries
 
 
-def pool_command(pool_port: int = 50100) -> list[str]:
-    """The SDK worker pool; its workers run the `python` first on PATH."""
-    module = "apache_beam.runners.worker.worker_pool_main"
-    return [sys.executable, "-m", module, "--service_port", str(pool_port)]
-
-
 def command(job_port: int = 8199, artifact_port: int = 8198, cores: int = 2) -> list[str]:
     if not (LIB / "spark-core_2.12-3.5.0.jar").exists():
         raise FileNotFoundError(f"{LIB} holds no Spark jars: run `make spark-jars`")
@@ -72,14 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-port", type=int, default=50100, help="default: %(default)s")
     parser.add_argument("--cores", type=int, default=2, help="local[N] (default: %(default)s)")
     args = parser.parse_args(argv)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    pool = subprocess.Popen(pool_command(args.pool_port), env=env)
+    env = worker_pool_env()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # TERM stops both, as Ctrl-C
+    # its own process group: stopping it stops the SDK workers it started
+    pool = subprocess.Popen(worker_pool_command(args.pool_port), env=env, start_new_session=True)
     try:
         return subprocess.call(command(args.job_port, args.job_port - 1, args.cores))
     except KeyboardInterrupt:
         return 130
     finally:
-        pool.kill()
+        os.killpg(pool.pid, signal.SIGKILL)
+        pool.wait()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,24 @@
-"""The processes of a process group, read from /proc: how the local clusters and the fault tests
-find a worker pool's SDK workers (the pool starts each in its own group)."""
+"""The SDK worker pool as the local clusters start it, and the members of a process group, read
+from /proc: how they and the fault tests find a pool's SDK workers (the pool runs in a group of
+its own, and its workers stay in it)."""
 
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple
+
+
+def worker_pool_command(port: int) -> list[str]:
+    """Beam's SDK worker pool on ``port``; its workers run the `python` first on PATH."""
+    module = "apache_beam.runners.worker.worker_pool_main"
+    return [sys.executable, "-m", module, "--service_port", str(port)]
+
+
+def worker_pool_env(python_dir: Path | None = None) -> dict[str, str]:
+    """The environment that gives the pool's workers this interpreter's `python` (or the one in
+    ``python_dir``)."""
+    first = python_dir or Path(sys.executable).parent
+    return {**os.environ, "PATH": f"{first}:{os.environ['PATH']}"}
 
 
 class Member(NamedTuple):

@@ -211,10 +211,15 @@ def read_input_list(uri: str) -> list[str]:
 
 def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, started_at) -> dict:
     """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
-    images failed than ``--max-failed-fraction`` allows, the run marked failed. A run already
-    marked failed (its launcher gave up on the cluster) stays failed."""
-    if run_state(run_dir)["state"] == "failed":
-        raise RunFault(f"{run_dir} was marked failed before it could commit; it stays failed")
+    images failed than ``--max-failed-fraction`` allows, the run marked failed. A runner may
+    run it again (Flink restarts a failed region): a run already committed returns its summary,
+    one already failed (by an earlier attempt, or a launcher that gave up on the cluster) fails
+    again with its recorded reason."""
+    state = run_state(run_dir)
+    if state["state"] == "committed":
+        return json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
+    if state["state"] == "failed":
+        raise RunFault(state["reason"])
     if settings.incremental:
         held = lease.holder(settings.output)
         if held is None or held.run_id != run_id:

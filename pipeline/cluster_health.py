@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import json
 import logging
 import re
@@ -46,6 +47,7 @@ DEFAULT_TIMEOUT = 120  # seconds
 POLL_SECONDS = 5
 FLINK_REST_PORT = 8081
 FLINK_ENDED = ("FINISHED", "FAILED", "CANCELED")
+_UNREADABLE = (OSError, ValueError, KeyError, http.client.HTTPException)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
@@ -89,11 +91,6 @@ def cluster_of(options: PipelineOptions) -> Cluster | None:
         return None
     portable = options.view_as(PortableOptions)
     endpoint = portable.job_endpoint or ""
-    pool = None
-    if (portable.environment_type or "").upper() == "EXTERNAL" and portable.environment_config:
-        address = portable.environment_config
-        if _host(address) in _LOCAL_HOSTS and _host(endpoint) in _LOCAL_HOSTS:
-            pool = address
     rest = None
     if runner == "FlinkRunner":
         master = options.view_as(FlinkRunnerOptions).flink_master
@@ -101,13 +98,21 @@ def cluster_of(options: PipelineOptions) -> Cluster | None:
             rest = master if "://" in master else f"http://{master}"
         elif endpoint:
             rest = f"http://{_host(endpoint)}:{FLINK_REST_PORT}"
+    pool = None
+    if (portable.environment_type or "").upper() == "EXTERNAL" and portable.environment_config:
+        address = portable.environment_config
+        here = [_host(address), _host(endpoint)] + (
+            [_where(rest).rsplit(":", 1)[0]] if rest else []
+        )
+        if all(host in _LOCAL_HOSTS for host in here):  # the whole cluster on this machine
+            pool = address
     parallelism = max(options.view_as(FlinkRunnerOptions).parallelism or 1, 1)
     timeout = options.view_as(ClusterOptions).cluster_timeout
     return Cluster(rest, pool, parallelism, timeout)
 
 
 _JAVA_CLASS = re.compile(r"(?:[a-z][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)\b:?\s*")
-_LOST_WORKER = ("call already cancelled", "CANCELLED:")
+_LOST_WORKER = ("call already cancelled",)
 _PIPELINE_FAILED = re.compile(r"^RuntimeError: Pipeline \S+ failed in state FAILED: ")
 
 
@@ -141,14 +146,15 @@ def check_slots(cluster: Cluster | None) -> None:
         return
     try:
         found = _flink_overview(cluster.flink_rest)
-    except (OSError, ValueError) as error:
+        total, free = found["slots-total"], found["slots-available"]
+    except _UNREADABLE as error:
         logging.warning(
             "cannot read Flink's task slots at %s (%s): not checked; --flink_master names it",
             cluster.flink_rest,
             error,
         )
         return
-    total, free, need = found["slots-total"], found["slots-available"], cluster.parallelism
+    need = cluster.parallelism
     where = _where(cluster.flink_rest)
     if need > total:
         raise SettingsError(
@@ -260,8 +266,8 @@ class Watch:
     """While a job runs: asks the cluster every few seconds; once a part stays missing for the
     timeout, records why and cancels the job (``result.cancel()``). ``fault`` is the reason."""
 
-    def __init__(self, cluster: Cluster, result):
-        self.cluster, self.result, self.fault = cluster, result, None
+    def __init__(self, cluster: Cluster, result, since: float):
+        self.cluster, self.result, self.since, self.fault = cluster, result, since, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beamcap-cluster-watch", daemon=True)
 
@@ -280,9 +286,10 @@ class Watch:
         if cluster.flink_rest:
             try:
                 found = _flink_overview(cluster.flink_rest)
-            except (OSError, ValueError):
+                short = found["slots-total"] < cluster.parallelism
+            except _UNREADABLE:
                 return None  # the REST API itself: the job server reports the job's end
-            if found["slots-total"] < cluster.parallelism:
+            if short:
                 return (
                     f"the Flink cluster at {_where(cluster.flink_rest)} has had "
                     f"{found['taskmanagers']} TaskManagers ({found['slots-total']} task slots, "
@@ -298,34 +305,38 @@ class Watch:
                 since = None
                 continue
             since = since or time.time()
-            if time.time() - since >= self.cluster.timeout:
+            if time.time() - since >= self.cluster.timeout and not self._stop.is_set():
                 self.fault = f"{missing} for {self.cluster.timeout:.0f} s: the job was cancelled"
                 logging.error("%s", self.fault)
                 self.cancel()
                 return
 
     def cancel(self) -> None:
-        """Cancels the job: on Flink through its REST API too, since Beam's job server cancels
-        only its own wait for the job, which would run on once the cluster is back."""
+        """Cancels the job: on Flink through its REST API first, since Beam's job server
+        cancels only its own wait for the job, which would run on once the cluster is back."""
+        rest, job_id = self.cluster.flink_rest, getattr(self.result, "_job_id", None)
+        if rest and job_id:
+            name = job_id.rsplit("_", 1)[0]  # Beam's invocation id: JOBNAME_UUID
+            with contextlib.suppress(*_UNREADABLE):
+                with urllib.request.urlopen(f"{rest}/jobs/overview", timeout=5) as answer:
+                    jobs = json.load(answer)["jobs"]
+                ours = [
+                    job
+                    for job in jobs
+                    if job["name"] == name
+                    and job["state"] not in FLINK_ENDED
+                    and job["start-time"] / 1000 >= self.since - 1
+                ]
+                if len(ours) == 1:  # never a job that is not certainly this run's
+                    url = f"{rest}/jobs/{ours[0]['jid']}?mode=cancel"
+                    urllib.request.urlopen(urllib.request.Request(url, method="PATCH"), timeout=5)
         with contextlib.suppress(Exception):
             self.result.cancel()
-        rest, job_id = self.cluster.flink_rest, getattr(self.result, "_job_id", None)
-        if not rest or not job_id:
-            return
-        name = job_id.rsplit("_", 1)[0]  # Beam's invocation id: JOBNAME_UUID
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(f"{rest}/jobs/overview", timeout=5) as answer:
-                jobs = json.load(answer)["jobs"]
-            for job in jobs:
-                if job["name"] == name and job["state"] not in FLINK_ENDED:
-                    cancel = urllib.request.Request(
-                        f"{rest}/jobs/{job['jid']}?mode=cancel", method="PATCH"
-                    )
-                    urllib.request.urlopen(cancel, timeout=5).close()
 
 
-def watching(cluster: Cluster | None, result):
-    """A :class:`Watch` over ``result`` where there is a cluster to watch, else a no-op."""
+def watching(cluster: Cluster | None, result, since: float):
+    """A :class:`Watch` over ``result`` (submitted at ``since``) where there is a cluster to
+    watch, else a no-op."""
     if cluster is None or not cluster.timeout or not (cluster.pool or cluster.flink_rest):
         return contextlib.nullcontext(None)
-    return Watch(cluster, result)
+    return Watch(cluster, result, since)

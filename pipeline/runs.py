@@ -76,30 +76,39 @@ def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambd
     watched while the job runs (``pipeline.cluster_health``). With ``wait=False`` returns Beam's
     result once submitted (the runner's own job then commits or fails the directory)."""
     cluster = cluster_health.cluster_of(pipeline.options)
-    watch = None
+    watch, submitted = None, time.time()
     try:
         cluster_health.before_run(cluster)
         result = pipeline.run()
         if not wait:
             return result
-        with cluster_health.watching(cluster, result) as watch:
+        with cluster_health.watching(cluster, result, since=submitted) as watch:
             state = result.wait_until_finish()
-        if watch is not None and watch.fault:
-            raise cluster_health.ClusterUnavailable(watch.fault)
         if state not in (None, PipelineState.DONE):
             raise RunFailed(f"the pipeline ended in state {state}")
     except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
-        reason = watch.fault if watch is not None and watch.fault else failure_reason(error)
-        reason = cluster_health.in_words(cluster, reason)
+        recorded = run_state(run_dir)
+        if recorded["state"] == "failed":  # by the job itself: its reason, written once
+            reason = recorded["reason"]
+        elif watch is not None and watch.fault:
+            reason = watch.fault
+        else:
+            reason = cluster_health.in_words(cluster, failure_reason(error))
         raise RunFailed(reason + fail_cleanly(run_dir, reason, on_failure)) from error
     return result
 
 
 def fail_cleanly(run_dir: str, reason: str, on_failure=lambda: None) -> str:
-    """Marks ``run_dir`` failed with ``reason`` and calls ``on_failure()``. A fault while doing
-    so never replaces the reason: it is returned, as text to append to it ("" when none)."""
+    """Marks ``run_dir`` failed with ``reason`` (unless it already is) and calls
+    ``on_failure()``. A fault while doing so never replaces the reason: it is returned, as text
+    to append to it ("" when none)."""
+
+    def mark():
+        if run_state(run_dir)["state"] != "failed":
+            mark_failed(run_dir, reason)
+
     faults = []
-    for step in (lambda: mark_failed(run_dir, reason), on_failure):
+    for step in (mark, on_failure):
         try:
             step()
         except Exception as error:  # noqa: BLE001 - reported after the run's own reason

@@ -70,8 +70,9 @@ def flink(tmp_path_factory):
         yield FlinkCluster(ports, workdir)
     finally:
         local_flink.down(workdir)
-    # `down` leaves nothing behind: no TaskManager the supervisor started, no SDK worker
+    # `down` leaves nothing behind: no leader, no TaskManager the supervisor started, no worker
     orphans = [member.pid for group in groups for member in group_members(group)]
+    orphans += [leader for leader in groups if Path(f"/proc/{leader}").exists()]
     assert not orphans, f"processes left after local_flink.down: {orphans}"
 
 

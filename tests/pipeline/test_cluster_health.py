@@ -2,15 +2,18 @@
 (its /overview answer, as Flink 1.19 words it): the slot check at launch, and Java failures in
 words. The real cluster's faults are in test_flink_faults.py."""
 
+import dataclasses
 import http.server
 import json
 import logging
 import threading
+import time
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.configs import SettingsError
+from pipeline import cluster_health
 from pipeline.cluster_health import check_slots, cluster_of, in_words
 
 
@@ -75,10 +78,10 @@ def test_an_unreachable_rest_api_is_said_and_not_checked(caplog):
 
 
 def test_the_pool_is_probed_only_where_this_machine_can_reach_it():
-    local = flink_cluster(
-        "h:8081", "--environment_type", "EXTERNAL", "--environment_config", "localhost:50000"
-    )
-    assert local.pool == "localhost:50000" and local.flink_rest == "http://h:8081"
+    pool = ["--environment_type", "EXTERNAL", "--environment_config", "localhost:50000"]
+    assert flink_cluster("h:8081", *pool).pool is None  # the JobManager elsewhere: so is the pool
+    local = flink_cluster("localhost:8081", *pool)
+    assert local.pool == "localhost:50000" and local.flink_rest == "http://localhost:8081"
     remote = cluster_of(
         PipelineOptions(
             ["--runner", "FlinkRunner", "--job_endpoint", "jobserver:8099"]
@@ -92,7 +95,7 @@ def test_the_pool_is_probed_only_where_this_machine_can_reach_it():
 
 def test_java_failures_in_words():
     cluster = flink_cluster(
-        "h:8081", "--environment_type", "EXTERNAL", "--environment_config", "localhost:5"
+        "localhost:8081", "--environment_type", "EXTERNAL", "--environment_config", "localhost:5"
     )
     lost = in_words(
         cluster,
@@ -107,3 +110,38 @@ def test_java_failures_in_words():
     )
     assert refused == "the runner failed the job: finishConnect(..) failed: Connection refused"
     assert in_words(cluster, "decoder returned NaN") == "decoder returned NaN"
+
+
+class Result:
+    """Beam's PipelineResult as the watch uses it."""
+
+    _job_id = "BeamApp-test_0000"
+
+    def __init__(self):
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_the_watch_cancels_a_job_whose_taskmanagers_stay_gone(flink_rest, monkeypatch):
+    address, overview = flink_rest
+    monkeypatch.setattr(cluster_health, "POLL_SECONDS", 0.1)
+    overview.update({"taskmanagers": 1, "slots-total": 2, "slots-available": 1})
+    cluster = dataclasses.replace(flink_cluster(address), timeout=0.5)
+    healthy = Result()
+    with cluster_health.Watch(cluster, healthy, since=time.time()) as watch:
+        time.sleep(1)
+    assert watch.fault is None and not healthy.cancelled
+
+    overview.update({"taskmanagers": 0, "slots-total": 0, "slots-available": 0})
+    lost = Result()
+    with cluster_health.Watch(cluster, lost, since=time.time()) as watch:
+        deadline = time.time() + 10
+        while not lost.cancelled and time.time() < deadline:
+            time.sleep(0.1)
+    assert lost.cancelled
+    assert watch.fault == (
+        f"the Flink cluster at {address} has had 0 TaskManagers (0 task slots, the job needs "
+        "1) for 0 s: the job was cancelled"
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cluster import local_flink
+from cluster.processes import worker_pool_command, worker_pool_env
 from tests.cluster_faults import (
     assert_committed_once,
     assert_failed_cleanly,
@@ -147,13 +148,10 @@ def own_pool(tmp_path):
 
     def start(python_dir: Path | None = None):
         port = free_port()
-        bin_dir = python_dir or Path(sys.executable).parent
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-        command = [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main"]
         with open(tmp_path / f"pool-{port}.log", "w") as log:
             process = subprocess.Popen(
-                [*command, "--service_port", str(port)],
-                env=env,
+                worker_pool_command(port),
+                env=worker_pool_env(python_dir),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

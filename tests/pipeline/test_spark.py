@@ -7,14 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from cluster import local_spark
-from cluster.processes import group_members
+from cluster.processes import group_members, worker_pool_command, worker_pool_env
 from tests.cluster_faults import assert_failed_cleanly, caption_argv
 from tests.conftest import free_port
 from tests.jobs import assert_same_captions, beamcap_job, beamcap_process, wait_for_port
@@ -27,11 +25,11 @@ def spark(tmp_path_factory):
     """{"job_endpoint", "pool", "pool_pid"} of a job server and worker pool started here."""
     job_port, pool_port = free_port(), free_port()
     logs = tmp_path_factory.mktemp("spark")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = worker_pool_env()
     started = {}
     for name, command, port in (
         ("jobserver", local_spark.command(job_port, free_port()), job_port),
-        ("workerpool", local_spark.pool_command(pool_port), pool_port),
+        ("workerpool", worker_pool_command(pool_port), pool_port),
     ):
         with open(logs / f"{name}.log", "w") as log:
             started[name] = subprocess.Popen(
