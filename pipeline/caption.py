@@ -261,6 +261,8 @@ def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, star
     remove_temporary_files(run_dir)  # a restarted writer's empty beam-temp-* folders
     storage.write_text(FileSystems.join(run_dir, SUMMARY), json.dumps(summary, indent=2))
     hold_before_success(run_dir)
+    if run_state(run_dir)["state"] == "failed":  # its launcher gave up on it meanwhile
+        raise RunFault(run_state(run_dir)["reason"])
     storage.write_text(FileSystems.join(run_dir, SUCCESS), "")
     lease.release(settings.output, run_id)
     return summary

@@ -6,6 +6,7 @@ frozen, or whose workers cannot start), which must fail the run in one line with
 outcome is read from the files a user reads (tests/cluster_faults.py)."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -223,3 +224,37 @@ def test_worker_pool_whose_workers_cannot_start_fails_the_run_in_one_line(
     assert_pool_fault_fails_the_run(
         flink, address, many_images, tiny_bundle, tmp_path / "out", reason
     )
+
+
+def test_worker_pool_frozen_mid_run_fails_the_run_in_one_line(
+    flink, many_images, tiny_bundle, tmp_path
+):
+    """The shared cluster's pool SIGSTOPped while the job runs (held at its commit, so that it
+    outlasts the bound; its worker goes on): the watch's ping gets no answer, and after
+    --cluster_timeout the job is cancelled and the run failed."""
+    output = tmp_path / "out"
+    pool = json.loads((flink.workdir / "pids.json").read_text())["pids"]["workerpool"]
+    reached = Path(f"{flink.hold_commit}.reached")
+    flink.hold_commit.touch()
+    try:
+        process, _ = start_caption(
+            flink, many_images, tiny_bundle, output, "--cluster_timeout", str(TIMEOUT)
+        )
+        deadline = time.time() + 180
+        while not reached.exists():
+            assert time.time() < deadline and process.poll() is None, "the commit was not reached"
+            time.sleep(0.2)
+        os.kill(pool, signal.SIGSTOP)  # the pool alone, not its process group
+        try:
+            returncode, last = launcher_result(process, output, timeout=TIMEOUT + 90)
+        finally:
+            os.kill(pool, signal.SIGCONT)
+    finally:
+        flink.hold_commit.unlink(missing_ok=True)
+        reached.unlink(missing_ok=True)
+    assert returncode == 1
+    assert last == (
+        f"beamcap caption: run failed: the SDK worker pool at localhost:{flink.ports.pool} has "
+        f"not answered for {TIMEOUT} s: the job was cancelled"
+    )
+    assert_failed_cleanly(output)
