@@ -233,8 +233,7 @@ def up(
     pids = {}
     try:
         for name, command in commands(ports, conf).items():
-            log_name = "supervisor" if name == "taskmanager" else name
-            with open(logs / f"{log_name}.log", "w") as log:
+            with open(logs / _log_name(name), "w") as log:
                 process = subprocess.Popen(
                     command,
                     env=env,
@@ -249,8 +248,7 @@ def up(
         while not _ready(ports):
             for name, pid in pids.items():
                 if _exited(pid):
-                    log = "supervisor" if name == "taskmanager" else name
-                    raise RuntimeError(f"{name} exited: see {logs / log}.log")
+                    raise RuntimeError(f"{name} exited: see {logs / _log_name(name)}")
             if time.time() > deadline:
                 raise TimeoutError(f"the cluster was not up after {timeout:.0f}s: see {logs}")
             time.sleep(0.5)
@@ -258,6 +256,12 @@ def up(
         down(workdir)
         raise
     return ports
+
+
+def _log_name(name: str) -> str:
+    """The log of a process `up` starts: the TaskManager's entry is its supervisor, whose own
+    log is apart from the TaskManager JVM's taskmanager.log."""
+    return f"{'supervisor' if name == 'taskmanager' else name}.log"
 
 
 def _exited(pid: int) -> bool:

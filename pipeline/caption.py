@@ -215,11 +215,8 @@ def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, star
     run it again (Flink restarts a failed region): a run already committed returns its summary,
     one already failed (by an earlier attempt, or a launcher that gave up on the cluster) fails
     again with its recorded reason."""
-    state = run_state(run_dir)
-    if state["state"] == "committed":
+    if _unless_failed(run_dir)["state"] == "committed":
         return json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
-    if state["state"] == "failed":
-        raise RunFault(state["reason"])
     if settings.incremental:
         held = lease.holder(settings.output)
         if held is None or held.run_id != run_id:
@@ -261,11 +258,18 @@ def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, star
     remove_temporary_files(run_dir)  # a restarted writer's empty beam-temp-* folders
     storage.write_text(FileSystems.join(run_dir, SUMMARY), json.dumps(summary, indent=2))
     hold_before_success(run_dir)
-    if run_state(run_dir)["state"] == "failed":  # its launcher gave up on it meanwhile
-        raise RunFault(run_state(run_dir)["reason"])
+    _unless_failed(run_dir)  # its launcher may have given up on it meanwhile
     storage.write_text(FileSystems.join(run_dir, SUCCESS), "")
     lease.release(settings.output, run_id)
     return summary
+
+
+def _unless_failed(run_dir: str) -> dict:
+    """The run's state; a run marked failed raises :class:`RunFault` with its recorded reason."""
+    state = run_state(run_dir)
+    if state["state"] == "failed":
+        raise RunFault(state["reason"])
+    return state
 
 
 HOLD_COMMIT = "BEAMCAP_TEST_HOLD_COMMIT"

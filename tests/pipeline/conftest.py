@@ -2,8 +2,10 @@
 supervised TaskManager, Beam's Flink job server and an SDK worker pool), started once for the
 session on free ports and always stopped. Tests that use it carry ``xdist_group("flink")``."""
 
+import contextlib
 import dataclasses
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +26,29 @@ class FlinkCluster:
     def hold_commit(self) -> Path:
         """While this file exists, every caption run on the cluster waits before _SUCCESS."""
         return self.workdir / "hold-commit"
+
+    @contextlib.contextmanager
+    def commit_held(self):
+        """Inside, caption runs on the cluster wait between summary.json and _SUCCESS (the
+        test-only hook of pipeline/caption.py). Yields ``reached(process)``: it waits until a
+        run's commit is held and returns (the pid of the SDK worker holding it, its run dir);
+        it fails if the launcher ``process`` ends first."""
+        reached = Path(f"{self.hold_commit}.reached")
+
+        def wait(process, timeout: float = 180) -> tuple[int, Path]:
+            deadline = time.time() + timeout
+            while not reached.exists():
+                assert time.time() < deadline and process.poll() is None, "no commit was held"
+                time.sleep(0.2)
+            pid, run_dir = reached.read_text().split(" ", 1)
+            return int(pid), Path(run_dir)
+
+        self.hold_commit.touch()
+        try:
+            yield wait
+        finally:
+            self.hold_commit.unlink(missing_ok=True)
+            reached.unlink(missing_ok=True)
 
     def workers_started(self) -> int:
         """SDK workers the pool has started for jobs so far (beamcap's pool probes aside)."""

@@ -86,22 +86,13 @@ def test_commit_worker_killed_between_summary_and_success(
     """The commit is held after summary.json (the test-only hook of pipeline/caption.py), its
     SDK worker killed there; Flink's retry commits the run exactly once."""
     output = tmp_path / "out"
-    flink.hold_commit.touch()
-    try:
+    with flink.commit_held() as reached:
         process, _ = start_caption(flink, many_images, tiny_bundle, output)
-        reached = Path(f"{flink.hold_commit}.reached")
-        deadline = time.time() + 180
-        while not reached.exists():
-            assert time.time() < deadline and process.poll() is None, "the commit was not reached"
-            time.sleep(0.2)
-        pid, run_dir = reached.read_text().split(" ", 1)
-        assert int(pid) in local_flink.sdk_workers(flink.workdir)
-        assert (Path(run_dir) / "summary.json").exists()
-        assert not (Path(run_dir) / "_SUCCESS").exists()
-        os.kill(int(pid), signal.SIGKILL)
-    finally:
-        flink.hold_commit.unlink(missing_ok=True)
-        Path(f"{flink.hold_commit}.reached").unlink(missing_ok=True)
+        pid, run_dir = reached(process)
+        assert pid in local_flink.sdk_workers(flink.workdir)
+        assert (run_dir / "summary.json").exists()
+        assert not (run_dir / "_SUCCESS").exists()
+        os.kill(pid, signal.SIGKILL)
     returncode, last = launcher_result(process, output)
     assert returncode == 0, last
     assert_committed_once(output, many_images)
@@ -234,24 +225,16 @@ def test_worker_pool_frozen_mid_run_fails_the_run_in_one_line(
     --cluster_timeout the job is cancelled and the run failed."""
     output = tmp_path / "out"
     pool = json.loads((flink.workdir / "pids.json").read_text())["pids"]["workerpool"]
-    reached = Path(f"{flink.hold_commit}.reached")
-    flink.hold_commit.touch()
-    try:
+    with flink.commit_held() as reached:
         process, _ = start_caption(
             flink, many_images, tiny_bundle, output, "--cluster_timeout", str(TIMEOUT)
         )
-        deadline = time.time() + 180
-        while not reached.exists():
-            assert time.time() < deadline and process.poll() is None, "the commit was not reached"
-            time.sleep(0.2)
+        reached(process)
         os.kill(pool, signal.SIGSTOP)  # the pool alone, not its process group
         try:
             returncode, last = launcher_result(process, output, timeout=TIMEOUT + 90)
         finally:
             os.kill(pool, signal.SIGCONT)
-    finally:
-        flink.hold_commit.unlink(missing_ok=True)
-        reached.unlink(missing_ok=True)
     assert returncode == 1
     assert last == (
         f"beamcap caption: run failed: the SDK worker pool at localhost:{flink.ports.pool} has "
