@@ -122,6 +122,9 @@ def test_a_killed_run_is_listed_unfinished_then_abandoned_and_rerun(tmp_path, ti
     assert "unfinished" in capsys.readouterr().out
     assert list(output.glob(f"runs/{killed['run_id']}/beam-temp-*"))
 
+    # Run ids order by their UTC second, then by a random suffix: a rerun within the killed
+    # run's second could list before it (it did, here, once the kill came within a second).
+    time.sleep(1.1)
     again = caption_module.run(flags(images, tiny_bundle, output))  # takes over, cleans, reruns
     log = capsys.readouterr().err
     assert f"process {process.pid} on this host no longer exists" in log
