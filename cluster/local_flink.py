@@ -216,7 +216,8 @@ def up(
     timeout: float = 180,
     env: dict[str, str] | None = None,
 ) -> Ports:
-    """Starts the four processes (with ``env`` added to their environment); returns once the
+    """Starts the four processes (with ``env`` added to their environment; a ``PYTHONPATH``
+    there must hold the repo); returns once the
     TaskManager's slots, the job server and the worker pool answer. Raises (after stopping what
     started) if any exits or time runs out."""
     if not (LIB / "flink-runtime-1.19.0.jar").exists():
@@ -229,7 +230,7 @@ def up(
     logs.mkdir(exist_ok=True)
     (conf / "config.yaml").write_text(config(ports))
     set_supervision(workdir, True)
-    env = {**worker_pool_env(), **(env or {}), "PYTHONPATH": str(ROOT)}
+    env = {**worker_pool_env(), "PYTHONPATH": str(ROOT), **(env or {})}
     pids = {}
     try:
         for name, command in commands(ports, conf).items():

@@ -1,13 +1,15 @@
 """Byte-level file access for local paths and ``gs://`` URIs, without Apache Beam.
 
 The model layer must work where Beam is not installed (a trainer, a notebook), so it talks to
-Cloud Storage through ``google-cloud-storage`` directly. Tests inject a client for the emulator
-with :func:`use_gcs_client`.
+Cloud Storage through ``google-cloud-storage`` directly, with an explicit :class:`Retries`
+policy on every call (:func:`configure`). With ``$STORAGE_EMULATOR_HOST`` set, the client talks to
+that server, anonymously.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import fnmatch
 import glob as globlib
@@ -18,6 +20,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _GCS_CLIENT = None
+EMULATOR_HOST = "STORAGE_EMULATOR_HOST"  # google-cloud-storage's own variable
+GCS_ENDPOINT = "https://storage.googleapis.com"
+
+
+@dataclasses.dataclass(frozen=True)
+class Retries:
+    """How long a ``gs://`` call may take: ``timeout`` seconds for each request (its
+    connection and each wait for bytes), and ``deadline`` seconds for the call, retries
+    included. google-cloud-storage retries what it deems transient (connection errors, 408,
+    429, 5xx), backing off from 1 s, doubling up to 60 s."""
+
+    timeout: float = 30.0
+    deadline: float = 120.0
+
+    def call_kwargs(self) -> dict:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        retry = DEFAULT_RETRY.with_timeout(self.deadline) if self.deadline > 0 else None
+        return {"retry": retry, "timeout": self.timeout}
+
+
+_RETRIES = Retries()
 
 
 def is_gcs(uri: str) -> bool:
@@ -31,10 +55,38 @@ def join(base: str, *names: str) -> str:
     return str(Path(base, *names))
 
 
-def use_gcs_client(client) -> None:
-    """Sets the ``google.cloud.storage.Client`` used for ``gs://`` (None: a default one)."""
-    global _GCS_CLIENT
-    _GCS_CLIENT = client
+def endpoint() -> str:
+    """Where ``gs://`` goes: ``$STORAGE_EMULATOR_HOST`` when set, else Cloud Storage."""
+    return os.environ.get(EMULATOR_HOST) or GCS_ENDPOINT
+
+
+def configure(retries: Retries, *, anonymous: bool = False) -> None:
+    """Sets this process's :class:`Retries` and, with ``anonymous``, connects without
+    credentials (what ``--no_auth`` asks; an emulator host always does)."""
+    global _RETRIES, _GCS_CLIENT
+    _RETRIES = retries
+    if anonymous:
+        from google.cloud import storage
+
+        _GCS_CLIENT = storage.Client.create_anonymous_client()
+
+
+def retries() -> Retries:
+    return _RETRIES
+
+
+@contextlib.contextmanager
+def one_try() -> Iterator[None]:
+    """Within the block, each ``gs://`` call makes one attempt, of one request timeout: for
+    clean-up after a failure, which must not wait out a whole deadline per file when storage
+    is what failed."""
+    global _RETRIES
+    kept = _RETRIES
+    _RETRIES = dataclasses.replace(kept, deadline=0.0)
+    try:
+        yield
+    finally:
+        _RETRIES = kept
 
 
 def _client():
@@ -42,7 +94,7 @@ def _client():
     if _GCS_CLIENT is None:
         from google.cloud import storage
 
-        _GCS_CLIENT = storage.Client()
+        _GCS_CLIENT = storage.Client()  # anonymous by itself when an emulator host is set
     return _GCS_CLIENT
 
 
@@ -59,7 +111,7 @@ def read_bytes(uri: str) -> bytes:
         from google.api_core.exceptions import NotFound
 
         try:
-            return _blob(uri).download_as_bytes()
+            return _blob(uri).download_as_bytes(**_RETRIES.call_kwargs())
         except NotFound as error:
             raise FileNotFoundError(f"no such object: {uri}") from error
     return Path(uri).read_bytes()
@@ -68,7 +120,7 @@ def read_bytes(uri: str) -> bytes:
 def exists(uri: str) -> bool:
     """Whether a file (not a directory) exists at ``uri``."""
     if is_gcs(uri):
-        return _blob(uri).exists()
+        return _blob(uri).exists(**_RETRIES.call_kwargs())
     return Path(uri).is_file()
 
 
@@ -79,7 +131,7 @@ def glob(pattern: str) -> list[str]:
         return sorted(path for path in globlib.glob(pattern) if Path(path).is_file())
     bucket, _, name = pattern[len("gs://") :].partition("/")
     prefix = re.split(r"[*?\[]", name, maxsplit=1)[0]
-    blobs = _client().list_blobs(bucket, prefix=prefix)
+    blobs = _client().list_blobs(bucket, prefix=prefix, **_RETRIES.call_kwargs())
     depth = name.count("/")
     return sorted(
         f"gs://{bucket}/{b.name}"
@@ -91,7 +143,7 @@ def glob(pattern: str) -> list[str]:
 def write_bytes(uri: str, data: bytes) -> None:
     """Writes a whole file, creating local parent directories."""
     if is_gcs(uri):
-        _blob(uri).upload_from_string(data)
+        _blob(uri).upload_from_string(data, **_RETRIES.call_kwargs())
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,12 +152,14 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def create_exclusive(uri: str, data: bytes) -> bool:
     """Writes a new file atomically, only if none exists (``O_EXCL`` locally; on ``gs://`` an
-    upload with ``if_generation_match=0``); False when the file already exists."""
+    upload with ``if_generation_match=0``); False when the file already exists. On ``gs://``
+    a retried upload whose first response was lost also finds the file there (its own): a
+    caller that must tell the two apart compares the bytes."""
     if is_gcs(uri):
         from google.api_core.exceptions import PreconditionFailed
 
         try:
-            _blob(uri).upload_from_string(data, if_generation_match=0)
+            _blob(uri).upload_from_string(data, if_generation_match=0, **_RETRIES.call_kwargs())
         except PreconditionFailed:
             return False
         return True
@@ -127,9 +181,10 @@ def read_versioned(uri: str) -> tuple[bytes, object] | None:
 
         blob = _blob(uri)
         try:
-            blob.reload()
+            blob.reload(**_RETRIES.call_kwargs())
             generation = blob.generation
-            return blob.download_as_bytes(if_generation_match=generation), generation
+            data = blob.download_as_bytes(if_generation_match=generation, **_RETRIES.call_kwargs())
+            return data, generation
         except (NotFound, PreconditionFailed):
             return None
     try:
@@ -141,12 +196,17 @@ def read_versioned(uri: str) -> tuple[bytes, object] | None:
 
 def delete_if_version(uri: str, version) -> bool:
     """Deletes a file only while it is still the version :func:`read_versioned` returned;
-    False when it changed or is gone. Locally, deleters take turns on ``URI.lock``."""
+    False when it changed or is gone. Locally, deleters take turns on ``URI.lock``. On
+    ``gs://`` the delete names that generation and requires it to be the live one
+    (``ifGenerationMatch``): either alone suffices on Cloud Storage, and a server that honours
+    only one of them (fake-gcs-server reads only ``generation``) still deletes nothing newer."""
     if is_gcs(uri):
         from google.api_core.exceptions import NotFound, PreconditionFailed
 
+        bucket, _, name = uri[len("gs://") :].partition("/")
+        blob = _client().bucket(bucket).blob(name, generation=version)
         try:
-            _blob(uri).delete(if_generation_match=version)
+            blob.delete(if_generation_match=version, **_RETRIES.call_kwargs())
         except (NotFound, PreconditionFailed):
             return False
         return True
@@ -167,7 +227,7 @@ def remove(uri: str) -> None:
         from google.api_core.exceptions import NotFound
 
         with contextlib.suppress(NotFound):
-            _blob(uri).delete()
+            _blob(uri).delete(**_RETRIES.call_kwargs())
         return
     Path(uri).unlink(missing_ok=True)
 

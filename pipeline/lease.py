@@ -108,6 +108,8 @@ def acquire(output: str, lease: Lease) -> None:
         if found is None:
             continue  # released meanwhile
         holder = Lease.from_bytes(found[0])
+        if holder == lease:  # ours: a retried upload whose first answer was lost
+            return
         reason = stale_reason(holder, output)
         if reason is None:
             raise OutputBusy(f"{output} is leased by {holder.describe()}; try again later")

@@ -20,8 +20,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 
+from models import storage
 from pipeline import cluster_health
 from pipeline.lease import live_lease, release
+from transforms import gcs
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.commit import FAILED, SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
@@ -93,7 +95,7 @@ def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambd
         elif watch is not None and watch.fault:
             reason = watch.fault
         else:
-            reason = cluster_health.in_words(cluster, failure_reason(error))
+            reason = gcs.in_words(cluster_health.in_words(cluster, failure_reason(error)))
         raise RunFailed(reason + fail_cleanly(run_dir, reason, on_failure)) from error
     return result
 
@@ -101,7 +103,9 @@ def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambd
 def fail_cleanly(run_dir: str, reason: str, on_failure=lambda: None) -> str:
     """Marks ``run_dir`` failed with ``reason`` (unless it already is) and calls
     ``on_failure()``. A fault while doing so never replaces the reason: it is returned, as text
-    to append to it ("" when none)."""
+    to append to it ("" when none). Each storage call here makes one attempt
+    (:func:`models.storage.one_try`): when storage is what failed, the reason comes out after
+    one request timeout per call, not a whole deadline."""
 
     def mark():
         if run_state(run_dir)["state"] != "failed":
@@ -110,10 +114,10 @@ def fail_cleanly(run_dir: str, reason: str, on_failure=lambda: None) -> str:
     faults = []
     for step in (mark, on_failure):
         try:
-            step()
+            with storage.one_try():
+                step()
         except Exception as error:  # noqa: BLE001 - reported after the run's own reason
-            first = (str(error).strip().splitlines() or [""])[0]
-            faults.append(f"{type(error).__name__}: {first}")
+            faults.append(gcs.in_words(failure_reason(error)))
     return f" (and cleaning up failed: {'; '.join(faults)})" if faults else ""
 
 

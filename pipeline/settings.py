@@ -157,6 +157,7 @@ def unknown_beam_flags(args: list[str]) -> list[str]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     import pipeline.cluster_health  # noqa: F401 - declares --cluster_timeout
+    import transforms.gcs  # noqa: F401 - declares --storage_timeout, --storage_deadline
 
     parsers = []
     PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
@@ -207,6 +208,10 @@ def parse_job(
     check_ranges(settings)
     if hasattr(settings, "check"):
         settings.check()
+    if beam:
+        from transforms import gcs
+
+        rest = gcs.prepare(rest)
     return Job(settings, rest, preset)
 
 

@@ -38,85 +38,48 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def honour_generation_preconditions():
-    """The emulator ignores ``ifGenerationMatch``; make uploads and deletes honour it as Cloud
-    Storage documents (0: the object must not exist; else its generation must equal it; 412
-    otherwise), one request at a time."""
-    import threading
-    from http import HTTPStatus
-
-    from gcp_storage_emulator import server
-    from gcp_storage_emulator.exceptions import NotFound
-    from gcp_storage_emulator.handlers import objects
-
-    lock = threading.Lock()
-
-    def guarded(handler, name_of):
-        def handle(request, response, storage, *args, **kwargs):
-            wanted = request.query.get("ifGenerationMatch")
-            if not wanted:
-                return handler(request, response, storage, *args, **kwargs)
-            with lock:
-                try:
-                    current = storage.get_file_obj(request.params["bucket_name"], name_of(request))
-                    generation = str(current["generation"])
-                except NotFound:
-                    generation = "0"
-                if generation != wanted[0]:
-                    response.status = HTTPStatus.PRECONDITION_FAILED
-                    response.json({"error": {"code": 412, "message": "conditionNotMet"}})
-                    return None
-                return handler(request, response, storage, *args, **kwargs)
-
-        return handle
-
-    def upload_name(request):
-        if "name" in request.query:
-            return request.query["name"][0]
-        return request.data["meta"]["name"]
-
-    replacements = {
-        objects.insert: guarded(objects.insert, upload_name),
-        objects.delete: guarded(objects.delete, lambda request: request.params["object_id"]),
-    }
-    for _, handlers in server.HANDLERS:
-        for method, handler in handlers.items():
-            handlers[method] = replacements.get(handler, handler)
-    objects.insert = replacements[objects.insert]
-
-
 @pytest.fixture(scope="session")
-def gcs_emulator():
-    """An in-memory Cloud Storage emulator on loopback with bucket ``beamcap-test``.
+def gcs(tmp_path_factory):
+    """fake-gcs-server behind Toxiproxy (tests/gcs_servers.py), for the whole session: this
+    process and every process it starts reach it through ``$STORAGE_EMULATOR_HOST``, the
+    proxy's address, and carry the harness's batch work-around. Yields the ``GcsServers``."""
+    from tests.gcs_compat.sitecustomize import add_content_ids
+    from tests.gcs_servers import GcsServers
 
-    Yields a ``google.cloud.storage.Client`` with anonymous credentials (no auth retries).
-    """
-    from gcp_storage_emulator.server import create_server
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage as gcs
-
-    honour_generation_preconditions()
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="beamcap-test")
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
-    client = gcs.Client(
-        project="beamcap-test",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": endpoint},
-    )
-    storage.use_gcs_client(client)
+    servers = GcsServers(tmp_path_factory.mktemp("gcs-servers")).start()
+    saved = {name: os.environ.get(name) for name in servers.env()}
+    os.environ.update(servers.env())
+    add_content_ids()
+    storage.configure(storage.retries(), anonymous=True)
     try:
-        yield client
+        yield servers
     finally:
-        storage.use_gcs_client(None)
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
-        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        servers.stop()
+
+
+@pytest.fixture
+def new_bucket(gcs, request):
+    """Makes a fresh bucket on the test server and returns its name: ``new_bucket("in")``."""
+    import re
+
+    made = []
+    client = gcs.client()
+    gcs.toxiproxy.reset()
+
+    def make(role: str) -> str:
+        name = re.sub(r"[^a-z0-9-]", "-", f"{role}-{request.node.name}".lower())[:50]
+        name = f"{name}-{len(made)}".strip("-")
+        client.create_bucket(name)
+        made.append(name)
+        return name
+
+    yield make
+    gcs.toxiproxy.reset()
 
 
 TINY_IMAGES = 24

@@ -67,10 +67,11 @@ def test_batches_reuse_one_compiled_step(saved, images):
     assert bundle.stepper._top_k_models == {SEARCH["beam_size"]: step_model}
 
 
-def test_round_trip_through_gcs(gcs_emulator, parts, images):
-    uri = "gs://beamcap-test/models/v1"
+def test_round_trip_through_gcs(gcs, new_bucket, parts, images):
+    bucket = new_bucket("models")
+    uri = f"gs://{bucket}/models/v1"
     manifest = save_bundle(uri, **parts)
-    assert {blob.name for blob in gcs_emulator.list_blobs("beamcap-test", prefix="models/")} == {
+    assert {blob.name for blob in gcs.client().list_blobs(bucket, prefix="models/")} == {
         f"models/v1/{name}" for name in [*manifest["files"], "manifest.json"]
     }
     assert load_bundle(uri).caption(images, **SEARCH) == expected_captions(parts, images)

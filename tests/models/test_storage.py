@@ -13,8 +13,8 @@ def test_glob_exists_and_round_trip_locally(tmp_path):
     assert storage.read_text(found[1]) == "train-1.tfrecord"
 
 
-def test_glob_and_exists_on_gcs(gcs_emulator):
-    root = "gs://beamcap-test/storage-test"
+def test_glob_and_exists_on_gcs(new_bucket):
+    root = f"gs://{new_bucket('storage')}/storage-test"
     names = ("train-0.tfrecord", "train-1.tfrecord", "val-0.tfrecord", "train-x/y.tfrecord")
     for name in names:
         storage.write_text(f"{root}/{name}", name)
@@ -23,3 +23,26 @@ def test_glob_and_exists_on_gcs(gcs_emulator):
         f"{root}/train-1.tfrecord",
     ]
     assert storage.exists(f"{root}/val-0.tfrecord") and not storage.exists(f"{root}/nothing")
+
+
+def test_only_one_exclusive_create_wins_on_gcs(new_bucket):
+    """fake-gcs-server honours ``ifGenerationMatch=0`` on uploads, as Cloud Storage does."""
+    uri = f"gs://{new_bucket('exclusive')}/_LEASE"
+    assert storage.create_exclusive(uri, b"first")
+    assert not storage.create_exclusive(uri, b"second")
+    assert storage.read_bytes(uri) == b"first"
+
+
+def test_delete_if_version_spares_a_newer_version_on_gcs(new_bucket):
+    """The lease's conditional delete. fake-gcs-server ignores ``ifGenerationMatch`` on
+    deletes (fakestorage/object.go reads only ``generation``), so what this checks on it is the
+    ``generation`` that beamcap sends beside it: a delete of the generation read earlier must
+    not remove the object once it has been replaced."""
+    uri = f"gs://{new_bucket('versions')}/_LEASE"
+    storage.write_bytes(uri, b"old")
+    data, old = storage.read_versioned(uri)
+    storage.write_bytes(uri, b"new")  # another run took it over meanwhile
+    assert data == b"old" and not storage.delete_if_version(uri, old)
+    assert storage.read_bytes(uri) == b"new"
+    _, current = storage.read_versioned(uri)
+    assert storage.delete_if_version(uri, current) and storage.read_versioned(uri) is None

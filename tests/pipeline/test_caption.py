@@ -103,32 +103,6 @@ def test_multi_process_direct_runner(tmp_path, tiny_bundle):
     assert_accounts_for_everything(images, tmp_path / "out", summary, must_fail)
 
 
-def test_gcs_input_and_output(gcs_emulator, tmp_path, tiny_bundle):
-    bucket = gcs_emulator.bucket("beamcap-test")
-    local = tmp_path / "images"
-    must_fail = write_image_folder(local)
-    for path in local.rglob("*"):
-        if path.is_file():
-            bucket.blob(f"in/{path.relative_to(local)}").upload_from_filename(str(path))
-    summary = run(
-        job_flags(
-            "gs://beamcap-test/in/", tiny_bundle, "gs://beamcap-test/out", "--no_auth", *FNAPI
-        )
-    )
-    names = {blob.name for blob in bucket.list_blobs(prefix="out/runs/")}
-    run_prefix = f"out/runs/{summary['run_id']}/"
-    assert f"{run_prefix}_SUCCESS" in names and f"{run_prefix}summary.json" in names
-    assert summary["counts"]["matched"] == len([p for p in local.rglob("*") if p.is_file()])
-    assert sum(summary["counts"]["failed"].values()) == len(must_fail)
-    failures_blob = next(n for n in names if n.startswith(run_prefix + "failures-"))
-    local_copy = tmp_path / "failures.parquet"
-    bucket.blob(failures_blob).download_to_filename(str(local_copy))
-    failed = {
-        posixpath.basename(u) for u in pq.read_table(local_copy).column("image_uri").to_pylist()
-    }
-    assert failed == set(must_fail)
-
-
 def test_precision_reaches_the_encoder(tmp_path, tiny_bundle):
     """bf16 moves the features a little, so scores move too; were --precision ignored, the two
     runs would score every image identically."""

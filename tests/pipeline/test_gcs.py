@@ -1,0 +1,82 @@
+"""The caption job on buckets, against a real Cloud Storage server (fake-gcs-server, reached
+through Toxiproxy: tests/gcs_servers.py): images in one bucket, runs in another, the scheduled
+``--only-new`` rerun, ``beamcap runs`` / ``--clean`` and ``beamcap show``. The DirectRunner's
+runs use the FnApiRunner it falls back to offline (it would fetch Prism first)."""
+
+import io
+import json
+import posixpath
+
+import pyarrow.parquet as pq
+
+from pipeline import cli
+from tests.conftest import write_image_folder
+from tests.jobs import FNAPI, job_flags
+
+
+def upload_images(client, bucket: str, tmp_path, prefix: str = "photos") -> tuple[str, dict]:
+    """``write_image_folder``'s images uploaded under gs://BUCKET/PREFIX/; returns that URI
+    and the names that must fail."""
+    local = tmp_path / "images"
+    must_fail = write_image_folder(local)
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        name = f"{prefix}/{path.relative_to(local)}"
+        client.bucket(bucket).blob(name).upload_from_filename(str(path))
+    return f"gs://{bucket}/{prefix}/", must_fail
+
+
+def beamcap(capsys, *argv) -> tuple[int, str, str]:
+    """`beamcap ARGV` as a user runs it, in this process: (status, stdout, stderr)."""
+    status = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def parquet_rows(client, uri_prefix: str) -> list[dict]:
+    bucket, _, prefix = uri_prefix[len("gs://") :].partition("/")
+    rows = []
+    for blob in client.list_blobs(bucket, prefix=prefix):
+        if blob.name.endswith(".parquet"):
+            rows += pq.read_table(io.BytesIO(blob.download_as_bytes())).to_pylist()
+    return rows
+
+
+def test_bucket_to_bucket_then_only_new_then_runs_and_show(
+    gcs, new_bucket, tmp_path, tiny_bundle, capsys
+):
+    client = gcs.client()
+    images, must_fail = upload_images(client, new_bucket("in"), tmp_path)
+    output = f"gs://{new_bucket('out')}/captions"
+    flags = job_flags(images, tiny_bundle, output, "--only-new", *FNAPI)
+
+    status, out, _ = beamcap(capsys, "caption", *flags)
+    assert status == 0
+    first = json.loads(out)
+    run_dir = f"{output}/runs/{first['run_id']}"
+    names = {b.name for b in client.list_blobs(output[5:].split("/")[0], prefix="captions/runs/")}
+    assert {f"captions/runs/{first['run_id']}/{n}" for n in ("_SUCCESS", "summary.json")} <= names
+    assert not [n for n in names if "beam-temp" in n or n.endswith("_LEASE")]
+    assert first["counts"]["matched"] == 11
+    assert first["counts"]["failed"]["decode"] == len(must_fail)
+    captioned = parquet_rows(client, f"{run_dir}/captions-")
+    assert len(captioned) == first["counts"]["captioned"] == 11 - len(must_fail)
+    failed = {posixpath.basename(r["image_uri"]) for r in parquet_rows(client, f"{run_dir}/fail")}
+    assert failed == set(must_fail)
+
+    status, out, _ = beamcap(capsys, "caption", *flags)  # the schedule's next tick
+    second = json.loads(out)
+    assert status == 0 and second["counts"]["captioned"] == 0
+    assert second["counts"]["skipped_as_done"] == 11
+
+    status, out, _ = beamcap(capsys, "runs", "--json", output)
+    listed = json.loads(out)
+    assert status == 0 and [r["run_id"] for r in listed] == [first["run_id"], second["run_id"]]
+    assert {r["state"] for r in listed} == {"committed"}
+    status, out, _ = beamcap(capsys, "runs", "--clean", output)
+    assert status == 0 and first["run_id"] in out
+
+    status, out, _ = beamcap(capsys, "show", "--run-id", first["run_id"], output)
+    assert status == 0
+    assert out.count("Captions for image gs://") == len(captioned)
+    for name in must_fail:
+        assert name in out

@@ -1,0 +1,114 @@
+"""Cloud Storage as beamcap's jobs use it: one retry policy for Beam's ``gs://`` I/O and for
+``models.storage``, ``--no_auth`` honoured, and storage faults told in one line.
+
+Beam's ``GcsIO`` builds its client and its retry for every call from the job's options, on the
+launcher and on each worker, through ``gcsio.create_storage_client`` and
+``gcsio_retry.get_retry``. This module wraps both, so that Beam's I/O
+
+- connects anonymously with ``--no_auth`` or ``$STORAGE_EMULATOR_HOST`` (Beam looks up
+  credentials regardless, with a backoff of about 20 s when there are none), and
+- retries for ``--storage_deadline`` seconds, as ``models.storage`` does
+  (:class:`models.storage.Retries`); Beam's per-request timeout is google-cloud-storage's 60 s.
+
+Workers import it because every job names it in ``--beam_plugins`` (:data:`PLUGIN`); the
+launcher imports it with the job's modules. Importing it also sets ``models.storage``'s policy
+from the options, on the first ``gs://`` call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.gcp import gcsio, gcsio_retry
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from models import storage
+
+PLUGIN = __name__  # what --beam_plugins names, so that workers import this module too
+_DEFAULTS = storage.Retries()
+
+
+class StorageOptions(PipelineOptions):
+    """How long a job waits for Cloud Storage, declared with Beam's own flags."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--storage_timeout",
+            type=float,
+            default=_DEFAULTS.timeout,
+            help="seconds one Cloud Storage request of beamcap's own (leases, markers, the "
+            "summary) may wait for an answer before it is retried",
+        )
+        parser.add_argument(
+            "--storage_deadline",
+            type=float,
+            default=_DEFAULTS.deadline,
+            help="seconds one Cloud Storage call may spend retrying, beamcap's and Beam's "
+            "alike; past it the step, and so the run, fails in one line naming storage",
+        )
+
+
+def retries_of(options: PipelineOptions) -> storage.Retries:
+    view = options.view_as(StorageOptions)
+    return storage.Retries(timeout=view.storage_timeout, deadline=view.storage_deadline)
+
+
+def anonymous(options: PipelineOptions) -> bool:
+    """Whether the job connects without credentials: ``--no_auth``, or an emulator host."""
+    return bool(options.view_as(GoogleCloudOptions).no_auth or storage.EMULATOR_HOST in os.environ)
+
+
+def configure(options: PipelineOptions) -> None:
+    """Sets ``models.storage``'s policy and credentials from the job's options."""
+    storage.configure(retries_of(options), anonymous=anonymous(options))
+
+
+def prepare(beam_args: list[str]) -> list[str]:
+    """A job's Beam flags with this module among its ``--beam_plugins``; this process's
+    ``gs://`` access (Beam's, before the pipeline exists, and ``models.storage``'s) set from
+    them."""
+    args = [*beam_args, "--beam_plugins", PLUGIN]
+    options = PipelineOptions(args)
+    FileSystems.set_options(options)
+    configure(options)
+    return args
+
+
+_beams_client = gcsio.create_storage_client
+_configured_from = [None]  # the options models.storage last took its policy from
+
+
+def _storage_client(pipeline_options, use_credentials=True):
+    if pipeline_options is not _configured_from[0]:  # a worker's first gs:// call of a job
+        _configured_from[0] = pipeline_options
+        configure(pipeline_options)
+    return _beams_client(pipeline_options, use_credentials and not anonymous(pipeline_options))
+
+
+def _retry(_pipeline_options):
+    """models.storage's deadline (set from these options by ``_storage_client``, which GcsIO
+    calls first; :func:`models.storage.one_try` shortens it)."""
+    deadline = storage.retries().deadline
+    return gcsio_retry.DEFAULT_RETRY_WITH_THROTTLING_COUNTER.with_timeout(deadline)
+
+
+gcsio.create_storage_client = _storage_client
+gcsio_retry.get_retry = _retry
+
+_UNREACHABLE = re.compile(
+    r"ConnectionError|ConnectTimeout|ReadTimeout|Connection refused|Connection reset|"
+    r"RemoteDisconnected|Max retries exceeded|RetryError|Timeout of [\d.]+s exceeded|"
+    r"ServiceUnavailable|503 |502 |504 |timed out"
+)
+
+
+def in_words(reason: str) -> str:
+    """A storage fault's one line, naming Cloud Storage and its address; other reasons as
+    they are."""
+    if not _UNREACHABLE.search(reason):
+        return reason
+    detail = reason.split(": ", 1)[-1][:200]
+    return f"Cloud Storage at {storage.endpoint()} did not answer in time ({detail})"
