@@ -265,3 +265,49 @@ def local_file_for(uri: str) -> Iterator[str]:
         path = os.path.join(tmp, uri.rsplit("/", 1)[-1])
         yield path
         write_bytes(uri, Path(path).read_bytes())
+
+
+_UNREACHABLE = re.compile(
+    r"ConnectionError|ConnectTimeout|ReadTimeout|Connection refused|Connection reset|"
+    r"RemoteDisconnected|Max retries exceeded|RetryError|Timeout of [\d.]+s exceeded|"
+    r"ServiceUnavailable|TransportError|timed out"
+)
+_CAUSES = {  # what the client's error says -> what happened, in words
+    "Connection refused": "connection refused",
+    "Connection reset": "connection reset",
+    "RemoteDisconnected": "connection closed without an answer",
+    "Connection aborted": "connection closed without an answer",
+    "timed out": "no answer within the request timeout",
+    "ServiceUnavailable": "503 Service Unavailable",
+}
+
+
+def _chain_text(error: BaseException | None, stop: BaseException | None, depth: int = 0) -> str:
+    """The text of ``error`` and of what it wraps (its cause and context, a RetryError's last
+    exception, a BeamIOError's per-file exceptions), short of ``stop``."""
+    if error is None or error is stop or depth > 6:
+        return ""
+    inner = [error.__cause__, error.__context__, getattr(error, "cause", None)]
+    inner += list((getattr(error, "exception_details", None) or {}).values())
+    texts = [f"{type(error).__name__}: {error}"]
+    texts += [_chain_text(e, stop, depth + 1) for e in inner if isinstance(e, BaseException)]
+    return " ".join(texts)
+
+
+def in_words(
+    reason: str, error: BaseException | None = None, *, besides: BaseException | None = None
+) -> str:
+    """A storage fault's one line, naming Cloud Storage, its address and what went wrong
+    (read from ``reason`` and ``error``'s chain, leaving out ``besides``, an error being
+    handled meanwhile; with how long the client retried, where it says); other reasons as
+    they are."""
+    text = f"{reason} {_chain_text(error, besides)}"
+    if not _UNREACHABLE.search(text):
+        return reason
+    cause = next((words for found, words in _CAUSES.items() if found in text), None)
+    detail = cause or reason.split(": ", 1)[-1][:160]
+    gave_up = re.search(r"Timeout of ([\d.]+)s exceeded", text)
+    if gave_up:
+        seconds = float(gave_up.group(1))
+        detail += f", retried for {seconds:g} s" if seconds else ", at one try"
+    return f"Cloud Storage at {endpoint()} did not answer ({detail})"

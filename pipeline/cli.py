@@ -80,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except OutputBusy as error:
         print(f"{prog}: busy: {error}", file=sys.stderr)
         return EXIT_BUSY
+    except Exception as error:  # noqa: BLE001 - storage faults end in one line too
+        from models.storage import in_words
+
+        told = in_words(f"{type(error).__name__}: {error}", error)
+        if told.startswith("Cloud Storage at "):
+            print(f"{prog}: error: {told}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

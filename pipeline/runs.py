@@ -12,6 +12,7 @@ import datetime
 import json
 import posixpath
 import re
+import sys
 import time
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from apache_beam.runners.runner import PipelineState
 from models import storage
 from pipeline import cluster_health
 from pipeline.lease import live_lease, release
-from transforms import gcs
+from transforms import gcs  # noqa: F401 - Beam's gs:// access takes beamcap's storage policy
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.commit import FAILED, SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA
@@ -89,15 +90,25 @@ def run_to_commit(pipeline, run_dir: str, *, wait: bool = True, on_failure=lambd
         if state not in (None, PipelineState.DONE):
             raise RunFailed(f"the pipeline ended in state {state}")
     except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
-        recorded = run_state(run_dir)
+        recorded = _recorded_state(run_dir)
         if recorded["state"] == "failed":  # by the job itself: its reason, written once
             reason = recorded["reason"]
         elif watch is not None and watch.fault:
             reason = watch.fault
         else:
-            reason = gcs.in_words(cluster_health.in_words(cluster, failure_reason(error)))
+            reason = cluster_health.in_words(cluster, failure_reason(error))
+            reason = storage.in_words(reason, error)
         raise RunFailed(reason + fail_cleanly(run_dir, reason, on_failure)) from error
     return result
+
+
+def _recorded_state(run_dir: str) -> dict:
+    """The run's state as far as storage answers at one try ("unknown" when it does not)."""
+    try:
+        with storage.one_try():
+            return run_state(run_dir)
+    except Exception:  # noqa: BLE001 - storage may be what failed; the run's fault comes first
+        return {"state": "unknown"}
 
 
 def fail_cleanly(run_dir: str, reason: str, on_failure=lambda: None) -> str:
@@ -111,13 +122,14 @@ def fail_cleanly(run_dir: str, reason: str, on_failure=lambda: None) -> str:
         if run_state(run_dir)["state"] != "failed":
             mark_failed(run_dir, reason)
 
+    handling = sys.exc_info()[1]  # the run's own fault, when called while handling it
     faults = []
     for step in (mark, on_failure):
         try:
             with storage.one_try():
                 step()
         except Exception as error:  # noqa: BLE001 - reported after the run's own reason
-            faults.append(gcs.in_words(failure_reason(error)))
+            faults.append(storage.in_words(failure_reason(error), error, besides=handling))
     return f" (and cleaning up failed: {'; '.join(faults)})" if faults else ""
 
 

@@ -3,6 +3,7 @@ waiting for a server's port, and comparing two runs' outputs (another runner aga
 FnApiRunner)."""
 
 import glob
+import os
 import posixpath
 import socket
 import subprocess
@@ -54,11 +55,18 @@ def beamcap_job(*argv, timeout: float | None = None):
     )
 
 
-def beamcap_process(*argv, log: Path) -> subprocess.Popen:
-    """Starts `beamcap ARGV` in a subprocess writing stdout and stderr to ``log``."""
+def beamcap_process(*argv, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Starts `beamcap ARGV` in a subprocess writing stdout and stderr to ``log`` (with
+    ``env`` added to this process's environment)."""
     command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
     with open(log, "w") as out:
-        return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:

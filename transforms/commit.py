@@ -23,6 +23,7 @@ from apache_beam.io import parquetio
 from apache_beam.io.filesystems import FileSystems
 
 from models import storage
+from transforms import gcs
 
 SUCCESS, FAILED = "_SUCCESS", "_FAILED"
 
@@ -105,6 +106,7 @@ class CommitRun(beam.PTransform):
         self.extra_side_inputs = side_inputs or {}
 
     def expand(self, pbegin):
+        retries = gcs.retries_of(pbegin.pipeline.options)  # the job's, for every worker
         tally = (
             tuple(self.tallies)
             | "AllTallies" >> beam.Flatten()
@@ -112,12 +114,17 @@ class CommitRun(beam.PTransform):
         )
         files = tuple(self.files) | "AllFiles" >> beam.Flatten()
         commit = self.commit
+
+        def configured_commit(tally, files, **side):
+            storage.configure(retries)
+            return commit(tally, files, **side)
+
         return (
             pbegin
             | "Once" >> beam.Create([None])
             | "Commit"
             >> beam.Map(
-                lambda _, tally, files, **side: commit(tally, files, **side),
+                lambda _, tally, files, **side: configured_commit(tally, files, **side),
                 tally=beam.pvalue.AsDict(tally),
                 files=beam.pvalue.AsList(files),
                 **self.extra_side_inputs,

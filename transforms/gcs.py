@@ -1,28 +1,35 @@
 """Cloud Storage as beamcap's jobs use it: one retry policy for Beam's ``gs://`` I/O and for
-``models.storage``, ``--no_auth`` honoured, and storage faults told in one line.
+``models.storage``, and ``--no_auth`` honoured.
 
-Beam's ``GcsIO`` builds its client and its retry for every call from the job's options, on the
-launcher and on each worker, through ``gcsio.create_storage_client`` and
-``gcsio_retry.get_retry``. This module wraps both, so that Beam's I/O
+Beam's ``GcsIO`` builds its client and its retry for every call, through
+``gcsio.create_storage_client`` and ``gcsio_retry.get_retry``. This module wraps both, so that
+Beam's I/O
 
 - connects anonymously with ``--no_auth`` or ``$STORAGE_EMULATOR_HOST`` (Beam looks up
   credentials regardless, with a backoff of about 20 s when there are none), and
-- retries for ``--storage_deadline`` seconds, as ``models.storage`` does
-  (:class:`models.storage.Retries`); Beam's per-request timeout is google-cloud-storage's 60 s.
+- retries for as long as ``models.storage`` does (:class:`models.storage.Retries`, set from
+  ``--storage_deadline``); its per-request timeout stays google-cloud-storage's 60 s.
 
-Workers import it because every job names it in ``--beam_plugins`` (:data:`PLUGIN`); the
-launcher imports it with the job's modules. Importing it also sets ``models.storage``'s policy
-from the options, on the first ``gs://`` call.
+Where the policy comes from, per process: the launcher sets it from the job's flags
+(:func:`prepare`); a worker started by Beam's SDK harness (Dataflow, a container) gets the
+job's options and imports this module as a ``--beam_plugins`` entry; a worker of an EXTERNAL
+worker pool gets no options from Beam (``worker_pool_main`` starts ``SdkHarness`` bare), so it
+imports this module with beamcap's transforms, keeps the defaults for Beam's reads and writes,
+and takes the job's policy when the commit step runs (``transforms.commit.CommitRun``). Storage
+faults are told in words by :func:`models.storage.in_words`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp import gcsio, gcsio_retry
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+)
 
 from models import storage
 
@@ -81,8 +88,13 @@ _beams_client = gcsio.create_storage_client
 _configured_from = [None]  # the options models.storage last took its policy from
 
 
+def _is_beamcap_job(options: PipelineOptions) -> bool:
+    return PLUGIN in (options.view_as(SetupOptions).beam_plugins or [])
+
+
 def _storage_client(pipeline_options, use_credentials=True):
-    if pipeline_options is not _configured_from[0]:  # a worker's first gs:// call of a job
+    fresh = pipeline_options is not _configured_from[0]  # a worker's first gs:// call of a job
+    if fresh and _is_beamcap_job(pipeline_options):
         _configured_from[0] = pipeline_options
         configure(pipeline_options)
     return _beams_client(pipeline_options, use_credentials and not anonymous(pipeline_options))
@@ -97,18 +109,3 @@ def _retry(_pipeline_options):
 
 gcsio.create_storage_client = _storage_client
 gcsio_retry.get_retry = _retry
-
-_UNREACHABLE = re.compile(
-    r"ConnectionError|ConnectTimeout|ReadTimeout|Connection refused|Connection reset|"
-    r"RemoteDisconnected|Max retries exceeded|RetryError|Timeout of [\d.]+s exceeded|"
-    r"ServiceUnavailable|503 |502 |504 |timed out"
-)
-
-
-def in_words(reason: str) -> str:
-    """A storage fault's one line, naming Cloud Storage and its address; other reasons as
-    they are."""
-    if not _UNREACHABLE.search(reason):
-        return reason
-    detail = reason.split(": ", 1)[-1][:200]
-    return f"Cloud Storage at {storage.endpoint()} did not answer in time ({detail})"

@@ -8,6 +8,8 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import gcs  # noqa: F401 - a worker's gs:// reads take beamcap's policy
+
 
 def as_pattern(path: str) -> str:
     """A directory (local, or any path ending in ``/``) becomes ``DIR/**``, matched recursively;

@@ -49,3 +49,23 @@ def test_commands_that_load_tensorflow_start_quietly(tmp_path, parts):
 
     assert "absl" not in inspect() and "oneDNN" not in inspect("--log-level", "warning")
     assert "absl::InitializeLog" in inspect("--log-level", "debug")  # the lines exist here
+
+
+def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
+    """Whatever the subcommand, a Cloud Storage fault is one line naming storage, no
+    traceback."""
+    import requests
+
+    from pipeline import runs
+
+    def unreachable(output, **_):
+        refused = ConnectionRefusedError(111, "Connection refused")
+        raise requests.exceptions.ConnectionError(f"Max retries exceeded ({refused})")
+
+    monkeypatch.setattr(runs, "list_runs", unreachable)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)  # Cloud Storage itself
+    assert cli.main(["runs", "gs://bucket/captions"]) == 1
+    assert capsys.readouterr().err == (
+        "beamcap runs: error: Cloud Storage at https://storage.googleapis.com did not answer "
+        "(connection refused)\n"
+    )

@@ -7,9 +7,11 @@ import subprocess
 
 import pytest
 
+from pipeline import runs
 from tests.conftest import ROOT, features_flags
 from tests.jobs import assert_same_captions, assert_same_features
 from tests.pipeline.conftest import beamcap_on_flink
+from tests.pipeline.test_gcs import parquet_rows, upload_images
 
 # on one test worker: one Flink cluster
 pytestmark = pytest.mark.xdist_group("flink")
@@ -44,6 +46,20 @@ def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_p
     assert flink.workers_started() - workers == 1 + 4
 
     assert_same_captions(output / "runs" / summary["run_id"], direct_dir, must_fail)
+
+
+def test_caption_job_on_flink_from_bucket_to_bucket(flink, gcs, new_bucket, tiny_bundle, tmp_path):
+    """gs:// in, gs:// out, read, written and committed by the cluster's workers."""
+    images, must_fail = upload_images(gcs.client(), new_bucket("in"), tmp_path)
+    output = f"gs://{new_bucket('out')}/captions"
+    flags = ["--input", images, "--output", output, "--model", tiny_bundle, "--only-new"]
+    done = beamcap_on_flink(flink, "caption", *flags, "--max-pixels", "350000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["counts"]["captioned"] == 11 - len(must_fail)
+    rows = parquet_rows(gcs.client(), f"{output}/runs/{summary['run_id']}/captions-")
+    assert len({row["image_uri"] for row in rows}) == len(rows) == 11 - len(must_fail)
+    assert [run["state"] for run in runs.list_runs(output)] == ["committed"]
 
 
 def test_features_job_on_flink(flink, tiny_dataset, tiny_features, tmp_path):
