@@ -58,8 +58,11 @@ def last_line(log) -> str:
 
 
 def assert_committed_once(gcs, output: str, log, images: int = IMAGES) -> dict:
-    """The run committed, every image captioned exactly once, no lease left behind."""
-    summary = json.loads(log.read_text()[log.read_text().index("{\n") :])
+    """The run committed, every image captioned exactly once, no lease left behind; and, with
+    an emulator host, no credential lookup was tried (Beam's backoff costs ~20 s)."""
+    text = log.read_text()
+    assert "_get_credentials_with_retrys" not in text
+    summary = json.loads(text[text.index("{\n") :])
     rows = parquet_rows(gcs.client(direct=True), f"{output}/runs/{summary['run_id']}/captions-")
     uris = [row["image_uri"] for row in rows]
     assert len(uris) == len(set(uris)) == summary["counts"]["captioned"] == images
@@ -86,7 +89,9 @@ def test_connections_reset_for_5_s_while_shards_are_written(gcs, new_bucket, ima
     wait_for_object(gcs, output, "beam-temp-", process)
     with gcs.toxiproxy.toxic("reset_peer", timeout=0):
         time.sleep(5)
+    back = time.time()
     assert process.wait(240) == 0, last_line(log)
+    print(f"resets: exit {time.time() - back:.1f} s after they stopped")  # docs/reliability.md
     assert_committed_once(gcs, output, log)
 
 
@@ -107,7 +112,9 @@ def test_storage_unreachable_while_the_run_commits(gcs, new_bucket, images_bucke
     with gcs.toxiproxy.toxic("timeout", timeout=1000):
         hold.unlink()  # the commit goes on: _SUCCESS, then the lease's release
         time.sleep(10)
+    back = time.time()
     assert process.wait(120) == 0, last_line(log)
+    print(f"outage: exit {time.time() - back:.1f} s after it ended")  # docs/reliability.md
     assert_committed_once(gcs, output, log)
 
 
@@ -128,7 +135,8 @@ def test_storage_gone_for_good_fails_in_one_line_then_the_next_run_takes_over(
     assert status == 1, line
     assert line.startswith(f"beamcap caption: run failed: Cloud Storage at {gcs.endpoint} "), line
     assert "(and cleaning up failed: Cloud Storage at" in line
-    assert took < 3 * 20 + 30, f"failed after {took:.0f} s"  # Beam's call + ours + clean-up
+    # the bound (docs/reliability.md): a call's deadline and last request, then clean-up
+    assert took < 20 + 60 + 4 * 3, f"failed after {took:.0f} s"
     print(f"storage gone: failed after {took:.1f} s")  # for docs/reliability.md
     (killed,) = runs.list_runs(output)
     assert killed["state"] == "unfinished" and killed["lease"] is None  # abandoned
