@@ -294,6 +294,17 @@ def _chain_text(error: BaseException | None, stop: BaseException | None, depth: 
     return " ".join(texts)
 
 
+def _names_storage(text: str) -> bool:
+    """Whether an error's text is about Cloud Storage: it names a ``gs://`` path, the JSON
+    API's paths or the storage endpoint (not, say, a worker pool that refused a connection)."""
+    netloc = endpoint().split("://", 1)[-1]
+    host, _, port = netloc.partition(":")
+    marks = ["gs://", "/storage/v1/", "/upload/storage/v1/", netloc]
+    if port:
+        marks.append(f"host='{host}', port={port})")
+    return any(mark in text for mark in marks)
+
+
 def in_words(
     reason: str, error: BaseException | None = None, *, besides: BaseException | None = None
 ) -> str:
@@ -302,7 +313,7 @@ def in_words(
     handled meanwhile; with how long the client retried, where it says); other reasons as
     they are."""
     text = f"{reason} {_chain_text(error, besides)}"
-    if not _UNREACHABLE.search(text):
+    if not (_UNREACHABLE.search(text) and _names_storage(text)):
         return reason
     cause = next((words for found, words in _CAUSES.items() if found in text), None)
     detail = cause or reason.split(": ", 1)[-1][:160]

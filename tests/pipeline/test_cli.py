@@ -59,8 +59,12 @@ def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
     from pipeline import runs
 
     def unreachable(output, **_):
-        refused = ConnectionRefusedError(111, "Connection refused")
-        raise requests.exceptions.ConnectionError(f"Max retries exceeded ({refused})")
+        raise requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded "
+            "with url: /storage/v1/b/bucket/o?prefix=captions%2Fruns%2F (Caused by "
+            "NewConnectionError('Failed to establish a new connection: [Errno 111] Connection "
+            "refused'))"
+        )
 
     monkeypatch.setattr(runs, "list_runs", unreachable)
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)  # Cloud Storage itself
@@ -69,3 +73,11 @@ def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
         "beamcap runs: error: Cloud Storage at https://storage.googleapis.com did not answer "
         "(connection refused)\n"
     )
+
+
+def test_a_refused_connection_elsewhere_is_not_called_a_storage_fault():
+    from models.storage import in_words
+
+    reason = "the SDK worker pool at localhost:50000 is not reachable (unavailable)"
+    pool = ConnectionRefusedError(111, "Connection refused")
+    assert in_words(reason, pool) == reason
