@@ -9,6 +9,7 @@ that server, anonymously.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import fcntl
 import fnmatch
@@ -42,6 +43,7 @@ class Retries:
 
 
 _RETRIES = Retries()
+_ONE_TRY = contextvars.ContextVar("one_try", default=False)
 
 
 def is_gcs(uri: str) -> bool:
@@ -72,21 +74,26 @@ def configure(retries: Retries, *, anonymous: bool = False) -> None:
 
 
 def retries() -> Retries:
+    """The policy in force here: the configured one, or one try inside :func:`one_try`."""
+    if _ONE_TRY.get():
+        return dataclasses.replace(_RETRIES, deadline=0.0)
     return _RETRIES
+
+
+def _calls() -> dict:
+    return retries().call_kwargs()
 
 
 @contextlib.contextmanager
 def one_try() -> Iterator[None]:
-    """Within the block, each ``gs://`` call makes one attempt, of one request timeout: for
-    clean-up after a failure, which must not wait out a whole deadline per file when storage
-    is what failed."""
-    global _RETRIES
-    kept = _RETRIES
-    _RETRIES = dataclasses.replace(kept, deadline=0.0)
+    """Within the block (this thread or task only), each ``gs://`` call makes one attempt, of
+    one request timeout: for clean-up after a failure, which must not wait out a whole
+    deadline per file when storage is what failed."""
+    token = _ONE_TRY.set(True)
     try:
         yield
     finally:
-        _RETRIES = kept
+        _ONE_TRY.reset(token)
 
 
 def _client():
@@ -111,7 +118,7 @@ def read_bytes(uri: str) -> bytes:
         from google.api_core.exceptions import NotFound
 
         try:
-            return _blob(uri).download_as_bytes(**_RETRIES.call_kwargs())
+            return _blob(uri).download_as_bytes(**_calls())
         except NotFound as error:
             raise FileNotFoundError(f"no such object: {uri}") from error
     return Path(uri).read_bytes()
@@ -120,7 +127,7 @@ def read_bytes(uri: str) -> bytes:
 def exists(uri: str) -> bool:
     """Whether a file (not a directory) exists at ``uri``."""
     if is_gcs(uri):
-        return _blob(uri).exists(**_RETRIES.call_kwargs())
+        return _blob(uri).exists(**_calls())
     return Path(uri).is_file()
 
 
@@ -131,7 +138,7 @@ def glob(pattern: str) -> list[str]:
         return sorted(path for path in globlib.glob(pattern) if Path(path).is_file())
     bucket, _, name = pattern[len("gs://") :].partition("/")
     prefix = re.split(r"[*?\[]", name, maxsplit=1)[0]
-    blobs = _client().list_blobs(bucket, prefix=prefix, **_RETRIES.call_kwargs())
+    blobs = _client().list_blobs(bucket, prefix=prefix, **_calls())
     depth = name.count("/")
     return sorted(
         f"gs://{bucket}/{b.name}"
@@ -143,7 +150,7 @@ def glob(pattern: str) -> list[str]:
 def write_bytes(uri: str, data: bytes) -> None:
     """Writes a whole file, creating local parent directories."""
     if is_gcs(uri):
-        _blob(uri).upload_from_string(data, **_RETRIES.call_kwargs())
+        _blob(uri).upload_from_string(data, **_calls())
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +166,7 @@ def create_exclusive(uri: str, data: bytes) -> bool:
         from google.api_core.exceptions import PreconditionFailed
 
         try:
-            _blob(uri).upload_from_string(data, if_generation_match=0, **_RETRIES.call_kwargs())
+            _blob(uri).upload_from_string(data, if_generation_match=0, **_calls())
         except PreconditionFailed:
             return False
         return True
@@ -181,9 +188,9 @@ def read_versioned(uri: str) -> tuple[bytes, object] | None:
 
         blob = _blob(uri)
         try:
-            blob.reload(**_RETRIES.call_kwargs())
+            blob.reload(**_calls())
             generation = blob.generation
-            data = blob.download_as_bytes(if_generation_match=generation, **_RETRIES.call_kwargs())
+            data = blob.download_as_bytes(if_generation_match=generation, **_calls())
             return data, generation
         except (NotFound, PreconditionFailed):
             return None
@@ -206,7 +213,7 @@ def delete_if_version(uri: str, version) -> bool:
         bucket, _, name = uri[len("gs://") :].partition("/")
         blob = _client().bucket(bucket).blob(name, generation=version)
         try:
-            blob.delete(if_generation_match=version, **_RETRIES.call_kwargs())
+            blob.delete(if_generation_match=version, **_calls())
         except (NotFound, PreconditionFailed):
             return False
         return True
@@ -227,7 +234,7 @@ def remove(uri: str) -> None:
         from google.api_core.exceptions import NotFound
 
         with contextlib.suppress(NotFound):
-            _blob(uri).delete(**_RETRIES.call_kwargs())
+            _blob(uri).delete(**_calls())
         return
     Path(uri).unlink(missing_ok=True)
 
@@ -287,7 +294,8 @@ def _chain_text(error: BaseException | None, stop: BaseException | None, depth: 
     exception, a BeamIOError's per-file exceptions), short of ``stop``."""
     if error is None or error is stop or depth > 6:
         return ""
-    inner = [error.__cause__, error.__context__, getattr(error, "cause", None)]
+    context = None if error.__suppress_context__ else error.__context__  # `from None`: not it
+    inner = [error.__cause__, context, getattr(error, "cause", None)]
     inner += list((getattr(error, "exception_details", None) or {}).values())
     texts = [f"{type(error).__name__}: {error}"]
     texts += [_chain_text(e, stop, depth + 1) for e in inner if isinstance(e, BaseException)]

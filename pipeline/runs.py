@@ -24,7 +24,6 @@ from apache_beam.runners.runner import PipelineState
 from models import storage
 from pipeline import cluster_health
 from pipeline.lease import live_lease, release
-from transforms import gcs  # noqa: F401 - Beam's gs:// access takes beamcap's storage policy
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.commit import FAILED, SUCCESS, mark_failed, run_state
 from transforms.failures import FAILURE_SCHEMA

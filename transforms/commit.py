@@ -80,9 +80,9 @@ def mark_failed(run_dir: str, reason: str) -> None:
 def run_state(run_dir: str) -> dict:
     """``{"state": "committed"}``, ``{"state": "failed", "reason": ...}`` or
     ``{"state": "unfinished"}``."""
-    if FileSystems.exists(FileSystems.join(run_dir, SUCCESS)):
+    if storage.exists(FileSystems.join(run_dir, SUCCESS)):
         return {"state": "committed"}
-    if FileSystems.exists(FileSystems.join(run_dir, FAILED)):
+    if storage.exists(FileSystems.join(run_dir, FAILED)):
         record = json.loads(storage.read_text(FileSystems.join(run_dir, FAILED)))
         return {"state": "failed", **record}
     return {"state": "unfinished"}
@@ -106,7 +106,8 @@ class CommitRun(beam.PTransform):
         self.extra_side_inputs = side_inputs or {}
 
     def expand(self, pbegin):
-        retries = gcs.retries_of(pbegin.pipeline.options)  # the job's, for every worker
+        options = pbegin.pipeline.options  # the job's storage policy, for every worker
+        retries, no_auth = gcs.retries_of(options), gcs.no_auth(options)
         tally = (
             tuple(self.tallies)
             | "AllTallies" >> beam.Flatten()
@@ -116,7 +117,7 @@ class CommitRun(beam.PTransform):
         commit = self.commit
 
         def configured_commit(tally, files, **side):
-            storage.configure(retries)
+            storage.configure(retries, anonymous=no_auth)
             return commit(tally, files, **side)
 
         return (

@@ -32,6 +32,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from models import storage
+from models.configs import SettingsError
 
 PLUGIN = __name__  # what --beam_plugins names, so that workers import this module too
 _DEFAULTS = storage.Retries()
@@ -58,18 +59,26 @@ class StorageOptions(PipelineOptions):
         )
 
 
+_configured_from = [None]  # the options models.storage last took its policy from
+
+
 def retries_of(options: PipelineOptions) -> storage.Retries:
     view = options.view_as(StorageOptions)
     return storage.Retries(timeout=view.storage_timeout, deadline=view.storage_deadline)
 
 
+def no_auth(options: PipelineOptions) -> bool:
+    return bool(options.view_as(GoogleCloudOptions).no_auth)
+
+
 def anonymous(options: PipelineOptions) -> bool:
     """Whether the job connects without credentials: ``--no_auth``, or an emulator host."""
-    return bool(options.view_as(GoogleCloudOptions).no_auth or storage.EMULATOR_HOST in os.environ)
+    return no_auth(options) or storage.EMULATOR_HOST in os.environ
 
 
 def configure(options: PipelineOptions) -> None:
     """Sets ``models.storage``'s policy and credentials from the job's options."""
+    _configured_from[0] = options
     storage.configure(retries_of(options), anonymous=anonymous(options))
 
 
@@ -79,13 +88,18 @@ def prepare(beam_args: list[str]) -> list[str]:
     them."""
     args = [*beam_args, "--beam_plugins", PLUGIN]
     options = PipelineOptions(args)
+    policy = retries_of(options)
+    if policy.timeout <= 0 or policy.deadline < 0:
+        raise SettingsError(
+            f"--storage_timeout must be > 0 and --storage_deadline >= 0 (seconds), not "
+            f"{policy.timeout:g} and {policy.deadline:g}"
+        )
     FileSystems.set_options(options)
     configure(options)
     return args
 
 
 _beams_client = gcsio.create_storage_client
-_configured_from = [None]  # the options models.storage last took its policy from
 
 
 def _is_beamcap_job(options: PipelineOptions) -> bool:
@@ -95,16 +109,18 @@ def _is_beamcap_job(options: PipelineOptions) -> bool:
 def _storage_client(pipeline_options, use_credentials=True):
     fresh = pipeline_options is not _configured_from[0]  # a worker's first gs:// call of a job
     if fresh and _is_beamcap_job(pipeline_options):
-        _configured_from[0] = pipeline_options
         configure(pipeline_options)
     return _beams_client(pipeline_options, use_credentials and not anonymous(pipeline_options))
 
 
-def _retry(_pipeline_options):
-    """models.storage's deadline (set from these options by ``_storage_client``, which GcsIO
-    calls first; :func:`models.storage.one_try` shortens it)."""
-    deadline = storage.retries().deadline
-    return gcsio_retry.DEFAULT_RETRY_WITH_THROTTLING_COUNTER.with_timeout(deadline)
+_beams_retry = gcsio_retry.get_retry
+
+
+def _retry(pipeline_options):
+    """Beam's retry, for models.storage's deadline (set from these options by
+    ``_storage_client``, which GcsIO calls first; :func:`models.storage.one_try` shortens
+    it)."""
+    return _beams_retry(pipeline_options).with_timeout(storage.retries().deadline)
 
 
 gcsio.create_storage_client = _storage_client

@@ -81,3 +81,13 @@ def test_a_refused_connection_elsewhere_is_not_called_a_storage_fault():
     reason = "the SDK worker pool at localhost:50000 is not reachable (unavailable)"
     pool = ConnectionRefusedError(111, "Connection refused")
     assert in_words(reason, pool) == reason
+
+
+def test_storage_flags_out_of_range_are_refused_in_one_line(tmp_path, capsys):
+    argv = ["caption", "--input", str(tmp_path), "--model", str(tmp_path / "m")]
+    argv += ["--output", str(tmp_path / "out"), "--storage_timeout", "0"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "beamcap caption: error: --storage_timeout must be > 0 and --storage_deadline >= 0 "
+        "(seconds), not 0 and 120\n"
+    )
