@@ -71,6 +71,15 @@ def assert_committed_once(gcs, output: str, log, images: int = IMAGES) -> dict:
     return summary
 
 
+def assert_commits_after(fault: str, gcs, output: str, log, process) -> None:
+    """Once ``fault`` is over, the run exits 0, committed once; prints how long it took then
+    (for docs/reliability.md)."""
+    over = time.time()
+    assert process.wait(120) == 0, last_line(log)
+    print(f"{fault}: exit {time.time() - over:.1f} s after it ended")
+    assert_committed_once(gcs, output, log)
+
+
 def test_300_ms_latency_on_every_call_still_commits(gcs, new_bucket, images_bucket, tiny_bundle,
                                                     tmp_path):  # fmt: skip
     output, log = f"gs://{new_bucket('out')}/captions", tmp_path / "run.log"
@@ -90,10 +99,7 @@ def test_connections_reset_for_5_s_while_shards_are_written(gcs, new_bucket, ima
     with gcs.toxiproxy.toxic("reset_peer", timeout=0):
         time.sleep(5)
         assert process.poll() is None, "the run ended before the resets did"
-    back = time.time()
-    assert process.wait(240) == 0, last_line(log)
-    print(f"resets: exit {time.time() - back:.1f} s after they stopped")  # docs/reliability.md
-    assert_committed_once(gcs, output, log)
+    assert_commits_after("resets", gcs, output, log, process)
 
 
 def test_storage_unreachable_while_the_run_commits(gcs, new_bucket, images_bucket, tiny_bundle,
@@ -115,10 +121,7 @@ def test_storage_unreachable_while_the_run_commits(gcs, new_bucket, images_bucke
         hold.unlink()  # the commit goes on: _SUCCESS, then the lease's release
         time.sleep(10)
         assert process.poll() is None, "the run ended during the outage"
-    back = time.time()
-    assert process.wait(120) == 0, last_line(log)
-    print(f"outage: exit {time.time() - back:.1f} s after it ended")  # docs/reliability.md
-    assert_committed_once(gcs, output, log)
+    assert_commits_after("outage", gcs, output, log, process)
 
 
 def test_storage_gone_for_good_fails_in_one_line_then_the_next_run_takes_over(
