@@ -16,10 +16,12 @@ COPY transforms ./transforms
 COPY models ./models
 COPY configs ./configs
 RUN pip install --no-cache-dir -c constraints.txt ".[gpu]"
+# The launcher runs the installed job (-I: not the tree copied above for pip, nor its presets)
+RUN ln -s "$(python -I -c 'import importlib.util as u; print(u.find_spec("pipeline.caption").origin)')" caption.py
 # The SDK image's boot program stays the entrypoint: workers start as Beam expects.
 
 FROM worker AS flex-template
 COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/beamcap/pipeline/caption.py \
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/beamcap/caption.py \
     FLEX_TEMPLATE_PYTHON_SETUP_FILE=/opt/beamcap/setup.py
 ENTRYPOINT ["/opt/google/dataflow/python_template_launcher"]

@@ -29,9 +29,15 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(
-        include=["pipeline", "pipeline.*", "transforms", "transforms.*", "models", "models.*"]
-    ),
+    packages=[
+        *find_packages(
+            include=["pipeline", "pipeline.*", "transforms", "transforms.*", "models", "models.*"]
+        ),
+        "beamcap_presets",
+    ],
+    # configs/ is the one source of the presets; installed, it is the package beamcap_presets
+    package_dir={"beamcap_presets": "configs"},
+    package_data={"beamcap_presets": ["*.yaml"]},
     install_requires=CORE,
     extras_require={
         "test": [

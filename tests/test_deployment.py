@@ -84,3 +84,56 @@ def test_scheduling_examples_parse():
     assert re.search(r"^[\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ .*--only-new", cron, re.M)
     scheduler = (ROOT / "examples" / "cloud_scheduler.sh").read_text()
     assert "flexTemplates:launch" in scheduler and "only-new" in scheduler
+
+
+INSTALLED_JOB = """
+import json, sys
+from apache_beam.options.pipeline_options import PipelineOptions
+import pipeline.caption, pipeline.settings
+site, bundle, out, flags = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+assert pipeline.settings.__file__.startswith(site), pipeline.settings.__file__
+flink = pipeline.settings.parse_job(
+    pipeline.caption.CaptionSettings,
+    ["--config", "flink", "--input", out, "--model", bundle, "--output", out],
+    prog="x", description="x", section="caption",
+)
+result = pipeline.caption.run(["--model", bundle, "--output", out, *flags], wait=False)
+steps = [t.unique_name for t in result.job.proto_pipeline.components.transforms.values()]
+print(json.dumps({
+    "presets": pipeline.settings.preset_names(),
+    "flink": PipelineOptions(flink.beam_args).get_all_options()["runner"],
+    "dataflow_steps": steps,
+}))
+"""
+
+
+def test_an_installed_wheel_finds_its_presets(tmp_path, tiny_bundle):
+    """pip install of the wheel, not -e (the worker image, the flex-template launcher, a pip
+    user): run from outside the checkout, it finds every preset and builds the Dataflow job
+    from one with no cloud (--dry_run). TensorFlow and Beam come from this venv."""
+    from tests.pipeline.test_dataflow import dataflow_flags
+
+    pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheel", ROOT]
+    subprocess.run([*pip, *build], check=True, capture_output=True, timeout=120)
+    [wheel] = (tmp_path / "wheel").glob("beamcap-*.whl")
+    site = tmp_path / "site"
+    install = ["install", "--no-deps", "--target", site, wheel]
+    subprocess.run([*pip, *install], check=True, capture_output=True, timeout=120)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
+
+    def installed(*argv):
+        done = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    flags = json.dumps(dataflow_flags(tmp_path / "out"))
+    job = json.loads(
+        installed(sys.executable, "-c", INSTALLED_JOB, str(site), tiny_bundle, str(tmp_path), flags)
+    )
+    assert job["presets"] == sorted(path.stem for path in (ROOT / "configs").glob("*.yaml"))
+    assert job["flink"] == "FlinkRunner"
+    assert "CaptionImages/RunInference/BeamML_RunInference" in job["dataflow_steps"]
+    assert "caption" in installed(site / "bin" / "beamcap", "--help")

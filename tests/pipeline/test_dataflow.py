@@ -8,30 +8,30 @@ from pipeline.caption import run
 IMAGE = "us-docker.pkg.dev/my-project-123/beamcap/worker:0.1.0"
 
 
+def dataflow_flags(output) -> list[str]:
+    """What `make run-dataflow` passes, less the model, offline: a --dry_run, no credentials."""
+    return [
+        "--config",
+        "dataflow-gpu",
+        "--input",
+        "gs://my-bucket/images/",
+        "--output",
+        str(output),
+        "--project",
+        "my-project-123",
+        "--region",
+        "us-central1",
+        "--temp_location",
+        "gs://my-bucket/tmp",
+        "--sdk_container_image",
+        IMAGE,
+        "--no_auth",
+        "--dry_run=True",
+    ]
+
+
 def test_dry_run_builds_the_gpu_job(tmp_path, tiny_bundle):
-    result = run(
-        [
-            "--config",
-            "dataflow-gpu",
-            "--input",
-            "gs://my-bucket/images/",
-            "--model",
-            tiny_bundle,
-            "--output",
-            str(tmp_path / "out"),
-            "--project",
-            "my-project-123",
-            "--region",
-            "us-central1",
-            "--temp_location",
-            "gs://my-bucket/tmp",
-            "--sdk_container_image",
-            IMAGE,
-            "--no_auth",
-            "--dry_run=True",
-        ],
-        wait=False,
-    )
+    result = run(["--model", tiny_bundle, *dataflow_flags(tmp_path / "out")], wait=False)
     job = result.job
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
     for step in (
