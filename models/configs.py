@@ -36,11 +36,13 @@ def setting(
     choices=None,
     required: bool = False,
     uris: bool = False,
+    many: bool = False,
 ):
     """A dataclass field with what its flag needs: help text, type (default: the default's),
     inclusive ``minimum``/``maximum``, ``choices``; ``required`` fields default to None.
     Float settings must also be finite; ``uris`` settings hold comma-separated local paths or
-    ``gs://`` URIs, the schemes every part of beamcap reads and writes."""
+    ``gs://`` URIs, the schemes every part of beamcap reads and writes. A ``many`` flag takes
+    several values (``--input a.jpg b.jpg``, as a shell expands a glob), kept comma-joined."""
     return dataclasses.field(
         default=default,
         metadata={
@@ -51,6 +53,7 @@ def setting(
             "choices": choices,
             "required": required,
             "uris": uris,
+            "many": many,
         },
     )
 

@@ -41,7 +41,7 @@ from apache_beam.runners.runner import PipelineState
 from models import storage
 from models.captioner.manifest import verify_bundle
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
-from pipeline import cluster_health, lease
+from pipeline import cluster_health, lease, progress
 from pipeline.lease import DEFAULT_MINUTES
 from pipeline.runs import (
     SUMMARY,
@@ -56,7 +56,6 @@ from transforms.commit import (
     SUCCESS,
     CommitRun,
     WriteRunParquet,
-    count,
     mark_failed,
     remove_temporary_files,
     run_state,
@@ -65,6 +64,7 @@ from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
 from transforms.match import MatchImages, with_identity
+from transforms.progress import count
 from transforms.skip import SkipAlreadyDone
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -74,10 +74,12 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 class CaptionSettings:
     input: str = setting(
         None,
-        "comma-separated image directories (searched recursively) or glob patterns ('**' "
-        "recurses), local or gs://; give this or --input-list",
+        "images, image directories (searched recursively) or glob patterns ('**' recurses), "
+        "local or gs://, as many as you like (--input a.jpg b.jpg photos/); give this or "
+        "--input-list",
         type=str,
         uris=True,
+        many=True,
     )
     input_list: str = setting(
         None, "a text file with one image URI per line (instead of --input)", type=str, uris=True
@@ -142,6 +144,14 @@ class CaptionSettings:
     )
     retry_failures: bool = setting(
         False, "with --only-new: also retry images that failed in earlier runs"
+    )
+    quiet: bool = setting(False, "show no progress while the run goes")
+    progress_seconds: float = setting(
+        None,
+        "seconds between progress lines (default: 1 on a terminal, where one line is redrawn; "
+        "30 elsewhere, for cron and Airflow logs)",
+        type=float,
+        minimum=0.1,
     )
     lease_minutes: int = setting(
         DEFAULT_MINUTES,
@@ -364,10 +374,10 @@ def build(
         FileSystems.join(run_dir, "failures"), run_id=run_id
     )
     tallies = [
-        count(matched, "matched", "TallyMatched"),
-        count(uris, "to_caption", "TallyToCaption"),
-        count(rows, "captioned", "TallyCaptioned"),
-        failures | "TallyFailed" >> beam.Map(lambda f: (f"failed_{f['stage']}", 1)),
+        count(matched, "matched", "TallyMatched", run_dir=run_dir),
+        count(uris, "to_caption", "TallyToCaption", run_dir=run_dir),
+        count(rows, "captioned", "TallyCaptioned", run_dir=run_dir),
+        count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", run_dir=run_dir),
     ]
 
     def commit(tally, files):
@@ -429,7 +439,9 @@ def run(argv: list[str], *, wait: bool = True):
     except BaseException:
         release()
         raise
-    result = run_to_commit(pipeline, run_dir, wait=wait, on_failure=release)
+    quiet = settings.quiet or not wait
+    with progress.shown(run_dir, every=settings.progress_seconds, quiet=quiet):
+        result = run_to_commit(pipeline, run_dir, wait=wait, on_failure=release)
     if not wait:
         if PipelineState.is_terminal(result.state) and run_state(run_dir)["state"] == "unfinished":
             release()  # it never ran (a --dry_run): nothing will commit or fail it

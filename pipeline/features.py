@@ -42,11 +42,12 @@ from pipeline import cluster_health
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions, train_captions
-from transforms.commit import SUCCESS, CommitRun, count
+from transforms.commit import SUCCESS, CommitRun
 from transforms.decode import ReadAndDecode
 from transforms.failures import WriteFailures
 from transforms.inference import EncodeImages, EncoderHandler
 from transforms.match import MatchImages
+from transforms.progress import count
 from transforms.tfrecords import WriteFeatureRecords, attach_image_data, count_record, to_record
 
 DATASET_JSON = "dataset.json"
@@ -56,11 +57,12 @@ DATASET_JSON = "dataset.json"
 class FeaturesSettings:
     images: str = setting(
         None,
-        "image directory (searched recursively), glob pattern, or comma-separated list of "
-        "them; local or gs://",
+        "images, image directories (searched recursively) or glob patterns, local or gs://, "
+        "as many as you like",
         type=str,
         required=True,
         uris=True,
+        many=True,
     )
     captions: str = setting(
         None,

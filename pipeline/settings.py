@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.resources
 import logging
 import os
-from pathlib import Path
+import sys
 from typing import NamedTuple
 
 import yaml
@@ -22,7 +23,7 @@ import yaml
 from models import storage
 from models.configs import SettingsError, check_ranges, flag
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = "beamcap_presets"  # configs/, installed as package data (setup.py)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BEAM_FLAGS_NOTE = (
     "Beam's own flags follow the job's: --runner (DirectRunner by default; DataflowRunner, "
@@ -83,6 +84,13 @@ def _help(field: dataclasses.Field) -> str:
     return f"{text} (default: {field.default})"
 
 
+class _Joined(argparse.Action):
+    """``--input a.jpg b.jpg`` -> "a.jpg,b.jpg", the comma-joined form a preset also uses."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, ",".join(values))
+
+
 def add_settings(parser: argparse.ArgumentParser, settings_type, title: str) -> None:
     """One flag per field of ``settings_type``: ``--x`` for a bool field (also ``--x=false``,
     the form Dataflow flex templates pass), ``--x VALUE`` otherwise."""
@@ -94,23 +102,39 @@ def add_settings(parser: argparse.ArgumentParser, settings_type, title: str) -> 
         options = dict(dest=field.name, default=field.default, help=_help(field))
         if meta["type"] is bool:
             options.update(nargs="?", const=True, type=_truth)
+        elif meta.get("many"):
+            options.update(nargs="+", type=meta["type"], action=_Joined)
         else:
             options.update(type=meta["type"], choices=meta["choices"])
         group.add_argument(flag(field.name), **options)
 
 
+def _presets() -> dict:
+    """{name: the preset's file} from the installed presets package, whatever the install."""
+    files = importlib.resources.files(PRESETS).iterdir()
+    return {entry.name[: -len(".yaml")]: entry for entry in files if entry.name.endswith(".yaml")}
+
+
+def preset_names() -> list[str]:
+    return sorted(_presets())
+
+
 def load_preset(name_or_path: str | None) -> dict:
-    """``demo`` -> configs/demo.yaml; a path or gs:// URI is read as it is; None -> {}."""
+    """``demo`` -> configs/demo.yaml (the installed copy); a path or gs:// URI is read as it
+    is; None -> {}."""
     if not name_or_path:
         return {}
     path = name_or_path
     if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
-        path = str(CONFIG_DIR / f"{name_or_path}.yaml")
-        if not Path(path).exists():
-            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-            raise SettingsError(f"--config: no preset {name_or_path!r}; presets: {known}")
+        presets = _presets()
+        if name_or_path not in presets:
+            raise SettingsError(f"--config: no preset {name_or_path!r}; presets: {sorted(presets)}")
+        text = presets[name_or_path].read_text(encoding="utf-8")
+        path = f"configs/{name_or_path}.yaml"
+    else:
+        text = None
     try:
-        data = yaml.safe_load(storage.read_text(path)) or {}
+        data = yaml.safe_load(storage.read_text(path) if text is None else text) or {}
     except FileNotFoundError:
         raise SettingsError(f"--config: {path} does not exist") from None
     except yaml.YAMLError as error:
@@ -152,8 +176,9 @@ def as_flags(settings: dict, *, hyphens: bool = True) -> list[str]:
     return flags
 
 
-def unknown_beam_flags(args: list[str]) -> list[str]:
-    """The flags in ``args`` that no Beam ``PipelineOptions`` class declares."""
+def unknown_beam_args(args: list[str]) -> list[str]:
+    """The arguments in ``args`` that no Beam ``PipelineOptions`` class takes: unknown flags
+    and stray values, which Beam itself would only log as "Discarding unparseable args"."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     import pipeline.cluster_health  # noqa: F401 - declares --cluster_timeout
@@ -162,7 +187,7 @@ def unknown_beam_flags(args: list[str]) -> list[str]:
     parsers = []
     PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
     _, unknown = parsers[0].parse_known_args(args)
-    return [arg for arg in unknown if arg.startswith("-")]
+    return unknown
 
 
 class Job(NamedTuple):
@@ -192,16 +217,7 @@ def parse_job(
     args, rest = parser.parse_known_args(argv)
     if beam:
         rest = [*as_flags(preset.get("beam") or {}, hyphens=False), *rest]
-    unknown = unknown_beam_flags(rest) if beam else [arg for arg in rest]
-    if unknown:
-        known = [flag(field.name) for field in dataclasses.fields(settings_type)] + [
-            "--config",
-            "--log-level",
-        ]
-        name = unknown[0].split("=", 1)[0]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise SettingsError(f"unknown flag {name}{hint}")
+    _refuse_unknown(unknown_beam_args(rest) if beam else rest, settings_type)
     settings = settings_type(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)}
     )
@@ -215,6 +231,27 @@ def parse_job(
     return Job(settings, rest, preset)
 
 
+def _refuse_unknown(unknown: list[str], settings_type) -> None:
+    """One line for the first unknown flag (with the closest known one), else for a stray
+    value: never a run over part of what the user typed."""
+    fields = dataclasses.fields(settings_type)
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if flags:
+        known = [flag(field.name) for field in fields] + ["--config", "--log-level"]
+        name = flags[0].split("=", 1)[0]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise SettingsError(f"unknown flag {name}{hint}")
+    if unknown:
+        many = [flag(field.name) for field in fields if field.metadata.get("many")]
+        rule = "a flag takes one value" + (
+            f", except {' and '.join(many)}, which takes several ({many[0]} a.jpg b.jpg photos/)"
+            if many
+            else ""
+        )
+        raise SettingsError(f"unexpected argument {unknown[0]!r} ({len(unknown)} in all): {rule}")
+
+
 def configure_logging(level: str = "info") -> None:
     """Python logging at ``level``; TensorFlow's C++ logs stay quiet unless ``debug`` (set
     before TensorFlow is imported, which the job modules only do once the flags are good).
@@ -222,7 +259,10 @@ def configure_logging(level: str = "info") -> None:
     printed and written to ``_FAILED`` instead; ``--log-level debug`` shows it."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if level == "debug" else "3"
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[_StderrHandler()],
+        force=True,
     )
     if level == "debug":
         return
@@ -241,6 +281,20 @@ def configure_logging(level: str = "info") -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_spurious_beam_warning)
         handler.addFilter(_portable_job_traceback)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes, not as it was when logging was
+    configured: a stream replaced since (a test's capture) may be closed by the time Beam's
+    threads log at exit, which logging reports as a "Logging error" traceback."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
 
 
 def _spurious_beam_warning(record: logging.LogRecord) -> bool:

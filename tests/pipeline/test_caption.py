@@ -83,6 +83,23 @@ def test_input_list_and_a_missing_file(tmp_path, tiny_bundle):
     assert summary["counts"]["failed"]["read"] == 1
 
 
+def test_several_inputs_as_a_shell_expands_them(tmp_path, tiny_bundle):
+    """``--input photos/*.jpg``: the shell passes every file; all are captioned, and a stray
+    value anywhere else is refused in one line, before any work."""
+    images = tmp_path / "images"
+    write_image_folder(images)
+    files = sorted(str(path) for path in images.glob("good*.jpg"))
+    argv = job_flags(files[0], tiny_bundle, tmp_path / "out", *FNAPI)
+    at = argv.index("--input") + 2
+    summary = run([*argv[:at], *files[1:], str(images / "nested"), *argv[at:]])
+    captioned = read_run(tmp_path / "out", summary)[1].column("image_uri").to_pylist()
+    assert sorted(captioned) == sorted([*files, str(images / "nested" / "good0.jpg")])
+    stray = job_flags(images, tiny_bundle, tmp_path / "other", "--max-length", "12", "extra")
+    with pytest.raises(SettingsError, match=r"unexpected argument 'extra' \(1 in all\)"):
+        run([*stray, *FNAPI])
+    assert not (tmp_path / "other").exists()
+
+
 def test_multi_process_direct_runner(tmp_path, tiny_bundle):
     images = tmp_path / "images"
     must_fail = write_image_folder(images)
