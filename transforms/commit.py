@@ -50,11 +50,6 @@ class WriteRunParquet(beam.io.WriteToParquet):
         self._sink.__class__ = _RerunSafeParquetSink  # the same sink, one step changed
 
 
-def count(pcoll, key: str, label: str):
-    """One ``(key, 1)`` per element, for :class:`CommitRun`'s tally."""
-    return pcoll | label >> beam.Map(lambda _: (key, 1))
-
-
 def remove_temporary_files(run_dir: str) -> None:
     """Deletes the ``beam-temp-*`` folders Beam's file sinks leave behind a failed run."""
     pattern = FileSystems.join(run_dir, "beam-temp-*")

@@ -1,0 +1,79 @@
+"""Progress while a caption run goes: the launcher's lines (stderr) follow the workers' counts."""
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+
+from models.datasets.synthetic import SynthConfig, make_example
+from pipeline import progress
+from tests.jobs import FNAPI, job_flags
+from transforms.progress import PROGRESS_DIR
+
+LINE = re.compile(
+    r"progress: (\d+) of (\d+) images \((\d+) captioned, (\d+) failed; (\d+) matched\)"
+    r"(?:, ([\d.]+) images/s, ETA \d+:\d\d:\d\d)?$"
+)
+IMAGES = 600
+
+
+def caption(images, bundle, output, *extra) -> str:
+    """`beamcap caption` off a terminal (as under cron); its stderr."""
+    flags = job_flags(images, bundle, output, "--progress-seconds", "1", *extra, *FNAPI)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "caption", *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_a_long_run_shows_progress_lines_while_it_goes(tmp_path, tiny_bundle):
+    images = tmp_path / "images"
+    images.mkdir()
+    jpeg = make_example(SynthConfig(seed=1), 0)[2]
+    for index in range(IMAGES):
+        (images / f"{index:04d}.jpg").write_bytes(jpeg)
+    (images / "broken.jpg").write_text("not a picture")
+    stderr = caption(images, tiny_bundle, tmp_path / "out")
+    lines = [LINE.match(line) for line in stderr.splitlines() if line.startswith("progress")]
+    assert lines and all(lines), stderr[-3000:]
+    counts = [tuple(int(group) for group in line.groups()[:5]) for line in lines]
+    assert any(0 < done < IMAGES for done, *_ in counts), counts  # seen while it went
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)  # a line when it moved
+    for done, to_caption, captioned, failed, matched in counts:
+        assert done == captioned + failed and to_caption <= matched <= IMAGES + 1
+    assert any(line.group(6) for line in lines)  # a rate and an ETA once images are done
+    assert "progress:" not in caption(images, tiny_bundle, tmp_path / "quiet", "--quiet")
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_one_line_is_redrawn(tmp_path):
+    """Two workers' counts summed into one line, redrawn in place; a newline when done."""
+    (tmp_path / PROGRESS_DIR).mkdir()
+    first = {"matched": 20, "to_caption": 20, "captioned": 3}
+    (tmp_path / PROGRESS_DIR / "a.json").write_text(json.dumps(first))
+    (tmp_path / PROGRESS_DIR / "b.json").write_text('{"captioned": 2, "failed_decode": 1}')
+    (tmp_path / PROGRESS_DIR / "c.json").write_text('{"captioned": ')  # being rewritten
+    screen = Terminal()
+    with progress.shown(str(tmp_path), every=0.05, stream=screen):
+        time.sleep(0.3)
+        (tmp_path / PROGRESS_DIR / "a.json").write_text(json.dumps({**first, "captioned": 9}))
+        time.sleep(0.3)
+    drawn = screen.getvalue()
+    assert drawn.startswith("\r\033[Kprogress: 6 of 20 images (5 captioned, 1 failed; 20 matched)")
+    assert drawn.endswith("\n") and drawn.count("\n") == 1
+    last = drawn.rstrip("\n").rsplit("\r\033[K", 1)[1]
+    assert re.fullmatch(
+        r"progress: 12 of 20 images \(11 captioned, 1 failed; 20 matched\), "
+        r"[\d.]+ images/s, ETA 0:00:0\d",
+        last,
+    ), last
