@@ -33,6 +33,16 @@ class ImageTooLarge(ValueError):
     """An image above the pixel-count limit (a possible decompression bomb)."""
 
 
+class UnknownImageFormat(OSError):
+    """Bytes that no Pillow plugin recognises (Pillow's own message names a BytesIO repr)."""
+
+    def __init__(self, data: bytes):
+        start = data[:8].hex(" ") if data else "none: the file is empty"
+        super().__init__(
+            f"not an image format Pillow can read ({len(data)} bytes; first bytes: {start})"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
     uri: str
@@ -72,6 +82,8 @@ def decode_image(
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
+        except Image.UnidentifiedImageError:
+            raise UnknownImageFormat(data) from None
         except Image.DecompressionBombWarning as error:
             raise ImageTooLarge(str(error)) from error
         except Image.DecompressionBombError as error:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.decode import ImageTooLarge, decode_image
+from transforms.decode import ImageTooLarge, UnknownImageFormat, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -88,9 +88,9 @@ def test_truncated_empty_and_non_images_raise():
     data = encode(halves(200, 200), "JPEG")
     with pytest.raises(OSError):
         decode_image(data[: len(data) // 2], 8)
-    with pytest.raises(OSError):
+    with pytest.raises(UnknownImageFormat, match=r"^not an image .* \(0 bytes; .*empty\)$"):
         decode_image(b"", 8)
-    with pytest.raises(OSError):
+    with pytest.raises(UnknownImageFormat, match=r"\(21 bytes; first bytes: 25 50 44 46 "):
         decode_image(b"%PDF-1.4 not an image", 8)
 
 
