@@ -161,7 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report              {(run_dir / 'report.html').resolve()}")
     if warning:
         print("WARNING: random, untrained encoder: the captions above do not describe the images")
+        print(REAL_CAPTIONS)
     return 0
+
+
+REAL_CAPTIONS = (
+    "Real captions: import the published im2txt model, then caption with it:\n"
+    "  beamcap import-im2txt --checkpoint model.ckpt-2000000 --vocab word_counts.txt "
+    "--output data/im2txt\n"
+    "  beamcap caption --input photos/ --model data/im2txt --output out/captions"
+)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
         assert f"=== {step}" in out
     assert "attribute_accuracy" in out and "report.html" in out
     assert "WARNING: The encoder is randomly initialised (weights random:5)" in out
+    assert out.rstrip().endswith(demo.REAL_CAPTIONS)  # the way to real captions comes last
     assert "make quality" in out
     [run_dir] = (work / "captions" / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
