@@ -85,6 +85,6 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
         yield
     finally:
         stop.set()
-        thread.join(timeout=every + 10)
+        thread.join(timeout=2)  # a poll stuck on storage must not hold the exit
         if terminal and drawn:
             stream.write("\n")
