@@ -49,8 +49,8 @@ with DAG(
             "model": f"gs://{BUCKET}/models/v1",
             "output": f"gs://{BUCKET}/captions",
             "only-new": "true",
-            # Beam's Flink job server beside the cluster (README "Run on Flink"); the SDK worker
-            # pool runs next to each TaskManager.
+            # Beam's Flink job server beside the cluster (docs/flink.md, "Kubernetes"); the SDK
+            # worker pool runs next to each TaskManager.
             "job_endpoint": "flink-jobserver:8099",
             "environment_config": "localhost:50000",
             # Flink's REST API: beamcap checks the task slots before it submits, and fails the

@@ -4,6 +4,7 @@ import ast
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,7 @@ def test_scheduling_examples_parse():
     assert "flexTemplates:launch" in scheduler and "only-new" in scheduler
 
 
+UNTRACKED = ("build", "data", "out", "dist", "*.egg-info", "__pycache__")
 INSTALLED_JOB = """
 import json, sys
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -113,8 +115,10 @@ def test_an_installed_wheel_finds_its_presets(tmp_path, tiny_bundle):
     from one with no cloud (--dry_run). TensorFlow and Beam come from this venv."""
     from tests.pipeline.test_dataflow import dataflow_flags
 
+    source = tmp_path / "source"  # a copy: the build writes nothing (build/lib) in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", *UNTRACKED))
     pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
-    build = ["wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheel", ROOT]
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheel", source]
     subprocess.run([*pip, *build], check=True, capture_output=True, timeout=120)
     [wheel] = (tmp_path / "wheel").glob("beamcap-*.whl")
     site = tmp_path / "site"
