@@ -27,7 +27,7 @@ def _eta(seconds: float) -> str:
 
 
 class _Line:
-    """Counts -> one line of text; remembers recent totals for the rate."""
+    """Counts -> one line of text; remembers when the total changed, for the rate."""
 
     def __init__(self):
         self.history: collections.deque = collections.deque()
@@ -36,17 +36,18 @@ class _Line:
         failed = sum(n for key, n in counts.items() if key.startswith("failed_"))
         done, matched = counts["captioned"] + failed, counts["matched"]
         to_caption = counts["to_caption"]
-        self.history.append((now, done))
-        while now - self.history[0][0] > RATE_WINDOW:
+        if not self.history or done != self.history[-1][1]:  # the workers wrote new counts
+            self.history.append((now, done))
+        while len(self.history) > 2 and now - self.history[0][0] > RATE_WINDOW:
             self.history.popleft()
         skipped = f", {matched - to_caption:,} skipped as done" if matched > to_caption else ""
         text = (
             f"progress: {done:,} of {to_caption:,} images ({counts['captioned']:,} captioned, "
             f"{failed:,} failed; {matched:,} matched{skipped})"
         )
-        (since, before) = self.history[0]
-        if now > since and done > before:
-            rate = (done - before) / (now - since)
+        (since, before), (latest, _) = self.history[0], self.history[-1]
+        if latest > since:
+            rate = (done - before) / (latest - since)
             text += f", {rate:.1f} images/s, ETA {_eta(max(to_caption - done, 0) / rate)}"
         return text
 
