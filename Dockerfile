@@ -9,7 +9,7 @@ FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS l
 
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS worker
 WORKDIR /opt/beamcap
-ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2
+ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY setup.py constraints.txt README.md ./
 COPY pipeline ./pipeline
 COPY transforms ./transforms

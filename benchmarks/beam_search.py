@@ -14,8 +14,9 @@ import os
 import platform
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import models  # noqa: F401 - before Keras: it quiets TensorFlow's C++ start-up logs
 
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

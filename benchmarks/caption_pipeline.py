@@ -32,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import models  # noqa: F401 - before Keras: it quiets TensorFlow's C++ start-up logs
 
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402

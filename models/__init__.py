@@ -11,3 +11,7 @@
 Shared by all four: ``configs`` (plain settings), ``storage`` (bytes, local or gs://),
 ``backend`` (loading Keras quietly) and ``faults`` (a run fault, without Keras).
 """
+
+from models.backend import set_tensorflow_log_level
+
+set_tensorflow_log_level()  # before anything imports TensorFlow: its C++ start-up chatter

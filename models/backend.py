@@ -13,6 +13,8 @@ import contextlib
 import os
 import sys
 
+TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
 
 @contextlib.contextmanager
 def native_stderr_silenced():
@@ -27,10 +29,19 @@ def native_stderr_silenced():
         os.close(saved)
 
 
+def set_tensorflow_log_level(debug: bool | None = None) -> None:
+    """TensorFlow's C++ log level, the one place beamcap sets it (``models`` does on import):
+    errors only, or everything when ``debug``; None keeps a level the environment gives.
+    It takes effect when TensorFlow is imported."""
+    if debug is None:
+        os.environ.setdefault(TF_LOG_LEVEL, "3")
+    else:
+        os.environ[TF_LOG_LEVEL] = "0" if debug else "3"
+
+
 def load_keras():
     """Imports and returns ``keras`` (and so its backend), quietly unless debugging."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "keras" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+    if "keras" in sys.modules or os.environ.get(TF_LOG_LEVEL) == "0":
         import keras
 
         return keras

@@ -219,12 +219,15 @@ def read_input_list(uri: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def commit_run(tally: dict, _files, *, settings, run_dir, run_id, manifest, started_at) -> dict:
+def commit_run(
+    tally: dict, written_files, *, settings, run_dir, run_id, manifest, started_at
+) -> dict:
     """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
-    images failed than ``--max-failed-fraction`` allows, the run marked failed. A runner may
-    run it again (Flink restarts a failed region): a run already committed returns its summary,
-    one already failed (by an earlier attempt, or a launcher that gave up on the cluster) fails
-    again with its recorded reason."""
+    images failed than ``--max-failed-fraction`` allows, the run marked failed. It runs once
+    every shard is written: ``written_files``, a side input it does not read, makes it wait
+    for them. A runner may run it again (Flink restarts a failed region): a run already
+    committed returns its summary, one already failed (by an earlier attempt, or a launcher
+    that gave up on the cluster) fails again with its recorded reason."""
     if _unless_failed(run_dir)["state"] == "committed":
         return json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
     if settings.incremental:

@@ -11,11 +11,7 @@ nothing started, one line names the holder; a scheduler should treat it as a ski
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-
-# Quiet TensorFlow's C++ start-up logs unless --log-level debug asks for them (before any import).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SUBCOMMANDS = {
     "demo": ("pipeline.demo", "the whole job on the synthetic dataset, offline"),

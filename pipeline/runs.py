@@ -166,12 +166,6 @@ def _run_files(output: str) -> dict[str, list]:
     return files
 
 
-def run_dirs(output: str) -> list[str]:
-    """Every run directory under ``OUTPUT/runs/``, whatever its state, oldest first."""
-    root = FileSystems.join(output, "runs")
-    return [FileSystems.join(root, run_id) for run_id in sorted(_run_files(output))]
-
-
 def committed_runs(output: str) -> list[str]:
     """The committed run directories under ``OUTPUT/runs/``, oldest first (ids sort by time)."""
     pattern = FileSystems.join(output, "runs", "*", SUCCESS)

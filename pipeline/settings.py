@@ -14,13 +14,13 @@ import dataclasses
 import difflib
 import importlib.resources
 import logging
-import os
 import sys
 from typing import NamedTuple
 
 import yaml
 
 from models import storage
+from models.backend import set_tensorflow_log_level
 from models.configs import SettingsError, check_ranges, flag
 
 PRESETS = "beamcap_presets"  # configs/, installed as package data (setup.py)
@@ -257,7 +257,7 @@ def configure_logging(level: str = "info") -> None:
     before TensorFlow is imported, which the job modules only do once the flags are good).
     Below ``debug``, a failing step's traceback is not logged: the run's one-line reason is
     printed and written to ``_FAILED`` instead; ``--log-level debug`` shows it."""
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if level == "debug" else "3"
+    set_tensorflow_log_level(debug=level == "debug")
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(message)s",

@@ -17,10 +17,9 @@ class WriteFeatureRecords(beam.PTransform):
     Returns a PCollection of the written file names (for publish-after-write).
     """
 
-    def __init__(self, output: str, *, num_shards: dict[str, int] | None = None):
+    def __init__(self, output: str):
         super().__init__()
         self.output = output
-        self.num_shards = num_shards or {}
 
     def expand(self, records):
         by_split = records | "BySplit" >> beam.Partition(
@@ -35,7 +34,6 @@ class WriteFeatureRecords(beam.PTransform):
                 >> beam.io.WriteToTFRecord(
                     FileSystems.join(self.output, split),
                     file_name_suffix=".tfrecord",
-                    num_shards=self.num_shards.get(split, 0),
                 )
             )
         return written | "Files" >> beam.Flatten()

@@ -87,10 +87,6 @@ class ShowAndTell:
         outputs, h, c = self.lstm(words, initial_state=list(state))
         return keras.ops.log_softmax(self.logits(outputs[:, 0]), axis=-1), (h, c)
 
-    @property
-    def weights(self):
-        return self.training_model.weights
-
 
 def masked_cross_entropy(targets, logits, pad_id: int = 0):
     """Mean cross-entropy over the non-padding target tokens of a batch."""

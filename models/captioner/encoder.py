@@ -152,8 +152,9 @@ class ImageEncoder:
     ``weights_file`` (a path or gs:// URI) replaces ``spec.weights`` as the source of the weights
     while the spec keeps naming where they came from (how a bundle loads its copy). ``precision``
     (fp32, bf16, fp16) is the compute type: weights stay float32 (same fingerprint) and the
-    outputs are float32. ``batch_size``: batches up to it are padded to exactly it, so a job's
-    last, short batch reuses the compiled shape instead of compiling another.
+    outputs are float32. ``batch_size``: batches up to it are padded to it, rounded up to a
+    power of two, so a job's last, short batch reuses the compiled shape instead of compiling
+    another.
     """
 
     def __init__(
