@@ -275,6 +275,7 @@ def configure_logging(level: str = "info") -> None:
         "apache_beam.runners.common": logging.CRITICAL,  # a failing step's traceback
         "apache_beam.runners.worker.sdk_worker": logging.CRITICAL,  # the same, on portable runners
         "PrismRunner": logging.CRITICAL,  # Prism's log of a failed bundle: the same traceback
+        "apache_beam.utils.subprocess_server": logging.ERROR,  # "Really destroying service"
     }
     for name, floor in quiet.items():
         logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
