@@ -3,6 +3,7 @@ submitted as `make run-flink` submits them (--config flink), by a `beamcap` subp
 timeout, so a stuck cluster fails the test instead of hanging it; and `make run-flink` itself."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -12,6 +13,7 @@ from tests.conftest import ROOT, features_flags
 from tests.jobs import assert_same_captions, assert_same_features
 from tests.pipeline.conftest import beamcap_on_flink
 from tests.pipeline.test_gcs import parquet_rows, upload_images
+from transforms.progress import PROGRESS_DIR
 
 # on one test worker: one Flink cluster
 pytestmark = pytest.mark.xdist_group("flink")
@@ -87,6 +89,11 @@ def test_make_run_flink_as_the_readme_writes_it(flink, many_images, tiny_bundle,
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{") :])
     assert summary["counts"]["captioned"] == len(list(images.iterdir()))
+    # progress on Flink: its SDK workers' counts, and the launcher's line from them
+    progress = output / "runs" / summary["run_id"] / PROGRESS_DIR
+    counted = [json.loads(path.read_text()) for path in progress.glob("*.json")]
+    assert 0 < sum(c.get("captioned", 0) for c in counted) <= summary["counts"]["captioned"]
+    assert re.search(r"^progress: \d+ of \d+ images", done.stderr, re.M), done.stderr[-3000:]
 
     refused = beamcap_on_flink(
         flink,
