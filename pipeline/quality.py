@@ -107,7 +107,7 @@ def curve(metrics: dict, phase: int) -> list[dict]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None):
     parser = walkthrough_parser("quality", __doc__)
     parser.add_argument(
         "--minutes",
@@ -122,61 +122,75 @@ def main(argv: list[str] | None = None) -> int:
         help="keep WORKDIR's synthetic images and features when a previous run completed them "
         "(same preset): start at phase 1",
     )
-    args = parser.parse_args(argv)
-    step = Steps(args.log_level)  # the budget counts from here
-    hardware = machine()
-    preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    data, feats = work / "synth", work / "features"
-    phase1, phase2, out = work / "model-phase1", work / "model-phase2", work / "captions"
-    scenes = data / "scenes.jsonl"
-    print(f"beamcap quality: {args.minutes:g} minutes on {hardware}", flush=True)
+    return parser.parse_args(argv)
 
-    synth_settings = preset.get("synth", {})
-    images = args.images or synth_settings.get("images", 60000)
-    feature_settings = dict(preset.get("features", {}))
-    reuse = args.reuse_data and reusable(data, feats, images, feature_settings)
+
+class Workdir:
+    """Where each step of a quality run writes, under ``--workdir``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.data, self.features = root / "synth", root / "features"
+        self.phase1, self.phase2 = root / "model-phase1", root / "model-phase2"
+        self.captions, self.summary = root / "captions", root / "quality.json"
+        self.preset = root / "preset.yaml"  # after the GPU overrides: what both phases read
+
+
+def run_steps(args, step: Steps, preset: dict, work: Workdir, images: int) -> Path:
+    """synth and features (or reused), both training phases in what the budget leaves, then
+    caption and score the held-out images; returns the scored run's directory."""
+    synth_settings, feature_settings = preset.get("synth", {}), dict(preset.get("features", {}))
+    reuse = args.reuse_data and reusable(work.data, work.features, images, feature_settings)
     if reuse:
-        print(f"\n=== synth, features: reusing {data} and {feats}", flush=True)
+        print(f"\n=== synth, features: reusing {work.data} and {work.features}", flush=True)
     else:
         seed = str(synth_settings.get("seed", 0))
-        step("synth", synth.main, ["--output", str(data), "--images", str(images), "--seed", seed])
+        synth_flags = ["--output", str(work.data), "--images", str(images), "--seed", seed]
+        step("synth", synth.main, synth_flags)
     step(
         "features",
         lambda flags: None if reuse else features.run(flags),
-        [*features_flags(data, feats, args.runner), "--with-images", *as_flags(feature_settings)],
+        [
+            *features_flags(work.data, work.features, args.runner),
+            "--with-images",
+            *as_flags(feature_settings),
+        ],
     )
-    effective = work / "preset.yaml"  # the preset after the GPU overrides: what both phases read
-    effective.write_text(yaml.safe_dump({k: v for k, v in preset.items() if k != "gpu"}))
-    common = ["--data", str(feats), "--config", str(effective), "--val-scenes", str(scenes)]
-    step("phase1", train.main, [*common, "--output", str(phase1)])
+    work.preset.write_text(yaml.safe_dump({k: v for k, v in preset.items() if k != "gpu"}))
+    scenes = str(work.data / "scenes.jsonl")
+    common = ["--data", str(work.features), "--config", str(work.preset), "--val-scenes", scenes]
+    step("phase1", train.main, [*common, "--output", str(work.phase1)])
     left = args.minutes - step.elapsed() - RESERVE_MINUTES
     if left < 1:
         print(f"warning: only {left:.1f} minutes left for phase 2; giving it 1", flush=True)
     phase2_flags = [
         *as_flags({**preset.get("phase2", {}), "time_budget_minutes": round(max(left, 1.0), 2)}),
         "--init-from",
-        str(phase1),
+        str(work.phase1),
     ]
-    step("phase2", train.main, [*common, "--output", str(phase2), *phase2_flags])
-
+    step("phase2", train.main, [*common, "--output", str(work.phase2), *phase2_flags])
     caption_flags = ["--runner", args.runner, *as_flags(preset.get("caption", {}))]
+    held_out = held_out_images(work.data, feature_settings)
     run_dir, _ = caption_and_score(
-        step, data, phase2, out, held_out_images(data, feature_settings), caption_flags
+        step, work.data, work.phase2, work.captions, held_out, caption_flags
     )
+    return run_dir
 
+
+def quality_result(args, step: Steps, hardware: dict, preset: dict, work: Workdir, images, run_dir):
+    """What quality.json records: the budget, each step's minutes, both phases' figures, the
+    held-out scores and the learning curve."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    first = json.loads((phase1 / "metrics.json").read_text())
-    second = json.loads((phase2 / "metrics.json").read_text())
-    result = {
+    first = json.loads((work.phase1 / "metrics.json").read_text())
+    second = json.loads((work.phase2 / "metrics.json").read_text())
+    return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": hardware,
         "minutes_budget": args.minutes,
         "minutes_total": round(step.elapsed(), 1),
         "minutes_per_step": step.minutes,
         "synthetic_images": images,
-        "image_size": feature_settings.get("image_size"),
+        "image_size": preset.get("features", {}).get("image_size"),
         "phase1_captions_seen": first.get("captions_seen"),
         "phase2_images_seen": second.get("images_seen"),
         "phase2_images_per_second": round(
@@ -198,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "target_attribute_accuracy": 0.9,
         "curve": curve(first, 1) + curve(second, 2),
-        "model": str(phase2),
+        "model": str(work.phase2),
         "report": str((run_dir / "report.html").resolve()),
     }
-    (work / "quality.json").write_text(json.dumps(result, indent=2))
-    held = result["held_out"]
+
+
+def print_result(result: dict, work: Workdir) -> None:
+    hardware, held = result["machine"], result["held_out"]
     print("\n=== beamcap quality: done")
     print(f"machine             {hardware['cpu']} x{hardware['cores']}  gpus {hardware['gpus']}")
-    print(f"minutes per step    {step.minutes}  total {result['minutes_total']}")
+    print(f"minutes per step    {result['minutes_per_step']}  total {result['minutes_total']}")
     print(
         f"phase 2             {result['phase2_images_seen']} images seen "
         f"({result['phase2_images_per_second']} images/s)"
@@ -214,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "curve (phase 2)     images seen, minutes: validation attribute accuracy "
         f"({', '.join(ATTRIBUTE_FIELDS)})"
     )
-    for point in curve(second, 2):
+    for point in (point for point in result["curve"] if point["phase"] == 2):
         parts = ", ".join(f"{point[f'val_{field}_accuracy']:.3f}" for field in ATTRIBUTE_FIELDS)
         print(
             f"    {point['images_seen']:>9}  {point['minutes']:5.1f} min:  "
@@ -228,7 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     parts = ", ".join(f"{field} {held[f'{field}_accuracy']:.3f}" for field in ATTRIBUTE_FIELDS)
     print(f"held-out, in parts  {parts}")
     print(f"report              {result['report']}")
-    print(f"summary             {(work / 'quality.json').resolve()}")
+    print(f"summary             {work.summary.resolve()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    step = Steps(args.log_level)  # the budget counts from here
+    hardware = machine()
+    preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
+    work = Workdir(Path(args.workdir))
+    work.root.mkdir(parents=True, exist_ok=True)
+    print(f"beamcap quality: {args.minutes:g} minutes on {hardware}", flush=True)
+    images = args.images or preset.get("synth", {}).get("images", 60000)
+    run_dir = run_steps(args, step, preset, work, images)
+    result = quality_result(args, step, hardware, preset, work, images, run_dir)
+    work.summary.write_text(json.dumps(result, indent=2))
+    print_result(result, work)
     return 0
 
 
