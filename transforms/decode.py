@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
+from typing import Generic, TypeVar
 
 import apache_beam as beam
 import numpy as np
@@ -43,13 +44,19 @@ class UnknownImageFormat(OSError):
         )
 
 
+Payload = TypeVar("Payload")  # what a job carries along with each image
+
+
 @dataclasses.dataclass(frozen=True)
-class DecodedImage:
+class DecodedImage(Generic[Payload]):
+    """An image ready for the encoder; ``payload``: the caption job's file identity (``str``),
+    the features job's ``ImageTask``."""
+
     uri: str
     pixels: np.ndarray  # uint8 [S, S, 3]
     width: int  # of the original file, as displayed (after EXIF orientation)
     height: int
-    payload: object = None  # whatever the job carries along (captions, ids)
+    payload: Payload | None = None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

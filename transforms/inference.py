@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Generic
 
 import apache_beam as beam
 import numpy as np
@@ -24,7 +25,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from models.backend import load_keras
 from models.faults import ModelFault
 from transforms.caption_schema import caption_row
-from transforms.decode import DecodedImage
+from transforms.decode import DecodedImage, Payload
 from transforms.failures import FAILURES, failure
 
 METRICS_NAMESPACE = "beamcap"
@@ -192,12 +193,12 @@ class CaptionImages(beam.PTransform):
 
 
 @dataclasses.dataclass(frozen=True)
-class EncodedImage:
+class EncodedImage(Generic[Payload]):
     uri: str
     features: np.ndarray  # float32 [2048]
     width: int
     height: int
-    payload: object = None
+    payload: Payload | None = None  # the DecodedImage's
 
 
 def _encoded(image: DecodedImage, features: np.ndarray) -> EncodedImage:
