@@ -16,12 +16,15 @@ COPY transforms ./transforms
 COPY models ./models
 COPY configs ./configs
 RUN pip install --no-cache-dir -c constraints.txt ".[gpu]"
-# The launcher runs the installed job (-I: not the tree copied above for pip, nor its presets)
-RUN ln -s "$(python -I -c 'import importlib.util as u; print(u.find_spec("pipeline.caption").origin)')" caption.py
+# The launcher and the workers run the installed package (its presets included), from a folder
+# that holds no copy of the source: the tree above is only what pip installed from.
+WORKDIR /opt/beamcap-launcher
+RUN printf '%s\n' 'import sys' 'from pipeline.cli import main' \
+      'sys.exit(main(["caption", *sys.argv[1:]]))' > caption.py
 # The SDK image's boot program stays the entrypoint: workers start as Beam expects.
 
 FROM worker AS flex-template
 COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/beamcap/caption.py \
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/beamcap-launcher/caption.py \
     FLEX_TEMPLATE_PYTHON_SETUP_FILE=/opt/beamcap/setup.py
 ENTRYPOINT ["/opt/google/dataflow/python_template_launcher"]

@@ -41,9 +41,9 @@ SPARK_LIB    := build/spark/lib
 # last lines) when a step fails. make V=1 shows it as it comes.
 LOG := build/make.log
 ifeq ($(V),1)
-QUIETLY :=
+quietly :=
 else
-QUIETLY = >>$(LOG) 2>&1 || { echo "  failed: $@; the tools' output is in $(LOG), ending:"; \
+quietly = >>$(LOG) 2>&1 || { echo "  failed: $(1); the tools' output is in $(LOG), ending:"; \
   tail -n 30 $(LOG); exit 1; }
 endif
 step = @mkdir -p build && echo "$(1)" && echo "=== $$(date -u +%FT%TZ) $(1)" >>$(LOG)
@@ -52,7 +52,7 @@ $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("beamcap needs Python 3.10+") if sys.version_info < (3, 10) else None'
 	$(call step,install: Python packages into $(VENV) (pinned by constraints.txt))
 	@{ $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip && \
-	  $(BIN)/pip install --quiet -c constraints.txt -e '.[test]'; } $(QUIETLY)
+	  $(BIN)/pip install --quiet -c constraints.txt -e '.[test]'; } $(call quietly,install)
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install beamcap with its test extra, pinned by constraints.txt
@@ -64,25 +64,25 @@ TOXIPROXY    := build/bin/toxiproxy-server
 
 $(PRISM):
 	$(call step,runners: Beam's Prism runner from the Go module proxy)
-	@GOBIN=$(CURDIR)/build/bin $(GO_INSTALL) github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION) $(QUIETLY)
+	@GOBIN=$(CURDIR)/build/bin $(GO_INSTALL) github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION) $(call quietly,Prism)
 
 prism: $(PRISM) ## build Beam's Prism runner from Beam's Go module into build/bin/prism (needs Go)
 
 $(FAKE_GCS):
 	$(call step,runners: fake-gcs-server from the Go module proxy)
-	@GOBIN=$(CURDIR)/build/bin $(GO_INSTALL) github.com/fsouza/fake-gcs-server@v1.56.1 $(QUIETLY)
+	@GOBIN=$(CURDIR)/build/bin $(GO_INSTALL) github.com/fsouza/fake-gcs-server@v1.56.1 $(call quietly,fake-gcs-server)
 
 $(TOXIPROXY):  # its command is named "server": installed aside, then renamed
 	$(call step,runners: Toxiproxy from the Go module proxy)
 	@{ GOBIN=$(CURDIR)/build/go/toxiproxy $(GO_INSTALL) github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0 && \
-	  mv build/go/toxiproxy/server $@; } $(QUIETLY)
+	  mv build/go/toxiproxy/server $@; } $(call quietly,Toxiproxy)
 
 gcs-servers: $(FAKE_GCS) $(TOXIPROXY) ## build fake-gcs-server and Toxiproxy (the tests' storage and network faults) into build/bin/
 
 build/%/lib/.fetched: cluster/%-pom.xml
 	$(call step,runners: $* and Beam's $* job server jars from Maven Central)
 	@mvn -B -q -f $< -Dmaven.repo.local=$(CURDIR)/build/m2 \
-	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(@D) $(QUIETLY)
+	  dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(@D) $(call quietly,the $* jars)
 	@touch $@
 
 flink-jars: $(FLINK_LIB)/.fetched ## fetch Flink 1.19 and Beam's Flink job server jars into build/flink/lib (Maven)

@@ -75,8 +75,8 @@ class CaptionSettings:
     input: str = setting(
         None,
         "images, image directories (searched recursively) or glob patterns ('**' recurses), "
-        "local or gs://, as many as you like (--input a.jpg b.jpg photos/); give this or "
-        "--input-list",
+        "local or gs://, as many as you like (--input a.jpg b.jpg photos/, or comma-separated); "
+        "give this or --input-list",
         type=str,
         uris=True,
         many=True,

@@ -166,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 REAL_CAPTIONS = (
-    "Real captions: import the published im2txt model, then caption with it:\n"
+    "Real captions come from the published im2txt model: "
+    "beamcap caption --input photos/ --model data/im2txt --output out/captions, "
+    "once it is imported with\n"
     "  beamcap import-im2txt --checkpoint model.ckpt-2000000 --vocab word_counts.txt "
-    "--output data/im2txt\n"
-    "  beamcap caption --input photos/ --model data/im2txt --output out/captions"
+    "--output data/im2txt"
 )
 
 

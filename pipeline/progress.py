@@ -1,23 +1,27 @@
 """A caption run's progress, shown by the launcher while it waits: the workers' counts
 (``transforms/progress.py``), the rate over the last minute and an ETA.
 
-On a terminal one line is redrawn every second; elsewhere (cron, Airflow's logs) a plain line
-is printed every ``every`` seconds (30 by default), and only when the counts changed.
+On a terminal one line is redrawn every second, cut to the terminal's width; elsewhere (cron,
+Airflow's logs) a plain line is printed every ``every`` seconds (30 by default), and only when
+the counts changed.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import shutil
 import sys
 import threading
 import time
 
+from models import storage
 from transforms.progress import read_progress
 
 TERMINAL_SECONDS = 1.0
 LOG_SECONDS = 30.0
-POLL_SECONDS = 2.0  # how often the counts are read: the workers write theirs as often
+POLL_SECONDS = 2.0  # the most time between two reads of the counts (for the rate)
+GCS_POLL_SECONDS = 10.0  # on gs://: a listing and one read per worker each time
 RATE_WINDOW = 60.0  # seconds of history behind images/s
 
 
@@ -34,22 +38,32 @@ class _Line:
 
     def __call__(self, counts: collections.Counter, now: float) -> str:
         failed = sum(n for key, n in counts.items() if key.startswith("failed_"))
-        done, matched = counts["captioned"] + failed, counts["matched"]
-        to_caption = counts["to_caption"]
-        if not self.history or done != self.history[-1][1]:  # the workers wrote new counts
+        done, to_caption = counts["captioned"] + failed, counts["to_caption"]
+        if not self.history or done > self.history[-1][1]:  # the workers wrote new counts
             self.history.append((now, done))
         while len(self.history) > 2 and now - self.history[0][0] > RATE_WINDOW:
             self.history.popleft()
-        skipped = f", {matched - to_caption:,} skipped as done" if matched > to_caption else ""
         text = (
             f"progress: {done:,} of {to_caption:,} images ({counts['captioned']:,} captioned, "
-            f"{failed:,} failed; {matched:,} matched{skipped})"
+            f"{failed:,} failed; {counts['matched']:,} matched)"
         )
         (since, before), (latest, _) = self.history[0], self.history[-1]
         if latest > since:
             rate = (done - before) / (latest - since)
             text += f", {rate:.1f} images/s, ETA {_eta(max(to_caption - done, 0) / rate)}"
         return text
+
+
+class _Reader:
+    """The workers' counts summed; a file unreadable this time keeps its last good counts."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir, self.by_file = run_dir, {}
+
+    def __call__(self) -> collections.Counter:
+        with storage.one_try():
+            self.by_file.update(read_progress(self.run_dir))
+        return sum(map(collections.Counter, self.by_file.values()), collections.Counter())
 
 
 @contextlib.contextmanager
@@ -62,30 +76,43 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
         return
     terminal = stream.isatty()
     every = every or (TERMINAL_SECONDS if terminal else LOG_SECONDS)
-    stop, line = threading.Event(), _Line()
-
+    stop, lock, line, read = threading.Event(), threading.Lock(), _Line(), _Reader(run_dir)
     drawn = []  # (when, counts) of each line shown
 
+    def draw(counts: collections.Counter, now: float) -> None:
+        text = line(counts, now)
+        early = drawn and now - drawn[-1][0] < 0.9 * every
+        if early or (drawn and not terminal and counts == drawn[-1][1]):
+            return
+        with lock:  # never after the run has ended
+            if stop.is_set():
+                return
+            if terminal:
+                width = shutil.get_terminal_size().columns - 1
+                stream.write(f"\r\033[K{text[:width]}")
+            else:
+                stream.write(text + "\n")
+            stream.flush()
+        drawn.append((now, counts))
+
+    poll = min(every, GCS_POLL_SECONDS if storage.is_gcs(run_dir) else POLL_SECONDS)
+
     def show():
-        while not stop.wait(min(every, POLL_SECONDS)):  # polled more often for the rate
+        while not stop.wait(poll):
             try:
-                counts = read_progress(run_dir)
-            except Exception:  # noqa: BLE001 - storage may be down: the run reports that
+                counts = read()
+                if counts:
+                    draw(counts, time.monotonic())
+            except Exception:  # noqa: BLE001 - storage may be down: the run itself says so
                 continue
-            now = time.monotonic()
-            text = line(counts, now)
-            due = not drawn or (now - drawn[-1][0] >= every and counts != drawn[-1][1])
-            if counts and (terminal or due):
-                stream.write(f"\r\033[K{text}" if terminal else text + "\n")
-                stream.flush()
-                drawn.append((now, counts))
 
     thread = threading.Thread(target=show, name="beamcap-progress-line", daemon=True)
     thread.start()
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=2)  # a poll stuck on storage must not hold the exit
-        if terminal and drawn:
-            stream.write("\n")
+        with lock:
+            stop.set()
+            if terminal and drawn:
+                stream.write("\n")
+                stream.flush()

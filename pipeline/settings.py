@@ -84,11 +84,18 @@ def _help(field: dataclasses.Field) -> str:
     return f"{text} (default: {field.default})"
 
 
+class _Given(str):
+    """A many-valued flag's values as given on the command line (not a default)."""
+
+
 class _Joined(argparse.Action):
-    """``--input a.jpg b.jpg`` -> "a.jpg,b.jpg", the comma-joined form a preset also uses."""
+    """``--input a.jpg b.jpg --input c/`` -> "a.jpg,b.jpg,c/", the comma-joined form that a
+    preset's value (a string or a list) also takes."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, ",".join(values))
+        given = getattr(namespace, self.dest, None)
+        values = [given, *values] if isinstance(given, _Given) else values
+        setattr(namespace, self.dest, _Given(",".join(values)))
 
 
 def add_settings(parser: argparse.ArgumentParser, settings_type, title: str) -> None:
@@ -156,7 +163,11 @@ def preset_section(preset: dict, name: str, settings_type) -> dict:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
             raise SettingsError(f"--config: unknown {name} setting {key!r}{hint}")
-    return dict(values)
+    many = {field.name for field in dataclasses.fields(settings_type) if field.metadata.get("many")}
+    return {
+        key: ",".join(map(str, value)) if key in many and isinstance(value, list) else value
+        for key, value in values.items()
+    }
 
 
 def as_flags(settings: dict, *, hyphens: bool = True) -> list[str]:
@@ -186,8 +197,13 @@ def unknown_beam_args(args: list[str]) -> list[str]:
 
     parsers = []
     PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    parsers[0].error = _refuse  # e.g. "--no_auth=true": one line, not Beam's whole usage
     _, unknown = parsers[0].parse_known_args(args)
     return unknown
+
+
+def _refuse(message: str):
+    raise SettingsError(message)
 
 
 class Job(NamedTuple):
@@ -217,7 +233,7 @@ def parse_job(
     args, rest = parser.parse_known_args(argv)
     if beam:
         rest = [*as_flags(preset.get("beam") or {}, hyphens=False), *rest]
-    _refuse_unknown(unknown_beam_args(rest) if beam else rest, settings_type)
+    _refuse_unknown(unknown_beam_args(rest) if beam else rest, settings_type, rest)
     settings = settings_type(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)}
     )
@@ -231,7 +247,7 @@ def parse_job(
     return Job(settings, rest, preset)
 
 
-def _refuse_unknown(unknown: list[str], settings_type) -> None:
+def _refuse_unknown(unknown: list[str], settings_type, args: list[str]) -> None:
     """One line for the first unknown flag (with the closest known one), else for a stray
     value: never a run over part of what the user typed."""
     fields = dataclasses.fields(settings_type)
@@ -243,13 +259,16 @@ def _refuse_unknown(unknown: list[str], settings_type) -> None:
         hint = f"; did you mean {close[0]}?" if close else ""
         raise SettingsError(f"unknown flag {name}{hint}")
     if unknown:
+        stray = unknown[0]
+        before = args[args.index(stray) - 1] if args.index(stray) > 0 else None
         many = [flag(field.name) for field in fields if field.metadata.get("many")]
         rule = "a flag takes one value" + (
             f", except {' and '.join(many)}, which takes several ({many[0]} a.jpg b.jpg photos/)"
             if many
             else ""
         )
-        raise SettingsError(f"unexpected argument {unknown[0]!r} ({len(unknown)} in all): {rule}")
+        after = f" after {before}" if before and before.startswith("--") else ""
+        raise SettingsError(f"unexpected argument {stray!r}{after} ({len(unknown)} in all): {rule}")
 
 
 def configure_logging(level: str = "info") -> None:
@@ -275,7 +294,6 @@ def configure_logging(level: str = "info") -> None:
         "apache_beam.runners.common": logging.CRITICAL,  # a failing step's traceback
         "apache_beam.runners.worker.sdk_worker": logging.CRITICAL,  # the same, on portable runners
         "PrismRunner": logging.CRITICAL,  # Prism's log of a failed bundle: the same traceback
-        "apache_beam.utils.subprocess_server": logging.ERROR,  # "Really destroying service"
     }
     for name, floor in quiet.items():
         logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
@@ -300,8 +318,11 @@ class _StderrHandler(logging.StreamHandler):
 
 def _spurious_beam_warning(record: logging.LogRecord) -> bool:
     """RunInference warns on every model load that it cannot read the RSS when an optional
-    import of its (torch-only) model manager fails, although ``resource`` is there."""
-    return not record.getMessage().startswith("Resource module is not available")
+    import of its (torch-only) model manager fails, although ``resource`` is there; Beam warns
+    as it stops its own Prism or job server at exit ("Really destroying service")."""
+    return not record.getMessage().startswith(
+        ("Resource module is not available", "Really destroying service")
+    )
 
 
 def _portable_job_traceback(record: logging.LogRecord) -> bool:

@@ -91,9 +91,12 @@ UNTRACKED = ("build", "data", "out", "dist", "*.egg-info", "__pycache__")
 INSTALLED_JOB = """
 import json, sys
 from apache_beam.options.pipeline_options import PipelineOptions
+import importlib.resources
 import pipeline.caption, pipeline.settings
 site, bundle, out, flags = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 assert pipeline.settings.__file__.startswith(site), pipeline.settings.__file__
+presets = str(importlib.resources.files("beamcap_presets"))
+assert presets.startswith(site), presets  # the wheel's, not the checkout's (editable finder)
 flink = pipeline.settings.parse_job(
     pipeline.caption.CaptionSettings,
     ["--config", "flink", "--input", out, "--model", bundle, "--output", out],

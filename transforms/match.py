@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 
 import apache_beam as beam
@@ -13,9 +14,13 @@ from transforms import gcs  # noqa: F401 - a worker's gs:// reads take beamcap's
 
 def as_pattern(path: str) -> str:
     """A directory (local, or any path ending in ``/``) becomes ``DIR/**``, matched recursively;
-    anything else is used as a glob or a single file."""
-    if path.endswith("/") or (not path.startswith("gs://") and os.path.isdir(path)):
+    a local file is taken literally, even where its name holds ``[``, ``?`` or ``*`` (as a
+    shell's expansion passes it); anything else is used as a glob or a single file."""
+    local = not path.startswith("gs://")
+    if path.endswith("/") or (local and os.path.isdir(path)):
         return FileSystems.join(path.rstrip("/"), "**")
+    if local and os.path.isfile(path):
+        return glob.escape(path)
     return path
 
 
@@ -41,7 +46,8 @@ def with_identity(uri: str) -> tuple[str, str | None]:
 
 class MatchImages(beam.PTransform):
     """patterns -> PCollection of file URIs (sorted within each pattern, deduplicated); with
-    ``identities``, of ``(uri, identity)`` pairs."""
+    ``identities``, of ``(uri, identity)`` pairs. A pattern without ``*`` that matches nothing
+    (a file that is not there) fails the run: never a silent partial run."""
 
     def __init__(self, patterns: list[str], *, identities: bool = False):
         super().__init__()
@@ -53,7 +59,7 @@ class MatchImages(beam.PTransform):
         return (
             pipeline
             | "Patterns" >> beam.Create(self.patterns)
-            | "Match" >> fileio.MatchAll()
+            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW_IF_WILDCARD)
             | "Paths" >> beam.Map(lambda m: (m.path, identity(m)) if identities else m.path)
             | "Dedupe" >> beam.Distinct()
         )

@@ -27,60 +27,92 @@ from apache_beam.io.filesystems import FileSystems
 from models import storage
 
 PROGRESS_DIR = "_progress"
-FLUSH_SECONDS = 2.0
+FLUSH_SECONDS = 2.0  # locally; on gs:// every GCS_FLUSH_SECONDS (one upload per worker each)
+GCS_FLUSH_SECONDS = 10.0
+IDLE_FLUSHES = 15  # a writer with nothing new for this many flushes stops (a new one follows)
 
 
 class _WorkerCounts:
-    """This process's counts for one run, written by a daemon thread when they changed."""
+    """This process's counts for one run, written by a daemon thread when they changed; the
+    thread ends once they stay unchanged a while."""
 
     def __init__(self, run_dir: str):
         worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}.json"
-        self.path = FileSystems.join(run_dir, PROGRESS_DIR, worker)
+        self.run_dir, self.path = run_dir, FileSystems.join(run_dir, PROGRESS_DIR, worker)
+        self.every = GCS_FLUSH_SECONDS if storage.is_gcs(run_dir) else FLUSH_SECONDS
         self.counts: collections.Counter = collections.Counter()
         self.lock = threading.Lock()
-        self.changed = False
-        threading.Thread(target=self._write_forever, name="beamcap-progress", daemon=True).start()
+        self.changed, self.closed = False, False
+        threading.Thread(
+            target=self._write_while_busy, name="beamcap-progress", daemon=True
+        ).start()
 
-    def add(self, key: str) -> None:
+    def add(self, key: str) -> bool:
+        """Counts one ``key``; False once this writer has stopped (count on a new one)."""
         with self.lock:
+            if self.closed:
+                return False
             self.counts[key] += 1
             self.changed = True
+            return True
 
-    def _write_forever(self) -> None:
+    def _write_while_busy(self) -> None:
+        idle = 0
         while True:
-            time.sleep(FLUSH_SECONDS)
+            time.sleep(self.every)
             with self.lock:
-                if not self.changed:
-                    continue
-                body, self.changed = json.dumps(self.counts), False
-            try:
+                body = json.dumps(self.counts) if self.changed else None
+                self.changed = False
+            if body is not None:
+                idle = 0
+                self._write(body)
+                continue
+            idle += 1
+            if idle >= IDLE_FLUSHES:
+                with _BY_RUN_LOCK, self.lock:
+                    if not self.changed:
+                        self.closed = True
+                        if _BY_RUN.get(self.run_dir) is self:
+                            del _BY_RUN[self.run_dir]
+                        return
+
+    def _write(self, body: str) -> None:
+        try:
+            if storage.is_gcs(self.path):  # an upload replaces the object whole
                 storage.write_text(self.path, body)
-            except Exception:  # noqa: BLE001 - progress is shown at best; it never fails a run
-                logging.debug("could not write progress to %s", self.path, exc_info=True)
+            else:  # a reader never sees a half-written file
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                with open(f"{self.path}.partial", "w", encoding="utf-8") as handle:
+                    handle.write(body)
+                os.replace(f"{self.path}.partial", self.path)
+        except Exception:  # noqa: BLE001 - progress is shown at best; it never fails a run
+            logging.debug("could not write progress to %s", self.path, exc_info=True)
+            with self.lock:
+                self.changed = True  # try again at the next flush
 
 
 _BY_RUN: dict[str, _WorkerCounts] = {}
 _BY_RUN_LOCK = threading.Lock()
 
 
-def _counts_of(run_dir: str) -> _WorkerCounts:
-    with _BY_RUN_LOCK:
-        if run_dir not in _BY_RUN:
-            _BY_RUN[run_dir] = _WorkerCounts(run_dir)
-        return _BY_RUN[run_dir]
+def _add(run_dir: str, key: str) -> None:
+    while True:
+        with _BY_RUN_LOCK:
+            counts = _BY_RUN.get(run_dir)
+            if counts is None:
+                counts = _BY_RUN[run_dir] = _WorkerCounts(run_dir)
+        if counts.add(key):
+            return
 
 
 class _Tally(beam.DoFn):
     def __init__(self, run_dir: str | None, key: str | Callable):
         self.run_dir, self.key = run_dir, key
 
-    def setup(self):
-        self.counts = _counts_of(self.run_dir) if self.run_dir else None
-
     def process(self, element):
         key = self.key(element) if callable(self.key) else self.key
-        if self.counts is not None:
-            self.counts.add(key)
+        if self.run_dir:
+            _add(self.run_dir, key)
         yield key, 1
 
 
@@ -90,13 +122,15 @@ def count(pcoll, key: str | Callable, label: str, *, run_dir: str | None = None)
     return pcoll | label >> beam.ParDo(_Tally(run_dir, key))
 
 
-def read_progress(run_dir: str) -> collections.Counter:
-    """The workers' counts so far, summed (a file being rewritten is skipped this time)."""
+def read_progress(run_dir: str) -> dict[str, dict]:
+    """Each worker's counts so far, by file (a file that cannot be read now is left out)."""
     pattern = FileSystems.join(run_dir, PROGRESS_DIR, "*.json")
-    total: collections.Counter = collections.Counter()
-    for found in FileSystems.match([pattern])[0].metadata_list:
+    found = {}
+    for metadata in FileSystems.match([pattern])[0].metadata_list:
         try:
-            total.update(json.loads(storage.read_text(found.path)))
+            counts = json.loads(storage.read_text(metadata.path))
         except (OSError, ValueError):
             continue
-    return total
+        if isinstance(counts, dict):
+            found[metadata.path] = counts
+    return found

@@ -56,8 +56,17 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_on_a_terminal_one_line_is_redrawn(tmp_path):
-    """Two workers' counts summed into one line, redrawn in place; a newline when done."""
+def wait_for(condition, timeout: float = 30):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_on_a_terminal_one_line_is_redrawn(tmp_path, monkeypatch):
+    """Two workers' counts summed into one line, redrawn in place and cut to the terminal's
+    width; a file being rewritten is left out; a newline when done."""
+    monkeypatch.setenv("COLUMNS", "200")
     (tmp_path / PROGRESS_DIR).mkdir()
     first = {"matched": 20, "to_caption": 20, "captioned": 3}
     (tmp_path / PROGRESS_DIR / "a.json").write_text(json.dumps(first))
@@ -65,15 +74,23 @@ def test_on_a_terminal_one_line_is_redrawn(tmp_path):
     (tmp_path / PROGRESS_DIR / "c.json").write_text('{"captioned": ')  # being rewritten
     screen = Terminal()
     with progress.shown(str(tmp_path), every=0.05, stream=screen):
-        time.sleep(0.3)
+        wait_for(lambda: "progress: 6 of 20" in screen.getvalue())
         (tmp_path / PROGRESS_DIR / "a.json").write_text(json.dumps({**first, "captioned": 9}))
-        time.sleep(0.3)
+        wait_for(lambda: "ETA" in screen.getvalue())
     drawn = screen.getvalue()
     assert drawn.startswith("\r\033[Kprogress: 6 of 20 images (5 captioned, 1 failed; 20 matched)")
     assert drawn.endswith("\n") and drawn.count("\n") == 1
     last = drawn.rstrip("\n").rsplit("\r\033[K", 1)[1]
     assert re.fullmatch(
         r"progress: 12 of 20 images \(11 captioned, 1 failed; 20 matched\), "
-        r"[\d.]+ images/s, ETA 0:00:0\d",
+        r"[\d.]+ images/s, ETA 0:00:\d\d",
         last,
     ), last
+    time.sleep(0.2)
+    assert screen.getvalue() == drawn  # nothing after the run has ended
+    monkeypatch.setenv("COLUMNS", "40")
+    narrow = Terminal()
+    with progress.shown(str(tmp_path), every=0.05, stream=narrow):
+        wait_for(lambda: "progress" in narrow.getvalue())
+    lines = narrow.getvalue().rstrip("\n").split("\r\033[K")[1:]
+    assert lines and set(lines) == {"progress: 12 of 20 images (11 captioned"}  # 39 columns
