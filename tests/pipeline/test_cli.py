@@ -91,3 +91,24 @@ def test_storage_flags_out_of_range_are_refused_in_one_line(tmp_path, capsys):
         "beamcap caption: error: --storage_timeout must be > 0 and --storage_deadline >= 0 "
         "(seconds), not 0 and 120\n"
     )
+
+
+def test_input_values_add_up_from_flags_and_presets(tmp_path):
+    """--input a --input b c (and a preset's list) means all of them; never only the last."""
+    from pipeline.caption import CaptionSettings
+    from pipeline.settings import parse_job
+
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    a, b, c = (str(tmp_path / name) for name in "abc")
+    common = ["--model", str(tmp_path), "--output", str(tmp_path / "out")]
+
+    def inputs(*argv):
+        job = parse_job(CaptionSettings, [*argv, *common], prog="x", description="x", section="c")
+        return job.settings.input
+
+    assert inputs("--input", a, "--input", b, c) == f"{a},{b},{c}"
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(f"c: {{input: [{a}, {b}]}}\n")
+    assert inputs("--config", str(preset)) == f"{a},{b}"
+    assert inputs("--config", str(preset), "--input", c) == c  # flags given win
