@@ -9,15 +9,17 @@ headline metrics and the path of the HTML report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+from models.configs import setting
 from models.datasets.splits import split_for
 from models.datasets.synthetic import read_scenes
 from pipeline import caption, evaluate, features, report, synth, train
-from pipeline.settings import Parser, load_preset
+from pipeline.settings import parse_job
 
 
 def write_broken_files(folder: Path) -> list[Path]:
@@ -28,23 +30,37 @@ def write_broken_files(folder: Path) -> list[Path]:
     return [folder / name for name in files]
 
 
-def walkthrough_parser(name: str, doc: str) -> Parser:
-    """``beamcap NAME``'s parser with the flags every walk-through has: --workdir, --config,
-    --images and --runner."""
-    parser = Parser(f"beamcap {name}", doc)
-    parser.add_argument(
-        "--workdir", default=f"data/{name}", help="where every step writes (default: %(default)s)"
+@dataclasses.dataclass(frozen=True)
+class Walkthrough:
+    """The flags every walk-through has (beside --config, its preset, and --workdir)."""
+
+    images: int = setting(None, "synthetic images (default: the preset's)", type=int, minimum=1)
+    runner: str = setting("DirectRunner", "Beam runner for the two Beam jobs")
+
+
+def parse_walkthrough(settings_type, name: str, doc: str, argv: list[str] | None):
+    """``beamcap NAME``'s flags: ``settings_type`` (a :class:`Walkthrough`), with the preset
+    NAME as every step's default --config."""
+    return parse_job(
+        settings_type,
+        sys.argv[1:] if argv is None else argv,
+        prog=f"beamcap {name}",
+        description=doc,
+        section=name,
+        beam=False,
+        steps_preset=name,
     )
-    parser.add_argument("--config", default=name, help="preset (default: %(default)s)")
-    parser.add_argument(
-        "--images", type=int, default=None, help="synthetic images (default: the preset's)"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings(Walkthrough):
+    workdir: str = setting("data/demo", "where every step writes")
+    encoder_weights: str = setting(
+        None,
+        "InceptionV3 weights for the features step: imagenet on a connected machine, a "
+        "weights file, or random:SEED (default: the preset's, random:0 in demo)",
+        type=str,
     )
-    parser.add_argument(
-        "--runner",
-        default="DirectRunner",
-        help="Beam runner for the two Beam jobs (default: %(default)s)",
-    )
-    return parser
 
 
 class Steps:
@@ -100,18 +116,11 @@ def caption_and_score(step, data: Path, model: Path, out: Path, inputs: list[Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = walkthrough_parser("demo", __doc__)
-    parser.add_argument(
-        "--encoder-weights",
-        default=None,
-        help="InceptionV3 weights for the features step: imagenet on a connected machine, a "
-        "weights file, or random:SEED (default: the preset's, random:0 in demo)",
-    )
-    args = parser.parse_args(argv)
-    preset = load_preset(args.config)
+    job = parse_walkthrough(DemoSettings, "demo", __doc__, argv)
+    args, preset, config = job.settings, job.preset, job.config
     work = Path(args.workdir)
     data, feats, model, out = work / "synth", work / "features", work / "model", work / "captions"
-    step = Steps(args.log_level)
+    step = Steps(job.log_level)
     synth_settings = preset.get("synth", {})
     step(
         "synth",
@@ -129,17 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     step(
         "features",
         features.run,
-        [*features_flags(data, feats, args.runner), "--config", args.config, *weights],
+        [*features_flags(data, feats, args.runner), "--config", config, *weights],
     )
-    step(
-        "train", train.main, ["--data", str(feats), "--output", str(model), "--config", args.config]
-    )
+    step("train", train.main, ["--data", str(feats), "--output", str(model), "--config", config])
 
     inputs = [
         *held_out_images(data, preset.get("features", {})),
         *write_broken_files(work / "broken"),
     ]
-    flags = ["--runner", args.runner, "--config", args.config]
+    flags = ["--runner", args.runner, "--config", config]
     run_dir, summary = caption_and_score(step, data, model, out, inputs, flags)
 
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -16,6 +16,7 @@ sees a GPU, the preset's ``gpu`` section overrides the CPU sizes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -28,16 +29,18 @@ import yaml
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.backend import load_keras  # noqa: E402
+from models.configs import setting  # noqa: E402
 from models.evaluation.attributes import ACCURACY_KEYS, ATTRIBUTE_FIELDS  # noqa: E402
 from pipeline import features, synth, train  # noqa: E402
 from pipeline.demo import (  # noqa: E402
     Steps,
+    Walkthrough,
     caption_and_score,
     features_flags,
     held_out_images,
-    walkthrough_parser,
+    parse_walkthrough,
 )
-from pipeline.settings import as_flags, load_preset  # noqa: E402
+from pipeline.settings import as_flags  # noqa: E402
 
 RESERVE_MINUTES = 4.0  # caption, evaluate and report of ~1,200 images, plus phase 2's last epoch
 
@@ -107,22 +110,19 @@ def curve(metrics: dict, phase: int) -> list[dict]:
     ]
 
 
-def parse(argv: list[str] | None):
-    parser = walkthrough_parser("quality", __doc__)
-    parser.add_argument(
-        "--minutes",
-        type=float,
-        default=85.0,
-        help="time budget of the whole run; phase 2 gets what the other steps leave "
-        "(default: %(default)s)",
+@dataclasses.dataclass(frozen=True)
+class QualitySettings(Walkthrough):
+    workdir: str = setting("data/quality", "where every step writes")
+    minutes: float = setting(
+        85.0,
+        "time budget of the whole run; phase 2 gets what the other steps leave",
+        minimum=0.0,
     )
-    parser.add_argument(
-        "--reuse-data",
-        action="store_true",
-        help="keep WORKDIR's synthetic images and features when a previous run completed them "
+    reuse_data: bool = setting(
+        False,
+        "keep WORKDIR's synthetic images and features when a previous run completed them "
         "(same preset): start at phase 1",
     )
-    return parser.parse_args(argv)
 
 
 class Workdir:
@@ -248,10 +248,11 @@ def print_result(result: dict, work: Workdir) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    step = Steps(args.log_level)  # the budget counts from here
+    job = parse_walkthrough(QualitySettings, "quality", __doc__, argv)
+    args = job.settings
+    step = Steps(job.log_level)  # the budget counts from here
     hardware = machine()
-    preset = with_gpu_overrides(load_preset(args.config), hardware["gpus"])
+    preset = with_gpu_overrides(job.preset, hardware["gpus"])
     work = Workdir(Path(args.workdir))
     work.root.mkdir(parents=True, exist_ok=True)
     print(f"beamcap quality: {args.minutes:g} minutes on {hardware}", flush=True)

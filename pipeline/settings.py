@@ -210,22 +210,35 @@ class Job(NamedTuple):
     settings: object  # the job's settings dataclass, checked
     beam_args: list[str]  # everything for Beam's PipelineOptions
     preset: dict  # the whole --config preset, for jobs with more than one section
+    config: str | None = None  # the --config given (or a walk-through's own preset)
+    log_level: str = "info"
 
 
 def parse_job(
-    settings_type, argv: list[str], *, prog: str, description: str, section: str, beam=True
+    settings_type,
+    argv: list[str],
+    *,
+    prog: str,
+    description: str,
+    section: str,
+    beam=True,
+    steps_preset: str | None = None,
 ) -> Job:
     """Flags -> the job's checked settings (and Beam's flags when ``beam``): ``--config``
-    presets, ranges, the type's own ``check()``; unknown flags and preset keys are errors."""
+    presets, ranges, the type's own ``check()``; unknown flags and preset keys are errors.
+    ``steps_preset``: a walk-through's own preset, the default ``--config`` that each of its
+    steps reads."""
     parser = Parser(prog, description, epilog=BEAM_FLAGS_NOTE if beam else None)
-    parser.add_argument(
-        "--config",
-        default=None,
-        help=f"preset name (configs/NAME.yaml) or YAML path: its '{section}' section sets "
+    config_help = (
+        f"preset name (configs/NAME.yaml) or YAML path that every step reads "
+        f"(default: {steps_preset})"
+        if steps_preset
+        else f"preset name (configs/NAME.yaml) or YAML path: its '{section}' section sets "
         "this job's flags"
         + (" and its 'beam' section Beam's" if beam else "")
-        + "; flags given here win",
+        + "; flags given here win"
     )
+    parser.add_argument("--config", default=steps_preset, help=config_help)
     add_settings(parser, settings_type, f"{section} job")
     chosen, _ = parser.parse_known_args(argv)
     preset = load_preset(chosen.config)
@@ -244,7 +257,7 @@ def parse_job(
         from transforms import gcs
 
         rest = gcs.prepare(rest)
-    return Job(settings, rest, preset)
+    return Job(settings, rest, preset, chosen.config, args.log_level)
 
 
 def _refuse_unknown(unknown: list[str], settings_type, args: list[str]) -> None:
