@@ -23,7 +23,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from models.backend import load_keras
-from models.faults import ModelFault
+from models.faults import ModelFault, StageFailed
 from transforms.caption_schema import caption_row
 from transforms.decode import DecodedImage, Payload
 from transforms.failures import FAILURES, failure
@@ -54,7 +54,7 @@ def isolate_faults(function: Callable[[list], list], items: Sequence) -> list:
             _raise_if_run_fault(error)
             outcomes.append(error)
     if all(isinstance(outcome, Exception) for outcome in outcomes):
-        first = outcomes[0]
+        first = outcomes[0].error if isinstance(outcomes[0], StageFailed) else outcomes[0]
         raise RunFault(
             f"all {len(items)} images of a batch failed, each on its own too: "
             f"{type(first).__name__}: {first}"
@@ -72,8 +72,9 @@ def _checked(results, items) -> list:
 def _raise_if_run_fault(error: Exception) -> None:
     if isinstance(error, RunFault):
         raise error
-    if isinstance(error, (ModelFault, FloatingPointError, MemoryError)):
-        raise RunFault(f"{type(error).__name__}: {error}") from error
+    cause = error.error if isinstance(error, StageFailed) else error
+    if isinstance(cause, (ModelFault, FloatingPointError, MemoryError)):
+        raise RunFault(f"{type(cause).__name__}: {cause}") from error
 
 
 class _ImageHandler(ModelHandler):
@@ -150,16 +151,18 @@ class EncoderHandler(_ImageHandler):
 
 
 class _SplitOutcomes(beam.DoFn):
-    """PredictionResult -> ``to_output(image, result)``, or a failure record of the stage the
-    error names (``default_stage`` otherwise)."""
+    """PredictionResult -> ``to_output(image, result)``, or a failure record: of its stage for
+    a :class:`StageFailed`, else of ``default_stage``."""
 
     def __init__(self, to_output: Callable, default_stage: str):
         self.to_output, self.default_stage = to_output, default_stage
 
     def process(self, result: PredictionResult):
         image, outcome = result.example, result.inference
-        if isinstance(outcome, Exception):
-            yield failure(image.uri, getattr(outcome, "stage", self.default_stage), outcome)
+        if isinstance(outcome, StageFailed):
+            yield failure(image.uri, outcome.stage, outcome.error)
+        elif isinstance(outcome, Exception):
+            yield failure(image.uri, self.default_stage, outcome)
         else:
             yield self.to_output(image, outcome)
 

@@ -36,7 +36,7 @@ from models.captioner.manifest import (
     sha256,
 )
 from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
-from models.faults import ModelFault
+from models.faults import ModelFault, StageFailed
 
 # The decoders a bundle can hold, by the manifest's ``decoder.kind``; a manifest without one
 # (written before kinds) holds a Show-and-Tell decoder.
@@ -76,14 +76,15 @@ class Bundle:
         """uint8 images [B, S, S, 3] -> N-best captions per image, best first (``search``:
         ``beam_search``'s keyword arguments). The one encode-and-caption path of beamcap.
 
-        An error raised while encoding carries ``stage = "encode"`` so that a job can tell the
-        two halves apart. Non-finite features or scores raise :class:`ModelFault`: no image
-        makes a sound model return NaN."""
+        An error raised while encoding comes as :class:`StageFailed` ``("encode", error)``, so
+        that a job can tell the two halves apart. Non-finite features or scores raise
+        :class:`ModelFault`: no image makes a sound model return NaN."""
         try:
             features = self.encoder.encode(images)
-        except Exception as error:
-            error.stage = "encode"
+        except ModelFault:
             raise
+        except Exception as error:
+            raise StageFailed("encode", error) from error
         hypotheses = beam_search(self.stepper, features, **search)
         scores = [value for image in hypotheses for h in image for value in (h.log_prob, h.score)]
         if not np.isfinite(scores).all():

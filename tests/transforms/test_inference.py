@@ -8,7 +8,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.faults import ModelFault
+from models.faults import ModelFault, StageFailed
 from transforms.decode import DecodedImage
 from transforms.inference import BundleHandler, RunFault, _ImageHandler, isolate_faults, run_model
 
@@ -85,9 +85,7 @@ class FakeHandler(_ImageHandler):
 
     def infer(self, model, pixels):
         if (pixels.reshape(len(pixels), -1).max(axis=1) == 0).any():
-            error = ValueError("black image")
-            error.stage = "encode"
-            raise error
+            raise StageFailed("encode", ValueError("black image"))
         return [float(p.mean()) for p in pixels]
 
 
@@ -96,7 +94,7 @@ def test_handler_returns_one_outcome_per_image():
     results = FakeHandler().run_inference(batch, FakeModel())
     assert [r.example.uri for r in results] == ["a", "b", "c"]
     assert results[0].inference == 10.0 and results[2].inference == 30.0
-    assert isinstance(results[1].inference, ValueError)
+    assert isinstance(results[1].inference.error, ValueError)
 
 
 def test_transform_isolates_one_bad_image_in_a_batch():
