@@ -193,6 +193,7 @@ def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, setti
     return counts
 
 
+# Over 60 lines: the features job's graph, one labelled step after another, as Beam shows it.
 def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fingerprint: str):
     """The features job's graph."""
     fractions = dict(val_fraction=settings.val_fraction, test_fraction=settings.test_fraction)

@@ -146,6 +146,7 @@ def thumbnail(uri: str, images_root: str | None) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+# Over 60 lines: one HTML page, built section by section in the page's own order.
 def render(run_dir: str, images_root: str | None = None, *, model_uri: str | None = None) -> str:
     captions, failures, summary = read_run(run_dir)
     encoder = summary.get("encoder")

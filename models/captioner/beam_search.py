@@ -135,6 +135,8 @@ class _Completed:
         ]
 
 
+# Over 60 lines: one loop over the time steps, whose arrays (tokens, scores, states, the
+# completed set) every part of it updates; apart, they would travel as a dozen arguments.
 def beam_search(
     stepper: Stepper,
     features,

@@ -76,6 +76,8 @@ def decoder_phase(
     )
 
 
+# Over 60 lines: one recipe, read in order: the joint model with its two optimizers and
+# BatchNorm's mode, its inputs, and the Phase that carries them, all from the same config.
 def joint_phase(
     encoder: ImageEncoder,
     decoder: Decoder,

@@ -37,6 +37,8 @@ class Start:
     model_id: str | None = None  # the starting bundle's
 
 
+# Over 60 lines: the trainer's outline, load -> phase -> callbacks -> fit -> bundle, read top
+# to bottom; each step is a call into phases, inputs, callbacks and curve.
 def train(
     data_dir: str,
     output: str,

@@ -56,6 +56,8 @@ def scene_vector(scene) -> np.ndarray:
     return vector
 
 
+# Over 60 lines: the whole fixture dataset (features, captions, splits, dataset.json) in one
+# place, so a reader sees what the training guard is given.
 def write_scene_features(root, *, counts, noise=0.1, seed=0, max_objects=3, shuffle=False):
     """A `beamcap features`-shaped directory whose features are the scenes' attributes, projected
     to 2048 dimensions; returns {split: [(scene, captions, features)]}. ``max_objects``: keep
