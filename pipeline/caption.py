@@ -401,7 +401,7 @@ def build(
 
 
 # Over 60 lines: the launch in order (checks, lease, the graph, run to commit, summary), with
-# the lease released on every path out; split, that guarantee would span functions.
+# the lease released on every failure path; split, that guarantee would span functions.
 def run(argv: list[str], *, wait: bool = True):
     """Runs one captioning run and returns its summary; with ``wait=False`` (a scheduler's
     launch, a Dataflow ``--dry_run``) returns Beam's PipelineResult as soon as it is submitted.

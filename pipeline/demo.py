@@ -34,7 +34,7 @@ def write_broken_files(folder: Path) -> list[Path]:
 class Walkthrough:
     """The flags every walk-through has (beside --config, its preset, and --workdir)."""
 
-    images: int = setting(None, "synthetic images (default: the preset's)", type=int, minimum=1)
+    images: int = setting(None, "synthetic images (default: the preset's)", type=int)
     runner: str = setting("DirectRunner", "Beam runner for the two Beam jobs")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import shutil
 import sys
 import threading
@@ -66,6 +67,14 @@ class _Reader:
         return sum(map(collections.Counter, self.by_file.values()), collections.Counter())
 
 
+def _columns(stream) -> int:
+    """The width of the terminal ``stream`` is on (stdout may be a file meanwhile)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size().columns
+
+
 @contextlib.contextmanager
 def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stream=None):
     """Inside, a thread shows the run's progress on ``stream`` (stderr): redrawn in place on a
@@ -88,14 +97,14 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
             if stop.is_set():
                 return
             if terminal:
-                width = shutil.get_terminal_size().columns - 1
-                stream.write(f"\r\033[K{text[:width]}")
+                stream.write(f"\r\033[K{text[: _columns(stream) - 1]}")
             else:
                 stream.write(text + "\n")
             stream.flush()
-        drawn.append((now, counts))
+            drawn.append((now, counts))
 
-    poll = min(every, GCS_POLL_SECONDS if storage.is_gcs(run_dir) else POLL_SECONDS)
+    gcs = storage.is_gcs(run_dir)  # there, a read lists the folder and reads every worker's file
+    poll = max(every, GCS_POLL_SECONDS) if gcs else min(every, POLL_SECONDS)
 
     def show():
         while not stop.wait(poll):

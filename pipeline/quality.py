@@ -116,7 +116,6 @@ class QualitySettings(Walkthrough):
     minutes: float = setting(
         85.0,
         "time budget of the whole run; phase 2 gets what the other steps leave",
-        minimum=0.0,
     )
     reuse_data: bool = setting(
         False,

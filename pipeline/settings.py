@@ -247,8 +247,9 @@ def parse_job(
     if beam:
         rest = [*as_flags(preset.get("beam") or {}, hyphens=False), *rest]
     _refuse_unknown(unknown_beam_args(rest) if beam else rest, settings_type, rest)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)}
     settings = settings_type(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_type)}
+        **{name: str(v) if isinstance(v, _Given) else v for name, v in given.items()}
     )
     check_ranges(settings)
     if hasattr(settings, "check"):

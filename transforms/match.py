@@ -17,11 +17,21 @@ def as_pattern(path: str) -> str:
     a local file is taken literally, even where its name holds ``[``, ``?`` or ``*`` (as a
     shell's expansion passes it); anything else is used as a glob or a single file."""
     local = not path.startswith("gs://")
-    if path.endswith("/") or (local and os.path.isdir(path)):
+    if local and os.path.isdir(path):
+        return FileSystems.join(glob.escape(path.rstrip("/")), "**")
+    if path.endswith("/"):
         return FileSystems.join(path.rstrip("/"), "**")
     if local and os.path.isfile(path):
         return glob.escape(path)
     return path
+
+
+def _one_file(path: str) -> bool:
+    """A path that names one file: a local file (whatever its name holds), or no wildcard, no
+    directory."""
+    if not path.startswith("gs://") and os.path.exists(path):
+        return os.path.isfile(path)
+    return not path.endswith("/") and not any(char in path for char in "*?[")
 
 
 def identity(metadata) -> str:
@@ -46,20 +56,30 @@ def with_identity(uri: str) -> tuple[str, str | None]:
 
 class MatchImages(beam.PTransform):
     """patterns -> PCollection of file URIs (sorted within each pattern, deduplicated); with
-    ``identities``, of ``(uri, identity)`` pairs. A pattern without ``*`` that matches nothing
-    (a file that is not there) fails the run: never a silent partial run."""
+    ``identities``, of ``(uri, identity)`` pairs. A file named without a wildcard that is not
+    there fails the run, never a silent partial run; a glob or a folder may match nothing."""
 
     def __init__(self, patterns: list[str], *, identities: bool = False):
         super().__init__()
-        self.patterns = [as_pattern(p) for p in patterns]
+        self.files = [as_pattern(p) for p in patterns if _one_file(p)]
+        self.globs = [as_pattern(p) for p in patterns if not _one_file(p)]
         self.identities = identities
 
     def expand(self, pipeline):
         identities = self.identities
-        return (
+        matched = [
             pipeline
-            | "Patterns" >> beam.Create(self.patterns)
-            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW_IF_WILDCARD)
+            | f"{label}Patterns" >> beam.Create(patterns)
+            | f"Match{label}" >> fileio.MatchAll(treatment)
+            for label, patterns, treatment in (
+                ("Files", self.files, fileio.EmptyMatchTreatment.DISALLOW),  # one not there fails
+                ("Globs", self.globs, fileio.EmptyMatchTreatment.ALLOW),
+            )
+            if patterns
+        ]
+        return (
+            matched
+            | "AllMatched" >> beam.Flatten(pipeline=pipeline.pipeline)
             | "Paths" >> beam.Map(lambda m: (m.path, identity(m)) if identities else m.path)
             | "Dedupe" >> beam.Distinct()
         )

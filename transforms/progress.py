@@ -34,13 +34,14 @@ IDLE_FLUSHES = 15  # a writer with nothing new for this many flushes stops (a ne
 
 class _WorkerCounts:
     """This process's counts for one run, written by a daemon thread when they changed; the
-    thread ends once they stay unchanged a while."""
+    thread ends once they stay unchanged a while, and the next count goes on in the same file."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, path: str | None = None, counts=None):
         worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}.json"
-        self.run_dir, self.path = run_dir, FileSystems.join(run_dir, PROGRESS_DIR, worker)
+        self.run_dir = run_dir
+        self.path = path or FileSystems.join(run_dir, PROGRESS_DIR, worker)
         self.every = GCS_FLUSH_SECONDS if storage.is_gcs(run_dir) else FLUSH_SECONDS
-        self.counts: collections.Counter = collections.Counter()
+        self.counts: collections.Counter = counts or collections.Counter()
         self.lock = threading.Lock()
         self.changed, self.closed = False, False
         threading.Thread(
@@ -74,6 +75,7 @@ class _WorkerCounts:
                         self.closed = True
                         if _BY_RUN.get(self.run_dir) is self:
                             del _BY_RUN[self.run_dir]
+                            _RETIRED[self.run_dir] = (self.path, self.counts)
                         return
 
     def _write(self, body: str) -> None:
@@ -92,6 +94,7 @@ class _WorkerCounts:
 
 
 _BY_RUN: dict[str, _WorkerCounts] = {}
+_RETIRED: dict[str, tuple] = {}  # a stopped writer's file and counts, which its successor goes on
 _BY_RUN_LOCK = threading.Lock()
 
 
@@ -100,7 +103,7 @@ def _add(run_dir: str, key: str) -> None:
         with _BY_RUN_LOCK:
             counts = _BY_RUN.get(run_dir)
             if counts is None:
-                counts = _BY_RUN[run_dir] = _WorkerCounts(run_dir)
+                counts = _BY_RUN[run_dir] = _WorkerCounts(run_dir, *_RETIRED.pop(run_dir, ()))
         if counts.add(key):
             return
 

@@ -80,3 +80,19 @@ def test_bucket_to_bucket_then_only_new_then_runs_and_show(
     assert out.count("Captions for image gs://") == len(captioned)
     for name in must_fail:
         assert name in out
+
+
+def test_a_named_file_that_is_not_there_fails_the_run(
+    gcs, new_bucket, tmp_path, tiny_bundle, capsys
+):
+    """--input gs://B/photos/ gs://B/gone.jpg: the missing file fails the run in one line,
+    never a run over the rest that reports success."""
+    images, _ = upload_images(gcs.client(), new_bucket("in"), tmp_path)
+    gone = images.replace("photos/", "gone.jpg")
+    output = f"gs://{new_bucket('out')}/captions"
+    flags = job_flags(images, tiny_bundle, output, *FNAPI)
+    at = flags.index("--input") + 2
+    status, out, err = beamcap(capsys, "caption", *flags[:at], gone, *flags[at:])
+    assert status == 1 and not out
+    assert err.strip().splitlines()[-1].startswith("beamcap caption: run failed: ")
+    assert gone in err.strip().splitlines()[-1]

@@ -47,7 +47,13 @@ def test_a_single_failing_item_is_its_own_failure():
 
 
 @pytest.mark.parametrize(
-    "error", [ModelFault("NaN features"), FloatingPointError("NaN"), MemoryError("oom")]
+    "error",
+    [
+        ModelFault("NaN features"),
+        FloatingPointError("NaN"),
+        MemoryError("oom"),
+        StageFailed("encode", MemoryError("oom")),  # as Bundle.caption raises it
+    ],
 )
 def test_model_faults_stop_at_once_without_retries(error):
     calls = []
@@ -56,7 +62,8 @@ def test_model_faults_stop_at_once_without_retries(error):
         calls.append(items)
         raise error
 
-    with pytest.raises(RunFault, match=type(error).__name__):
+    cause = error.error if isinstance(error, StageFailed) else error
+    with pytest.raises(RunFault, match=type(cause).__name__):
         isolate_faults(function, [1, 2, 3])
     assert len(calls) == 1
 
