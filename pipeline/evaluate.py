@@ -22,7 +22,6 @@ import posixpath
 import sys
 
 import pyarrow.compute as pc
-from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from models.configs import SettingsError
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     metrics = evaluate(args.captions, args.references, args.scenes, args.model_id)
-    output = args.output or FileSystems.join(args.captions, "metrics.json")
+    output = args.output or storage.join(args.captions, "metrics.json")
     storage.write_text(output, json.dumps(metrics, indent=2))
     print(table(metrics))
     print(f"metrics written to {output}")

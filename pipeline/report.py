@@ -24,7 +24,6 @@ import json
 import posixpath
 import sys
 
-from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from models import storage
@@ -94,15 +93,14 @@ def training_section(model_uri: str) -> list[str]:
     """The bundle's loss / learning-curve plot and its per-epoch history, as HTML parts."""
     esc = html.escape
     parts = [f"<h2>Training of {esc(model_uri)}</h2>"]
-    plot = FileSystems.join(model_uri, "loss.png")
-    if FileSystems.exists(plot):
-        with FileSystems.open(plot) as handle:
-            parts.append(
-                f"<img id='learning-curve' alt='loss and learning curve' "
-                f"src='{_image_data_uri(handle.read())}'>"
-            )
-    metrics_uri = FileSystems.join(model_uri, "metrics.json")
-    if not FileSystems.exists(metrics_uri):
+    plot = storage.join(model_uri, "loss.png")
+    if storage.exists(plot):
+        parts.append(
+            f"<img id='learning-curve' alt='loss and learning curve' "
+            f"src='{_image_data_uri(storage.read_bytes(plot))}'>"
+        )
+    metrics_uri = storage.join(model_uri, "metrics.json")
+    if not storage.exists(metrics_uri):
         return parts
     history = json.loads(storage.read_text(metrics_uri)).get("history", [])
     columns = [
@@ -133,9 +131,9 @@ def training_section(model_uri: str) -> list[str]:
 
 def thumbnail(uri: str, images_root: str | None) -> str | None:
     """A data: URI of a small JPEG, or None when the image cannot be read."""
-    source = FileSystems.join(images_root, posixpath.basename(uri)) if images_root else uri
+    source = storage.join(images_root, posixpath.basename(uri)) if images_root else uri
     try:
-        with FileSystems.open(source) as handle, Image.open(io.BytesIO(handle.read())) as image:
+        with Image.open(io.BytesIO(storage.read_bytes(source))) as image:
             image.draft("RGB", (THUMBNAIL, THUMBNAIL))
             image = image.convert("RGB")
             image.thumbnail((THUMBNAIL, THUMBNAIL))
@@ -153,8 +151,8 @@ def render(run_dir: str, images_root: str | None = None, *, model_uri: str | Non
     if encoder is None and model_uri:
         encoder = read_manifest(model_uri).get("encoder")
     warning = encoder_warning(encoder)
-    metrics_uri = FileSystems.join(run_dir, "metrics.json")
-    metrics = json.loads(storage.read_text(metrics_uri)) if FileSystems.exists(metrics_uri) else {}
+    metrics_uri = storage.join(run_dir, "metrics.json")
+    metrics = json.loads(storage.read_text(metrics_uri)) if storage.exists(metrics_uri) else {}
     esc = html.escape
     counts = summary["counts"]
     parts = [
@@ -238,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "adds its training history (loss, learning curve, epochs)",
     )
     args = parser.parse_args(argv)
-    output = args.output or FileSystems.join(args.run_dir, "report.html")
+    output = args.output or storage.join(args.run_dir, "report.html")
     storage.write_text(output, render(args.run_dir, args.images, model_uri=args.model))
     print(f"report written to {output}")
     return 0
