@@ -34,9 +34,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
 from models.backend import load_keras
-from models.captioner.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, architecture
+from models.captioner.architectures import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    architecture,
+    check_input_size,
+    random_seed,
+)
 from models.captioner.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
-from models.captioner.preprocessing import check_preprocessing
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
 from pipeline import cluster_health
 from pipeline.runs import run_to_commit
@@ -118,22 +123,21 @@ class FeaturesSettings:
     def check(self) -> None:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise SettingsError("--val-fraction plus --test-fraction must leave a train split")
-        entry = architecture(self.encoder)
-        if self.image_size < entry.min_image_size:
-            raise SettingsError(
-                f"--image-size: {self.encoder} needs at least {entry.min_image_size}px"
-            )
         try:
-            check_preprocessing(entry.preprocessing, self.image_size)
+            check_input_size(self.encoder, self.image_size)
         except ValueError as error:
             raise SettingsError(f"--image-size: {error}") from None
         weights = self.encoder_weights
-        if weights.startswith("random:"):
-            if not weights[len("random:") :].isdigit():
-                raise SettingsError(
-                    f"--encoder-weights: random:SEED needs an integer seed, got {weights!r}"
-                )
-        elif weights != "imagenet" and not storage.is_gcs(weights) and not os.path.isfile(weights):
+        try:
+            seed = random_seed(weights)
+        except ValueError as error:
+            raise SettingsError(f"--encoder-weights: {error}") from None
+        if (
+            seed is None
+            and weights != "imagenet"
+            and not storage.is_gcs(weights)
+            and not os.path.isfile(weights)
+        ):
             raise SettingsError(
                 f"--encoder-weights: {weights} is neither imagenet, random:SEED "
                 "nor an existing weights file"

@@ -64,3 +64,25 @@ def architecture(name: str) -> Architecture:
         raise ValueError(
             f"unknown encoder architecture {name!r}; known: {', '.join(ARCHITECTURES)}"
         ) from None
+
+
+def check_input_size(name: str, image_size: int) -> None:
+    """The one rule for an encoder's input size: ValueError unless architecture ``name``
+    takes ``image_size`` px (its minimum, and a size its preprocessing can give)."""
+    from models.captioner.preprocessing import check_preprocessing
+
+    entry = architecture(name)
+    if image_size < entry.min_image_size:
+        raise ValueError(f"{entry.name} needs at least {entry.min_image_size}px, got {image_size}")
+    check_preprocessing(entry.preprocessing, image_size)
+
+
+def random_seed(weights: str) -> int | None:
+    """The one rule for ``random:SEED`` weights: their seed; None for other weights;
+    ValueError for a seed that is not an integer."""
+    if not weights.startswith("random:"):
+        return None
+    seed = weights[len("random:") :]
+    if not seed.isdigit():
+        raise ValueError(f"random weights need an integer seed, e.g. random:0; got {weights!r}")
+    return int(seed)

@@ -25,7 +25,13 @@ import keras
 import numpy as np
 
 from models import storage
-from models.captioner.architectures import DEFAULT_ARCHITECTURE, Architecture, architecture
+from models.captioner.architectures import (
+    DEFAULT_ARCHITECTURE,
+    Architecture,
+    architecture,
+    check_input_size,
+    random_seed,
+)
 from models.configs import PRECISIONS
 from models.faults import ModelFault
 
@@ -42,12 +48,8 @@ class EncoderSpec:
     pooling: str = "avg"
 
     def __post_init__(self):
-        entry = architecture(self.architecture)
-        if self.image_size < entry.min_image_size:
-            raise ValueError(
-                f"{entry.name} needs images of at least {entry.min_image_size}px, "
-                f"got {self.image_size}"
-            )
+        check_input_size(self.architecture, self.image_size)
+        random_seed(self.weights)  # a bad random:SEED is refused here, not at load
         if self.pooling != "avg":
             raise ValueError(f"unsupported encoder pooling {self.pooling!r} (avg only)")
 
@@ -113,11 +115,8 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int, entry: Arch
                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)."
             ) from error
         backbone.set_weights(reference.get_weights())
-    elif spec.startswith("random:"):
-        seed = spec.partition(":")[2]
-        if not seed.isdigit():
-            raise ValueError(f"random weights need an integer seed, e.g. random:0; got {spec!r}")
-        backbone.set_weights(_random_weights(backbone, int(seed)))
+    elif random_seed(spec) is not None:
+        backbone.set_weights(_random_weights(backbone, random_seed(spec)))
     else:
         with storage.local_copy(spec) as path:
             try:

@@ -85,7 +85,7 @@ def check_preprocessing(preprocessing: dict | None, size: int) -> None:
 
 
 def preprocess_pixels(rgb: np.ndarray, size: int, preprocessing: dict) -> np.ndarray:
-    """uint8 RGB [H, W, 3] -> uint8 [size, size, 3] by the table's entry for ``preprocessing``."""
-    entry = _entry(preprocessing)
-    entry.check(size, preprocessing)
-    return entry.pixels(rgb, size, preprocessing)
+    """uint8 RGB [H, W, 3] -> uint8 [size, size, 3] by the table's entry for ``preprocessing``,
+    checked where it entered (``check_preprocessing``: the job's decode stage, a features
+    launch)."""
+    return _entry(preprocessing).pixels(rgb, size, preprocessing)
