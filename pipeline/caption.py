@@ -63,7 +63,7 @@ from transforms.commit import (
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
-from transforms.match import MatchImages, with_identity
+from transforms.match import MatchImages, has_wildcard, with_identity
 from transforms.progress import count
 from transforms.skip import SkipAlreadyDone
 
@@ -181,7 +181,7 @@ class CaptionSettings:
                 f"--run-id must be letters, digits, '.', '_' or '-', got {self.run_id!r}"
             )
         for path in (self.input or "").split(","):
-            local = path and not storage.is_gcs(path) and not _has_wildcard(path)
+            local = path and not storage.is_gcs(path) and not has_wildcard(path)
             if local and not os.path.exists(path):
                 raise SettingsError(f"--input: {path} does not exist")
 
@@ -198,10 +198,6 @@ class CaptionSettings:
             length_penalty=self.length_penalty,
             num_candidates=self.num_candidates,
         )
-
-
-def _has_wildcard(path: str) -> bool:
-    return any(char in path for char in "*?[")
 
 
 def new_run_id() -> str:

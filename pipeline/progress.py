@@ -86,12 +86,12 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
     terminal = stream.isatty()
     every = every or (TERMINAL_SECONDS if terminal else LOG_SECONDS)
     stop, lock, line, read = threading.Event(), threading.Lock(), _Line(), _Reader(run_dir)
-    drawn = []  # (when, counts) of each line shown
+    last = {}  # "when" and "counts" of the last line shown
 
     def draw(counts: collections.Counter, now: float) -> None:
         text = line(counts, now)
-        early = drawn and now - drawn[-1][0] < 0.9 * every
-        if early or (drawn and not terminal and counts == drawn[-1][1]):
+        early = last and now - last["when"] < 0.9 * every
+        if early or (last and not terminal and counts == last["counts"]):
             return
         with lock:  # never after the run has ended
             if stop.is_set():
@@ -101,7 +101,7 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
             else:
                 stream.write(text + "\n")
             stream.flush()
-            drawn.append((now, counts))
+            last.update(when=now, counts=counts)
 
     gcs = storage.is_gcs(run_dir)  # there, a read lists the folder and reads every worker's file
     poll = max(every, GCS_POLL_SECONDS) if gcs else min(every, POLL_SECONDS)
@@ -122,6 +122,6 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
     finally:
         with lock:
             stop.set()
-            if terminal and drawn:
+            if terminal and last:
                 stream.write("\n")
                 stream.flush()

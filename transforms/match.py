@@ -26,12 +26,16 @@ def as_pattern(path: str) -> str:
     return path
 
 
+def has_wildcard(path: str) -> bool:
+    return any(char in path for char in "*?[")
+
+
 def _one_file(path: str) -> bool:
     """A path that names one file: a local file (whatever its name holds), or no wildcard, no
     directory."""
     if not path.startswith("gs://") and os.path.exists(path):
         return os.path.isfile(path)
-    return not path.endswith("/") and not any(char in path for char in "*?[")
+    return not path.endswith("/") and not has_wildcard(path)
 
 
 def identity(metadata) -> str:

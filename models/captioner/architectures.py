@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from models.captioner.preprocessing import check_preprocessing
+
 DEFAULT_ARCHITECTURE = "InceptionV3"
 
 
@@ -69,8 +71,6 @@ def architecture(name: str) -> Architecture:
 def check_input_size(name: str, image_size: int) -> None:
     """The one rule for an encoder's input size: ValueError unless architecture ``name``
     takes ``image_size`` px (its minimum, and a size its preprocessing can give)."""
-    from models.captioner.preprocessing import check_preprocessing
-
     entry = architecture(name)
     if image_size < entry.min_image_size:
         raise ValueError(f"{entry.name} needs at least {entry.min_image_size}px, got {image_size}")

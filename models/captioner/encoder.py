@@ -115,8 +115,8 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int, entry: Arch
                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)."
             ) from error
         backbone.set_weights(reference.get_weights())
-    elif random_seed(spec) is not None:
-        backbone.set_weights(_random_weights(backbone, random_seed(spec)))
+    elif (seed := random_seed(spec)) is not None:
+        backbone.set_weights(_random_weights(backbone, seed))
     else:
         with storage.local_copy(spec) as path:
             try:
