@@ -16,6 +16,7 @@ import fnmatch
 import glob as globlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,43 @@ def glob(pattern: str) -> list[str]:
     )
 
 
+def files_under(directory: str) -> list[tuple[str, float]]:
+    """Every file below ``directory``, at any depth, sorted: ``(path, last update in epoch
+    seconds)``; none when there is no such directory."""
+    if is_gcs(directory):
+        bucket, prefix = _folder(directory)
+        blobs = _client().list_blobs(bucket, prefix=prefix, **_calls())
+        return sorted((f"gs://{bucket}/{b.name}", b.updated.timestamp()) for b in blobs)
+    found = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                found.append((path, os.path.getmtime(path)))
+    return sorted(found)
+
+
+def entries(directory: str) -> list[str]:
+    """The names of the files and folders directly in ``directory``, sorted; none when there
+    is no such directory."""
+    if is_gcs(directory):
+        bucket, prefix = _folder(directory)
+        listing = _client().list_blobs(bucket, prefix=prefix, delimiter="/", **_calls())
+        names = [blob.name[len(prefix) :] for blob in listing]  # the pages first, then:
+        names += [folder[len(prefix) :].rstrip("/") for folder in listing.prefixes]
+        return sorted(name for name in names if name)
+    try:
+        return sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _folder(directory: str) -> tuple[str, str]:
+    """``gs://BUCKET/A/B`` -> ("BUCKET", "A/B/"), the prefix of the objects inside it."""
+    bucket, _, name = directory[len("gs://") :].partition("/")
+    return bucket, f"{name.rstrip('/')}/" if name.strip("/") else ""
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Writes a whole file, creating local parent directories."""
     if is_gcs(uri):
@@ -237,6 +275,22 @@ def remove(uri: str) -> None:
             _blob(uri).delete(**_calls())
         return
     Path(uri).unlink(missing_ok=True)
+
+
+def remove_tree(uri: str) -> None:
+    """Deletes a file, or a folder with everything in it, if it exists."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        bucket, prefix = _folder(uri)
+        for blob in [_blob(uri), *_client().list_blobs(bucket, prefix=prefix, **_calls())]:
+            with contextlib.suppress(NotFound):
+                blob.delete(**_calls())
+        return
+    if Path(uri).is_dir():
+        shutil.rmtree(uri, ignore_errors=True)
+    else:
+        Path(uri).unlink(missing_ok=True)
 
 
 def read_text(uri: str) -> str:

@@ -28,13 +28,10 @@ import functools
 import json
 import logging
 import os
-import re
-import secrets
 import sys
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
@@ -43,31 +40,17 @@ from models.captioner.manifest import verify_bundle
 from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
 from pipeline import cluster_health, lease, progress
 from pipeline.lease import DEFAULT_MINUTES
-from pipeline.runs import (
-    SUMMARY,
-    clean_abandoned,
-    committed_runs,
-    inference_metrics,
-    run_to_commit,
-)
+from pipeline.output_root import RUN_ID, SUMMARY, OutputRoot, RunDir, new_run_id
+from pipeline.runs import inference_metrics, run_to_commit
 from pipeline.settings import parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
-from transforms.commit import (
-    SUCCESS,
-    CommitRun,
-    WriteRunParquet,
-    mark_failed,
-    remove_temporary_files,
-    run_state,
-)
+from transforms.commit import CommitRun, WriteRunParquet
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
 from transforms.match import MatchImages, has_wildcard, with_identity
 from transforms.progress import count
 from transforms.skip import SkipAlreadyDone
-
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +159,7 @@ class CaptionSettings:
                 f"--min-batch-size must be <= --batch-size ({self.batch_size}), "
                 f"got {self.min_batch_size}"
             )
-        if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
+        if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise SettingsError(
                 f"--run-id must be letters, digits, '.', '_' or '-', got {self.run_id!r}"
             )
@@ -200,12 +183,6 @@ class CaptionSettings:
         )
 
 
-def new_run_id() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + (
-        secrets.token_hex(3)
-    )
-
-
 def read_input_list(uri: str) -> list[str]:
     try:
         text = storage.read_text(uri)
@@ -215,23 +192,22 @@ def read_input_list(uri: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def commit_run(
-    tally: dict, written_files, *, settings, run_dir, run_id, manifest, started_at
-) -> dict:
+def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, started_at) -> dict:
     """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
     images failed than ``--max-failed-fraction`` allows, the run marked failed. It runs once
     every shard is written: ``written_files``, a side input it does not read, makes it wait
     for them. A runner may run it again (Flink restarts a failed region): a run already
     committed returns its summary, one already failed (by an earlier attempt, or a launcher
     that gave up on the cluster) fails again with its recorded reason."""
-    if _unless_failed(run_dir)["state"] == "committed":
-        return json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
+    root = OutputRoot(settings.output)
+    if run.raise_if_failed()["state"] == "committed":
+        return run.record(SUMMARY)
     if settings.incremental:
-        held = lease.holder(settings.output)
-        if held is None or held.run_id != run_id:
+        held = root.lease_holder()
+        if held is None or held.run_id != run.run_id:
             fail_run(
-                settings.output,
-                run_id,
+                root,
+                run.run_id,
                 f"this run's lease on {settings.output} was taken over before it could commit "
                 f"(it ran longer than --lease-minutes {settings.lease_minutes}); nothing of it "
                 "counts as done",
@@ -249,11 +225,11 @@ def commit_run(
         stages = ", ".join(f"{n} at {stage}" for stage, n in counts["failed"].items() if n)
         reason = (
             f"{failed} of {counts['matched']} matched images failed ({stages}), more than "
-            f"--max-failed-fraction {limit}; see {FileSystems.join(run_dir, 'failures-*')}"
+            f"--max-failed-fraction {limit}; see {run.shard_pattern('failures')}"
         )
-        fail_run(settings.output, run_id, reason)
+        fail_run(root, run.run_id, reason)
     summary = {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "model_id": manifest["model_id"],
         "encoder": manifest["encoder"],
         "search": settings.search,
@@ -264,21 +240,9 @@ def commit_run(
         "wall_seconds": round(seconds, 2),
         "images_per_second": round(counts["captioned"] / seconds, 2) if seconds else None,
     }
-    remove_temporary_files(run_dir)  # a restarted writer's empty beam-temp-* folders
-    storage.write_text(FileSystems.join(run_dir, SUMMARY), json.dumps(summary, indent=2))
-    hold_before_success(run_dir)
-    _unless_failed(run_dir)  # its launcher may have given up on it meanwhile
-    storage.write_text(FileSystems.join(run_dir, SUCCESS), "")
-    lease.release(settings.output, run_id)
+    run.commit(SUMMARY, summary, before_success=lambda: hold_before_success(run.path))
+    root.release(run.run_id)
     return summary
-
-
-def _unless_failed(run_dir: str) -> dict:
-    """The run's state; a run marked failed raises :class:`RunFault` with its recorded reason."""
-    state = run_state(run_dir)
-    if state["state"] == "failed":
-        raise RunFault(state["reason"])
-    return state
 
 
 HOLD_COMMIT = "BEAMCAP_TEST_HOLD_COMMIT"
@@ -299,21 +263,10 @@ def hold_before_success(run_dir: str) -> None:
         time.sleep(0.2)
 
 
-def fail_run(output: str, run_id: str, reason: str):
+def fail_run(root: OutputRoot, run_id: str, reason: str):
     """Marks the run failed, releases its leases and raises :class:`RunFault`."""
-    mark_failed(lease.run_dir_of(output, run_id), reason)
-    lease.release(output, run_id)
+    root.fail(run_id, reason)
     raise RunFault(reason)
-
-
-def done_files(output: str, *, retry_failures: bool) -> list[str]:
-    """Parquet patterns of the committed runs whose images ``--only-new`` skips."""
-    stems = ("captions",) if retry_failures else ("captions", "failures")
-    return [
-        FileSystems.join(run_dir, f"{stem}-*.parquet")
-        for run_dir in committed_runs(output)
-        for stem in stems
-    ]
 
 
 # Over 60 lines: the caption job's graph, one labelled step after another, as Beam shows it.
@@ -321,8 +274,7 @@ def build(
     pipeline,
     settings: CaptionSettings,
     *,
-    run_id: str,
-    run_dir: str,
+    run: RunDir,
     manifest: dict,
     started_at: float,
     done: list[str] = (),
@@ -364,31 +316,24 @@ def build(
         share_across_processes=settings.share_model_across_processes,
     )
     rows, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
-        handler, run_id=run_id
+        handler, run_id=run.run_id
     )
-    written = rows | "WriteCaptions" >> WriteRunParquet(
-        FileSystems.join(run_dir, "captions"), CAPTIONS_SCHEMA
-    )
+    written = rows | "WriteCaptions" >> WriteRunParquet(run.shards("captions"), CAPTIONS_SCHEMA)
     failures = (decoded.failures, caption_failures) | "AllFailures" >> beam.Flatten()
     failed_files = failures | "WriteFailures" >> WriteFailures(
-        FileSystems.join(run_dir, "failures"), run_id=run_id
+        run.shards("failures"), run_id=run.run_id
     )
+    live = run.progress_dir
     tallies = [
-        count(matched, "matched", "TallyMatched", run_dir=run_dir),
-        count(uris, "to_caption", "TallyToCaption", run_dir=run_dir),
-        count(rows, "captioned", "TallyCaptioned", run_dir=run_dir),
-        count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", run_dir=run_dir),
+        count(matched, "matched", "TallyMatched", progress_dir=live),
+        count(uris, "to_caption", "TallyToCaption", progress_dir=live),
+        count(rows, "captioned", "TallyCaptioned", progress_dir=live),
+        count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", progress_dir=live),
     ]
 
     def commit(tally, files):
         return commit_run(
-            tally,
-            files,
-            settings=settings,
-            run_dir=run_dir,
-            run_id=run_id,
-            manifest=manifest,
-            started_at=started_at,
+            tally, files, settings=settings, run=run, manifest=manifest, started_at=started_at
         )
 
     return pipeline | "CommitRun" >> CommitRun(
@@ -409,31 +354,28 @@ def run(argv: list[str], *, wait: bool = True):
     settings = job.settings
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
     manifest = verify_bundle(settings.model)
+    root = OutputRoot(settings.output)
     run_id = settings.run_id or new_run_id()
-    run_dir = FileSystems.join(settings.output, "runs", run_id)
-    if FileSystems.match([FileSystems.join(run_dir, "*")])[0].metadata_list:
-        raise SettingsError(f"--run-id: {run_dir} exists; a run id is never reused")
+    run = root.run(run_id)
+    if run.holds_files():
+        raise SettingsError(f"--run-id: {run.path} exists; a run id is never reused")
     # A launcher that hands the job to a remote runner (wait=False) is no proof of life.
     held = lease.new_lease(run_id, settings.lease_minutes, pid=os.getpid() if wait else None)
     if settings.incremental:
-        lease.acquire(settings.output, held)  # OutputBusy: exit status 75
-    release = functools.partial(lease.release, settings.output, run_id)
+        root.acquire_lease(held)  # OutputBusy: exit status 75
+    release = functools.partial(root.release, run_id)
     try:
-        lease.write_run_lease(settings.output, held)
-        for abandoned in clean_abandoned(settings.output):
+        root.write_run_lease(held)
+        for abandoned in root.clean_abandoned():
             logging.warning("marked %s failed: abandoned (no commit, no live lease)", abandoned)
-        done = (
-            done_files(settings.output, retry_failures=settings.retry_failures)
-            if settings.incremental
-            else []
-        )
+        incremental = settings.incremental
+        done = root.done_files(retry_failures=settings.retry_failures) if incremental else []
         started_at = time.time()
         pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
         build(
             pipeline,
             settings,
-            run_id=run_id,
-            run_dir=run_dir,
+            run=run,
             manifest=manifest,
             started_at=started_at,
             done=done,
@@ -442,15 +384,15 @@ def run(argv: list[str], *, wait: bool = True):
         release()
         raise
     quiet = settings.quiet or not wait
-    with progress.shown(run_dir, every=settings.progress_seconds, quiet=quiet):
-        result = run_to_commit(pipeline, run_dir, wait=wait, on_failure=release)
+    with progress.shown(run.progress_dir, every=settings.progress_seconds, quiet=quiet):
+        result = run_to_commit(pipeline, run, wait=wait, on_failure=release)
     if not wait:
-        if PipelineState.is_terminal(result.state) and run_state(run_dir)["state"] == "unfinished":
+        if PipelineState.is_terminal(result.state) and run.state()["state"] == "unfinished":
             release()  # it never ran (a --dry_run): nothing will commit or fail it
-        logging.info("submitted run %s; it commits to %s", run_id, run_dir)
+        logging.info("submitted run %s; it commits to %s", run_id, run.path)
         return result
-    summary = json.loads(storage.read_text(FileSystems.join(run_dir, SUMMARY)))
-    logging.info("run %s committed to %s: %s", run_id, run_dir, summary["counts"])
+    summary = run.record(SUMMARY)
+    logging.info("run %s committed to %s: %s", run_id, run.path, summary["counts"])
     metrics = inference_metrics(result)
     if "inference_batch_latency_micro_secs" in metrics:
         batches, load = (

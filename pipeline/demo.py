@@ -19,6 +19,7 @@ from models.configs import setting
 from models.datasets.splits import split_for
 from models.datasets.synthetic import read_scenes
 from pipeline import caption, evaluate, features, report, synth, train
+from pipeline.output_root import OutputRoot
 from pipeline.settings import parse_job
 
 
@@ -107,7 +108,7 @@ def caption_and_score(step, data: Path, model: Path, out: Path, inputs: list[Pat
         caption.run,
         ["--input-list", str(listing), "--model", str(model), "--output", str(out), *flags],
     )
-    run_dir = out / "runs" / summary["run_id"]
+    run_dir = Path(OutputRoot(str(out)).run(summary["run_id"]).path)
     references = ["--references", str(data / "captions.txt")]
     scenes = ["--scenes", str(data / "scenes.jsonl")]
     step("evaluate", evaluate.main, ["--captions", str(run_dir), *references, *scenes])

@@ -6,7 +6,7 @@ every object's shape, colour and position correctly (and nothing else), and what
 (``count_accuracy`` per image; ``column``, ``colour``, ``shape``, ``size_accuracy`` per object).
 Images are matched to references by file name. ``--captions`` is one committed run, or an
 output root: then every committed run's latest caption of each image by one model
-(``pipeline.runs.read_captions``; ``--model-id`` when several models captioned there). Writes
+(``OutputRoot.read_captions``; ``--model-id`` when several models captioned there). Writes
 ``metrics.json`` into that directory and prints a table.
 
     beamcap evaluate --captions out/runs/RUN_ID --references data/synth/captions.txt \\
@@ -29,18 +29,17 @@ from models.datasets.caption_files import read_caption_file
 from models.datasets.synthetic import read_scenes
 from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
 from models.evaluation.metrics import caption_scores
-from pipeline.runs import read_captions, read_run
+from pipeline.output_root import OutputRoot, RunDir
 from pipeline.settings import Parser
-from transforms.commit import run_state
 
 
 def read_scored_captions(uri: str, model_id: str | None = None):
     """(captions, {"run_id", "model_id"}) of a committed run directory, or of an output root:
     the latest caption of each image by one model across its committed runs."""
-    if run_state(uri)["state"] == "committed":
-        captions, _, summary = read_run(uri)
+    if RunDir(uri).state()["state"] == "committed":
+        captions, _, summary = RunDir(uri).read()
         return captions, {"run_id": summary["run_id"], "model_id": summary["model_id"]}
-    captions = read_captions(uri)
+    captions = OutputRoot(uri).read_captions()
     models = sorted(set(captions.column("model_id").to_pylist()))
     if not models:
         raise SettingsError(f"--captions: {uri} is no committed run and holds none")

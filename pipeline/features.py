@@ -29,7 +29,6 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import storage
@@ -44,10 +43,11 @@ from models.captioner.architectures import (
 from models.captioner.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
 from pipeline import cluster_health
+from pipeline.output_root import RunDir
 from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions, train_captions
-from transforms.commit import SUCCESS, CommitRun
+from transforms.commit import CommitRun
 from transforms.decode import ReadAndDecode
 from transforms.failures import WriteFailures
 from transforms.inference import EncodeImages, EncoderHandler
@@ -149,18 +149,18 @@ class FeaturesSettings:
 def prepare_output_dir(output: str, *, overwrite: bool) -> None:
     """Refuses to write into a directory that already holds files, unless ``overwrite``
     (Beam's file sinks can keep an earlier run's shards when a prefix is reused)."""
-    existing = [m.path for m in FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list]
+    existing = [storage.join(output, name) for name in storage.entries(output)]
     if existing and not overwrite:
         raise SettingsError(
             f"--output: {output} already holds {len(existing)} files (e.g. {existing[0]}); "
             "choose a new directory or pass --overwrite"
         )
-    if existing:
-        FileSystems.delete(existing)
+    for path in existing:
+        storage.remove_tree(path)
 
 
 def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, settings) -> dict:
-    """The features job's commit: vocab.txt, dataset.json, then _SUCCESS."""
+    """The features job's commit: vocab.txt, then ``OUTPUT`` committed with dataset.json."""
     counts = {
         key: int(tally.get(key, 0))
         for key in (
@@ -177,7 +177,7 @@ def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, setti
             "skipped_lines",
         )
     }
-    vocabulary.save(FileSystems.join(output, VOCAB))
+    vocabulary.save(storage.join(output, VOCAB))
     dataset = {
         "format_version": 1,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -192,8 +192,7 @@ def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, setti
         "files": sorted(posixpath.basename(f) for f in files),
         "settings": settings,
     }
-    storage.write_text(FileSystems.join(output, DATASET_JSON), json.dumps(dataset, indent=2))
-    storage.write_text(FileSystems.join(output, SUCCESS), "")
+    RunDir(output).commit(DATASET_JSON, dataset)
     return counts
 
 
@@ -239,7 +238,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
     files = records | "WriteRecords" >> WriteFeatureRecords(settings.output)
     failures = (decoded.failures, encode_failures) | "AllFailures" >> beam.Flatten()
     failure_files = failures | "WriteFailures" >> WriteFailures(
-        FileSystems.join(settings.output, "failures"), run_id="features"
+        RunDir(settings.output).shards("failures"), run_id="features"
     )
     tallies = [
         records | "TallyRecords" >> beam.FlatMap(count_record),
@@ -295,14 +294,14 @@ def run(argv: list[str]) -> dict:
         architecture=settings.encoder,
     )
     encoder = ImageEncoder(spec)
-    weights_file = FileSystems.join(settings.output, ENCODER_WEIGHTS)
+    weights_file = storage.join(settings.output, ENCODER_WEIGHTS)
     encoder.save_weights(weights_file)  # workers load this copy: one download, same weights
     logging.info("encoder %s fingerprint %s", spec, encoder.fingerprint[:12])
     started = time.time()
     pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
     build(pipeline, settings, spec=spec, weights_file=weights_file, fingerprint=encoder.fingerprint)
-    run_to_commit(pipeline, settings.output)
-    dataset = json.loads(storage.read_text(FileSystems.join(settings.output, DATASET_JSON)))
+    run_to_commit(pipeline, RunDir(settings.output))
+    dataset = RunDir(settings.output).record(DATASET_JSON)
     logging.info(
         "features written to %s in %.0fs: %s",
         settings.output,

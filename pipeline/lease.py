@@ -1,13 +1,15 @@
-"""Leases: one ``--only-new`` run at a time per output root, and which runs are still alive.
+"""Leases: one ``--only-new`` run at a time per output root, and which runs are still alive;
+the records, and the protocol on one lease file (``pipeline.output_root`` says where the files
+are and when to take them).
 
-``OUTPUT/_LEASE`` is created atomically by an ``--only-new`` run (``O_EXCL`` locally; on
+The output's lease is created atomically by an ``--only-new`` run (``O_EXCL`` locally; on
 ``gs://`` an upload with ``if_generation_match=0``); a second such run finds it and stops with
-:class:`OutputBusy` (exit status 75). Every run also writes its own record,
-``OUTPUT/runs/RUN_ID/_LEASE``, which tells ``beamcap runs`` that an unfinished run is alive.
-Both hold the run id, host, pid (None once a launcher hands the job to a remote runner), start
-time and expiry; the run's own commit or failure step removes them. A lease is stale, and the
-next run takes it over with a warning, when it has expired, its run is already committed or
-failed, or it names a process on this host that no longer exists.
+:class:`OutputBusy` (exit status 75). Every run also writes its own record, which tells
+``beamcap runs`` that an unfinished run is alive. Both hold the run id, host, pid (None once a
+launcher hands the job to a remote runner), start time and expiry; the run's own commit or
+failure step removes them. A lease is stale, and the next run takes it over with a warning,
+when it has expired, its run is already committed or failed, or it names a process on this
+host that no longer exists.
 """
 
 from __future__ import annotations
@@ -18,13 +20,10 @@ import json
 import logging
 import os
 import socket
-
-from apache_beam.io.filesystems import FileSystems
+from collections.abc import Callable
 
 from models import storage
-from transforms.commit import run_state
 
-LEASE = "_LEASE"
 DEFAULT_MINUTES = 720
 EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL: "try again later"
 
@@ -66,14 +65,6 @@ def new_lease(run_id: str, minutes: int, *, pid: int | None) -> Lease:
     return Lease(run_id, socket.gethostname(), pid, start.isoformat(), end.isoformat())
 
 
-def output_lease_uri(output: str) -> str:
-    return FileSystems.join(output, LEASE)
-
-
-def run_dir_of(output: str, run_id: str) -> str:
-    return FileSystems.join(output, "runs", run_id)
-
-
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,23 +75,23 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def stale_reason(lease: Lease, output: str) -> str | None:
-    """Why ``lease`` no longer protects its run, or None while it does."""
+def stale_reason(lease: Lease, run_state: str) -> str | None:
+    """Why ``lease`` no longer protects its run (whose state is ``run_state``), or None while
+    it does."""
     if datetime.datetime.fromisoformat(lease.expires_at) <= _now():
         return f"it expired at {lease.expires_at}"
-    state = run_state(run_dir_of(output, lease.run_id))["state"]
-    if state != "unfinished":
-        return f"its run is already {state}"
+    if run_state != "unfinished":
+        return f"its run is already {run_state}"
     here = lease.pid is not None and lease.host == socket.gethostname()
     if here and not _process_exists(lease.pid):
         return f"process {lease.pid} on this host no longer exists"
     return None
 
 
-def acquire(output: str, lease: Lease) -> None:
-    """Takes ``OUTPUT/_LEASE`` for ``lease``, taking over a stale one with a warning; raises
-    :class:`OutputBusy` naming the holder when a live run has it."""
-    uri = output_lease_uri(output)
+def acquire(uri: str, lease: Lease, *, state_of: Callable[[str], str], output: str) -> None:
+    """Takes the lease file ``uri`` (``output``'s) for ``lease``, taking over a stale one with a
+    warning (``state_of(run_id)``: that run's state); raises :class:`OutputBusy` naming the
+    holder when a live run has it."""
     for _ in range(5):
         if storage.create_exclusive(uri, lease.to_bytes()):
             return
@@ -110,7 +101,7 @@ def acquire(output: str, lease: Lease) -> None:
         holder = Lease.from_bytes(found[0])
         if holder == lease:  # ours: a retried upload whose first answer was lost
             return
-        reason = stale_reason(holder, output)
+        reason = stale_reason(holder, state_of(holder.run_id))
         if reason is None:
             raise OutputBusy(f"{output} is leased by {holder.describe()}; try again later")
         if storage.delete_if_version(uri, found[1]):
@@ -118,35 +109,18 @@ def acquire(output: str, lease: Lease) -> None:
     raise OutputBusy(f"{output}: could not take its lease ({uri} keeps changing)")
 
 
-def holder(output: str) -> Lease | None:
-    """The lease on ``OUTPUT/_LEASE``, stale or not; None when there is none."""
-    found = storage.read_versioned(output_lease_uri(output))
+def read(uri: str) -> Lease | None:
+    """The lease in the file ``uri``, stale or not; None when there is none."""
+    found = storage.read_versioned(uri)
     return Lease.from_bytes(found[0]) if found else None
 
 
-def run_lease(output: str, run_id: str) -> Lease | None:
-    """The run's own record, ``OUTPUT/runs/RUN_ID/_LEASE``; None when it has none."""
-    found = storage.read_versioned(FileSystems.join(run_dir_of(output, run_id), LEASE))
-    return Lease.from_bytes(found[0]) if found else None
+def write(uri: str, lease: Lease) -> None:
+    storage.write_bytes(uri, lease.to_bytes())
 
 
-def write_run_lease(output: str, lease: Lease) -> None:
-    storage.write_bytes(FileSystems.join(run_dir_of(output, lease.run_id), LEASE), lease.to_bytes())
-
-
-def live_lease(output: str, run_id: str) -> Lease | None:
-    """The lease that still protects an unfinished run (its own record, or the output's lease
-    naming it), or None: then the run is abandoned."""
-    for lease in (run_lease(output, run_id), holder(output)):
-        if lease and lease.run_id == run_id and stale_reason(lease, output) is None:
-            return lease
-    return None
-
-
-def release(output: str, run_id: str) -> None:
-    """Removes the run's own record and, if it still names this run, the output's lease
-    (what the run's commit or failure step calls; calling it twice is harmless)."""
-    storage.remove(FileSystems.join(run_dir_of(output, run_id), LEASE))
-    found = storage.read_versioned(output_lease_uri(output))
+def release(uri: str, run_id: str) -> None:
+    """Removes the lease file ``uri`` if it still names ``run_id`` (harmless twice)."""
+    found = storage.read_versioned(uri)
     if found and Lease.from_bytes(found[0]).run_id == run_id:
-        storage.delete_if_version(output_lease_uri(output), found[1])
+        storage.delete_if_version(uri, found[1])

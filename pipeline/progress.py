@@ -58,12 +58,12 @@ class _Line:
 class _Reader:
     """The workers' counts summed; a file unreadable this time keeps its last good counts."""
 
-    def __init__(self, run_dir: str):
-        self.run_dir, self.by_file = run_dir, {}
+    def __init__(self, progress_dir: str):
+        self.progress_dir, self.by_file = progress_dir, {}
 
     def __call__(self) -> collections.Counter:
         with storage.one_try():
-            self.by_file.update(read_progress(self.run_dir))
+            self.by_file.update(read_progress(self.progress_dir))
         return sum(map(collections.Counter, self.by_file.values()), collections.Counter())
 
 
@@ -76,16 +76,17 @@ def _columns(stream) -> int:
 
 
 @contextlib.contextmanager
-def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stream=None):
-    """Inside, a thread shows the run's progress on ``stream`` (stderr): redrawn in place on a
-    terminal, else a line every ``every`` seconds; nothing when ``quiet``."""
+def shown(progress_dir: str, *, every: float | None = None, quiet: bool = False, stream=None):
+    """Inside, a thread shows a run's progress (read from its ``RunDir.progress_dir``) on
+    ``stream`` (stderr): redrawn in place on a terminal, else a line every ``every`` seconds;
+    nothing when ``quiet``."""
     stream = stream or sys.stderr
     if quiet:
         yield
         return
     terminal = stream.isatty()
     every = every or (TERMINAL_SECONDS if terminal else LOG_SECONDS)
-    stop, lock, line, read = threading.Event(), threading.Lock(), _Line(), _Reader(run_dir)
+    stop, lock, line, read = threading.Event(), threading.Lock(), _Line(), _Reader(progress_dir)
     last = {}  # "when" and "counts" of the last line shown
 
     def draw(counts: collections.Counter, now: float) -> None:
@@ -103,7 +104,8 @@ def shown(run_dir: str, *, every: float | None = None, quiet: bool = False, stre
             stream.flush()
             last.update(when=now, counts=counts)
 
-    gcs = storage.is_gcs(run_dir)  # there, a read lists the folder and reads every worker's file
+    # On gs://, a read lists the folder and reads every worker's file.
+    gcs = storage.is_gcs(progress_dir)
     poll = max(every, GCS_POLL_SECONDS) if gcs else min(every, POLL_SECONDS)
 
     def show():

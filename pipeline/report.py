@@ -29,7 +29,7 @@ from PIL import Image
 from models import storage
 from models.captioner.manifest import read_manifest
 from models.evaluation.attributes import ACCURACY_KEYS
-from pipeline.runs import read_run
+from pipeline.output_root import RunDir
 from pipeline.settings import Parser
 
 THUMBNAIL = 160
@@ -146,7 +146,7 @@ def thumbnail(uri: str, images_root: str | None) -> str | None:
 
 # Over 60 lines: one HTML page, built section by section in the page's own order.
 def render(run_dir: str, images_root: str | None = None, *, model_uri: str | None = None) -> str:
-    captions, failures, summary = read_run(run_dir)
+    captions, failures, summary = RunDir(run_dir).read()
     encoder = summary.get("encoder")
     if encoder is None and model_uri:
         encoder = read_manifest(model_uri).get("encoder")

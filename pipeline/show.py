@@ -12,12 +12,9 @@ p is the caption's probability, exp(log_prob). The latest committed run under OU
 from __future__ import annotations
 
 import math
-import posixpath
-
-from apache_beam.io.filesystems import FileSystems
 
 from models.configs import SettingsError
-from pipeline.runs import committed_runs, read_run
+from pipeline.output_root import OutputRoot
 from pipeline.settings import Parser
 
 
@@ -39,17 +36,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("output", help="the --output root of `beamcap caption` runs")
     parser.add_argument("--run-id", help="the run to show (default: the latest committed one)")
     args = parser.parse_args(argv)
+    root = OutputRoot(args.output)
     if args.run_id:
-        run_dir = FileSystems.join(args.output, "runs", args.run_id)
+        run = root.run(args.run_id)
     else:
-        runs = committed_runs(args.output)
+        runs = root.committed_runs()
         if not runs:
             raise SettingsError(f"{args.output} holds no committed caption run")
-        run_dir = runs[-1]
+        run = runs[-1]
     try:
-        captions, failures, _ = read_run(run_dir)
+        captions, failures, _ = run.read()
     except FileNotFoundError as error:
         raise SettingsError(str(error)) from None
-    print(f"run {posixpath.basename(run_dir.rstrip('/'))}:")
+    print(f"run {run.run_id}:")
     print(format_run(captions.to_pylist(), failures.to_pylist()), end="")
     return 0

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.datasets.feature_records import decode_example
-from pipeline import runs
+from pipeline.output_root import RunDir
 from tests.conftest import ROOT
 
 FNAPI = ["--runner", "FnApiRunner"]
@@ -122,8 +122,8 @@ def by_image(table):
 
 def assert_same_captions(run_dir, direct_dir, must_fail):
     """``run_dir`` has the DirectRunner run's captions and scores, and its failures."""
-    captions, failures, _ = runs.read_run(str(run_dir))
-    direct_captions, direct_failures, _ = runs.read_run(str(direct_dir))
+    captions, failures, _ = RunDir(str(run_dir)).read()
+    direct_captions, direct_failures, _ = RunDir(str(direct_dir)).read()
     rows, direct_rows = by_image(captions), by_image(direct_captions)
     assert rows.keys() == direct_rows.keys()
     for uri, row in rows.items():

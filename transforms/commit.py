@@ -1,31 +1,17 @@
-"""Publish after write: a job's outputs count once its commit marker exists, and a failed run
-says why. Both Beam jobs end with :class:`CommitRun`.
-
-A run directory ends in exactly one of two states:
-  committed  every output file, then the job's record (``summary.json`` for a caption run,
-             ``dataset.json`` for features), then ``_SUCCESS`` last;
-  failed     ``_FAILED`` holds ``{"reason": ..., "failed_at": ...}``; temporary files removed,
-             whatever was written stays for diagnosis, and every reader ignores it.
-A directory with neither is still running, or died without a word (a killed launcher).
+"""Publish after write: :class:`CommitRun`, the last step of both Beam jobs, runs the job's
+commit once every output file is written; and the Parquet sink a run's shards go through.
+What a commit writes, and the states a run directory ends in, are ``pipeline.output_root``'s.
 """
 
 from __future__ import annotations
 
-import datetime
-import glob
-import json
-import posixpath
-import shutil
 from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.io import parquetio
-from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from transforms import gcs
-
-SUCCESS, FAILED = "_SUCCESS", "_FAILED"
 
 
 class _RerunSafeParquetSink(parquetio._ParquetSink):
@@ -48,39 +34,6 @@ class WriteRunParquet(beam.io.WriteToParquet):
     def __init__(self, file_path_prefix: str, schema, **kwargs):
         super().__init__(file_path_prefix, schema, file_name_suffix=".parquet", **kwargs)
         self._sink.__class__ = _RerunSafeParquetSink  # the same sink, one step changed
-
-
-def remove_temporary_files(run_dir: str) -> None:
-    """Deletes the ``beam-temp-*`` folders Beam's file sinks leave behind a failed run."""
-    pattern = FileSystems.join(run_dir, "beam-temp-*")
-    files = FileSystems.match([FileSystems.join(pattern, "*")])[0].metadata_list
-    folders = {posixpath.dirname(m.path) for m in files}
-    if storage.is_gcs(run_dir):
-        FileSystems.delete([folder + "/" for folder in sorted(folders)])  # recursive
-    else:
-        for folder in folders | set(glob.glob(pattern)):  # empty folders match no file
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def mark_failed(run_dir: str, reason: str) -> None:
-    """Marks ``run_dir`` failed with a one-line ``reason`` and removes Beam's temporary files."""
-    remove_temporary_files(run_dir)
-    record = {
-        "reason": reason,
-        "failed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    }
-    storage.write_text(FileSystems.join(run_dir, FAILED), json.dumps(record, indent=2))
-
-
-def run_state(run_dir: str) -> dict:
-    """``{"state": "committed"}``, ``{"state": "failed", "reason": ...}`` or
-    ``{"state": "unfinished"}``."""
-    if storage.exists(FileSystems.join(run_dir, SUCCESS)):
-        return {"state": "committed"}
-    if storage.exists(FileSystems.join(run_dir, FAILED)):
-        record = json.loads(storage.read_text(FileSystems.join(run_dir, FAILED)))
-        return {"state": "failed", **record}
-    return {"state": "unfinished"}
 
 
 class CommitRun(beam.PTransform):

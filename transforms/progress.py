@@ -1,6 +1,7 @@
 """A run's live progress, worker side: each worker process counts what its tally steps see and
-rewrites its counts, every few seconds while they change, to ``RUN_DIR/_progress/WORKER.json``;
-the launcher sums those files (``pipeline/progress.py``).
+rewrites its counts, every few seconds while they change, to ``WORKER.json`` in the run's
+progress folder (``RunDir.progress_dir``); the launcher sums those files
+(``pipeline/progress.py``).
 
 Why files and not Beam's metrics: metrics are not live on every runner (the FnApiRunner and
 Flink's job server report them only at the end, and ``PortablePipelineResult.metrics()`` keeps
@@ -22,11 +23,9 @@ import time
 from collections.abc import Callable
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 
-PROGRESS_DIR = "_progress"
 FLUSH_SECONDS = 2.0  # locally; on gs:// every GCS_FLUSH_SECONDS (one upload per worker each)
 GCS_FLUSH_SECONDS = 10.0
 IDLE_FLUSHES = 15  # a writer with nothing new for this many flushes stops (a new one follows)
@@ -36,11 +35,11 @@ class _WorkerCounts:
     """This process's counts for one run, written by a daemon thread when they changed; the
     thread ends once they stay unchanged a while, and the next count goes on in the same file."""
 
-    def __init__(self, run_dir: str, path: str | None = None, counts=None):
+    def __init__(self, folder: str, path: str | None = None, counts=None):
         worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}.json"
-        self.run_dir = run_dir
-        self.path = path or FileSystems.join(run_dir, PROGRESS_DIR, worker)
-        self.every = GCS_FLUSH_SECONDS if storage.is_gcs(run_dir) else FLUSH_SECONDS
+        self.folder = folder
+        self.path = path or storage.join(folder, worker)
+        self.every = GCS_FLUSH_SECONDS if storage.is_gcs(folder) else FLUSH_SECONDS
         self.counts: collections.Counter = counts or collections.Counter()
         self.lock = threading.Lock()
         self.changed, self.closed = False, False
@@ -73,9 +72,9 @@ class _WorkerCounts:
                 with _BY_RUN_LOCK, self.lock:
                     if not self.changed:
                         self.closed = True
-                        if _BY_RUN.get(self.run_dir) is self:
-                            del _BY_RUN[self.run_dir]
-                            _RETIRED[self.run_dir] = (self.path, self.counts)
+                        if _BY_RUN.get(self.folder) is self:
+                            del _BY_RUN[self.folder]
+                            _RETIRED[self.folder] = (self.path, self.counts)
                         return
 
     def _write(self, body: str) -> None:
@@ -98,42 +97,41 @@ _RETIRED: dict[str, tuple] = {}  # a stopped writer's file and counts, which its
 _BY_RUN_LOCK = threading.Lock()
 
 
-def _add(run_dir: str, key: str) -> None:
+def _add(folder: str, key: str) -> None:
     while True:
         with _BY_RUN_LOCK:
-            counts = _BY_RUN.get(run_dir)
+            counts = _BY_RUN.get(folder)
             if counts is None:
-                counts = _BY_RUN[run_dir] = _WorkerCounts(run_dir, *_RETIRED.pop(run_dir, ()))
+                counts = _BY_RUN[folder] = _WorkerCounts(folder, *_RETIRED.pop(folder, ()))
         if counts.add(key):
             return
 
 
 class _Tally(beam.DoFn):
-    def __init__(self, run_dir: str | None, key: str | Callable):
-        self.run_dir, self.key = run_dir, key
+    def __init__(self, progress_dir: str | None, key: str | Callable):
+        self.progress_dir, self.key = progress_dir, key
 
     def process(self, element):
         key = self.key(element) if callable(self.key) else self.key
-        if self.run_dir:
-            _add(self.run_dir, key)
+        if self.progress_dir:
+            _add(self.progress_dir, key)
         yield key, 1
 
 
-def count(pcoll, key: str | Callable, label: str, *, run_dir: str | None = None):
+def count(pcoll, key: str | Callable, label: str, *, progress_dir: str | None = None):
     """One ``(key, 1)`` per element (``key(element)`` when callable), for ``CommitRun``'s
-    tally; with ``run_dir``, counted in that run's live progress too."""
-    return pcoll | label >> beam.ParDo(_Tally(run_dir, key))
+    tally; with ``progress_dir`` (a run's), counted in its live progress too."""
+    return pcoll | label >> beam.ParDo(_Tally(progress_dir, key))
 
 
-def read_progress(run_dir: str) -> dict[str, dict]:
+def read_progress(progress_dir: str) -> dict[str, dict]:
     """Each worker's counts so far, by file (a file that cannot be read now is left out)."""
-    pattern = FileSystems.join(run_dir, PROGRESS_DIR, "*.json")
     found = {}
-    for metadata in FileSystems.match([pattern])[0].metadata_list:
+    for path in storage.glob(storage.join(progress_dir, "*.json")):
         try:
-            counts = json.loads(storage.read_text(metadata.path))
+            counts = json.loads(storage.read_text(path))
         except (OSError, ValueError):
             continue
         if isinstance(counts, dict):
-            found[metadata.path] = counts
+            found[path] = counts
     return found

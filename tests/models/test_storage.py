@@ -46,3 +46,31 @@ def test_delete_if_version_spares_a_newer_version_on_gcs(new_bucket):
     assert storage.read_bytes(uri) == b"new"
     _, current = storage.read_versioned(uri)
     assert storage.delete_if_version(uri, current) and storage.read_versioned(uri) is None
+
+
+def _tree_operations(root: str) -> None:
+    """entries, files_under and remove_tree, the same on a local folder and a gs:// prefix."""
+    for name in ("a.txt", "sub/b.txt", "sub/deeper/c.txt", "subway.txt"):
+        storage.write_text(storage.join(root, name), name)
+    assert storage.entries(root) == ["a.txt", "sub", "subway.txt"]
+    assert storage.entries(storage.join(root, "sub")) == ["b.txt", "deeper"]
+    assert storage.entries(storage.join(root, "nothing")) == []
+    under = storage.files_under(storage.join(root, "sub"))
+    assert [path for path, _ in under] == [
+        storage.join(root, "sub", "b.txt"),
+        storage.join(root, "sub", "deeper", "c.txt"),
+    ]
+    assert all(updated > 0 for _, updated in under)
+    assert storage.files_under(storage.join(root, "nothing")) == []
+    storage.remove_tree(storage.join(root, "sub"))  # "subway.txt" shares the prefix: it stays
+    storage.remove_tree(storage.join(root, "a.txt"))
+    storage.remove_tree(storage.join(root, "nothing"))  # harmless
+    assert storage.entries(root) == ["subway.txt"]
+
+
+def test_tree_operations_locally(tmp_path):
+    _tree_operations(str(tmp_path / "root"))
+
+
+def test_tree_operations_on_gcs(new_bucket):
+    _tree_operations(f"gs://{new_bucket('trees')}/root")

@@ -56,9 +56,9 @@ def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
     traceback."""
     import requests
 
-    from pipeline import runs
+    from pipeline.output_root import OutputRoot
 
-    def unreachable(output, **_):
+    def unreachable(self, **_):
         raise requests.exceptions.ConnectionError(
             "HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded "
             "with url: /storage/v1/b/bucket/o?prefix=captions%2Fruns%2F (Caused by "
@@ -66,7 +66,7 @@ def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
             "refused'))"
         )
 
-    monkeypatch.setattr(runs, "list_runs", unreachable)
+    monkeypatch.setattr(OutputRoot, "list_runs", unreachable)
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)  # Cloud Storage itself
     assert cli.main(["runs", "gs://bucket/captions"]) == 1
     assert capsys.readouterr().err == (

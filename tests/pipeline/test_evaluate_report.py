@@ -10,7 +10,7 @@ from models.datasets.synthetic import read_scenes
 from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
 from models.evaluation.metrics import caption_scores
 from pipeline import evaluate, report
-from pipeline.runs import read_run
+from pipeline.output_root import RunDir
 
 
 def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
@@ -22,7 +22,7 @@ def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
         == 0
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    captions, _, _ = read_run(str(run_dir))
+    captions, _, _ = RunDir(str(run_dir)).read()
     rows = {
         uri.rsplit("/", 1)[1]: c
         for uri, c in zip(
@@ -86,7 +86,7 @@ def test_report_renders_in_chromium(caption_run, tmp_path):
     dom = subprocess.run(
         [*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
     ).stdout
-    captions, failures, summary = read_run(str(run_dir))
+    captions, failures, summary = RunDir(str(run_dir)).read()
     for caption in captions.column("caption").to_pylist():
         assert caption in dom
     assert dom.count('class="failure"') == len(must_fail) == failures.num_rows

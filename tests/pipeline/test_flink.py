@@ -5,15 +5,15 @@ timeout, so a stuck cluster fails the test instead of hanging it; and `make run-
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from pipeline import runs
+from pipeline.output_root import OutputRoot
 from tests.conftest import ROOT, features_flags
 from tests.jobs import assert_same_captions, assert_same_features
 from tests.pipeline.conftest import beamcap_on_flink
 from tests.pipeline.test_gcs import parquet_rows, upload_images
-from transforms.progress import PROGRESS_DIR
 
 # on one test worker: one Flink cluster
 pytestmark = pytest.mark.xdist_group("flink")
@@ -61,7 +61,7 @@ def test_caption_job_on_flink_from_bucket_to_bucket(flink, gcs, new_bucket, tiny
     assert summary["counts"]["captioned"] == 11 - len(must_fail)
     rows = parquet_rows(gcs.client(), f"{output}/runs/{summary['run_id']}/captions-")
     assert len({row["image_uri"] for row in rows}) == len(rows) == 11 - len(must_fail)
-    assert [run["state"] for run in runs.list_runs(output)] == ["committed"]
+    assert [run["state"] for run in OutputRoot(output).list_runs()] == ["committed"]
 
 
 def test_features_job_on_flink(flink, tiny_dataset, tiny_features, tmp_path):
@@ -90,7 +90,7 @@ def test_make_run_flink_as_the_readme_writes_it(flink, many_images, tiny_bundle,
     summary = json.loads(done.stdout[done.stdout.index("{") :])
     assert summary["counts"]["captioned"] == len(list(images.iterdir()))
     # progress on Flink: its SDK workers' counts, and the launcher's line from them
-    progress = output / "runs" / summary["run_id"] / PROGRESS_DIR
+    progress = Path(OutputRoot(str(output)).run(summary["run_id"]).progress_dir)
     counted = [json.loads(path.read_text()) for path in progress.glob("*.json")]
     assert 0 < sum(c.get("captioned", 0) for c in counted) <= summary["counts"]["captioned"]
     assert re.search(r"^progress: \d+ of \d+ images", done.stderr, re.M), done.stderr[-3000:]

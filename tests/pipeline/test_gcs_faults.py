@@ -11,7 +11,8 @@ import time
 import pytest
 
 from models import storage
-from pipeline import lease, runs
+from pipeline import lease
+from pipeline.output_root import OutputRoot
 from tests.jobs import FNAPI, beamcap_process, job_flags
 from tests.pipeline.conftest import MANY_IMAGES
 from tests.pipeline.test_gcs import parquet_rows
@@ -66,8 +67,8 @@ def assert_committed_once(gcs, output: str, log, images: int = IMAGES) -> dict:
     rows = parquet_rows(gcs.client(direct=True), f"{output}/runs/{summary['run_id']}/captions-")
     uris = [row["image_uri"] for row in rows]
     assert len(uris) == len(set(uris)) == summary["counts"]["captioned"] == images
-    assert [r["state"] for r in runs.list_runs(output)] == ["committed"]
-    assert lease.holder(output) is None
+    assert [r["state"] for r in OutputRoot(output).list_runs()] == ["committed"]
+    assert OutputRoot(output).lease_holder() is None
     return summary
 
 
@@ -147,12 +148,12 @@ def test_storage_gone_for_good_fails_in_one_line_then_the_next_run_takes_over(
     # timeout per clean-up call; refused connections fail each try at once
     assert took < 20 + 15, f"failed after {took:.0f} s"
     print(f"storage gone: failed after {took:.1f} s")  # for docs/reliability.md
-    (killed,) = runs.list_runs(output)
+    (killed,) = OutputRoot(output).list_runs()
     assert killed["state"] == "unfinished" and killed["lease"] is None  # abandoned
     next_log = tmp_path / "next.log"
     assert start_caption(tiny_bundle, images_bucket, output, next_log).wait(240) == 0
     assert "took over the stale lease of run " + killed["run_id"] in next_log.read_text()
-    states = {r["run_id"]: r["state"] for r in runs.list_runs(output)}
+    states = {r["run_id"]: r["state"] for r in OutputRoot(output).list_runs()}
     assert states.pop(killed["run_id"]) == "failed"  # marked abandoned by the next run
     assert list(states.values()) == ["committed"]
 
@@ -170,7 +171,9 @@ def test_a_lease_upload_whose_answer_is_lost_takes_the_lease_once(gcs, new_bucke
             import threading
 
             acquired = []
-            thread = threading.Thread(target=lambda: acquired.append(lease.acquire(output, mine)))
+            thread = threading.Thread(
+                target=lambda: acquired.append(OutputRoot(output).acquire_lease(mine))
+            )
             thread.start()
             deadline = time.time() + 20
             while not direct.exists():
@@ -183,8 +186,8 @@ def test_a_lease_upload_whose_answer_is_lost_takes_the_lease_once(gcs, new_bucke
     finally:
         storage.configure(kept)
     assert acquired == [None], "acquire did not return"
-    assert lease.holder(output) == mine
+    assert OutputRoot(output).lease_holder() == mine
     direct.reload()
     assert direct.generation == stored  # written once
     with pytest.raises(lease.OutputBusy, match="is leased by run run-a "):
-        lease.acquire(output, lease.new_lease("run-b", 10, pid=None))
+        OutputRoot(output).acquire_lease(lease.new_lease("run-b", 10, pid=None))

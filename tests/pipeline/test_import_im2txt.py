@@ -10,6 +10,7 @@ import pytest
 from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import cli
 from pipeline.caption import run
+from pipeline.output_root import OutputRoot
 from tests.models.im2txt_reference import caption_generator
 from transforms.decode import decode_image
 
@@ -95,9 +96,7 @@ def test_caption_job_and_show_on_an_imported_bundle(tmp_path, capsys, im2txt_mod
     assert summary["counts"]["captioned"] == 3 and summary["counts"]["failed"]["decode"] == 1
     assert summary["encoder"]["preprocessing"] == PREPROCESSING
 
-    from pipeline.runs import read_captions
-
-    rows = {row["image_uri"]: row for row in read_captions(str(output)).to_pylist()}
+    rows = {row["image_uri"]: row for row in OutputRoot(str(output)).read_captions().to_pylist()}
     start, end = (im2txt_model.words.index(w) for w in ("<S>", "</S>"))
     unused = range(len(im2txt_model.words), im2txt_model.vocab_size)
     words = [*im2txt_model.words, *(f"<unused-{i}>" for i in unused)]

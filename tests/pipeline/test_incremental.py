@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import runs
 from pipeline.caption import run
+from pipeline.output_root import OutputRoot
 from tests.conftest import write_image_folder
 from tests.jobs import FNAPI, job_flags
 
@@ -44,9 +45,9 @@ def test_only_new_images_are_captioned_and_nothing_twice(tmp_path, tiny_bundle, 
     assert retried["counts"]["captioned"] == 0
     assert sum(retried["counts"]["failed"].values()) == len(must_fail)
 
-    table = runs.read_captions(str(output))
+    table = OutputRoot(str(output)).read_captions()
     assert table.num_rows == 10 and len(set(table.column("image_uri").to_pylist())) == 10
-    listed = runs.list_runs(str(output))
+    listed = OutputRoot(str(output)).list_runs()
     assert [r["run_id"] for r in listed] == sorted(
         [first["run_id"], second["run_id"], third["run_id"], retried["run_id"]]
     )
@@ -63,12 +64,16 @@ def test_a_run_that_crashed_before_commit_is_ignored(tmp_path, tiny_bundle):
     (crashed / "_SUCCESS").unlink()  # as if the job died after writing its shards
     again = caption(images, tiny_bundle, output)
     assert again["counts"]["skipped_as_done"] == 0 and again["counts"]["captioned"] == 7
-    listed = [(r["run_id"], r["state"], r.get("reason")) for r in runs.list_runs(str(output))]
+    listed = [
+        (r["run_id"], r["state"], r.get("reason")) for r in OutputRoot(str(output)).list_runs()
+    ]
     assert listed == [
         (first["run_id"], "failed", "abandoned"),  # the next run found it without a lease
         (again["run_id"], "committed", None),
     ]
-    assert runs.committed_runs(str(output)) == [str(output / "runs" / again["run_id"])]
+    assert [run.path for run in OutputRoot(str(output)).committed_runs()] == [
+        str(output / "runs" / again["run_id"])
+    ]
 
 
 def test_read_captions_keeps_the_latest_caption_per_image(tmp_path, tiny_bundle):
@@ -77,12 +82,14 @@ def test_read_captions_keeps_the_latest_caption_per_image(tmp_path, tiny_bundle)
     first = run(job_flags(images, tiny_bundle, output, *FNAPI))
     (images / "good1.jpg").unlink()
     second = run(job_flags(images, tiny_bundle, output, "--max-length", "3", *FNAPI))
-    table = runs.read_captions(str(output)).to_pylist()
+    table = OutputRoot(str(output)).read_captions().to_pylist()
     by_image = {row["image_uri"].rsplit("/", 1)[1]: row["run_id"] for row in table}
     assert by_image.pop("good1.jpg") == first["run_id"]  # only the first run saw it
     assert set(by_image.values()) == {second["run_id"]}
     shutil.rmtree(output / "runs" / second["run_id"])
-    assert {r["run_id"] for r in runs.read_captions(str(output)).to_pylist()} == {first["run_id"]}
+    assert {r["run_id"] for r in OutputRoot(str(output)).read_captions().to_pylist()} == {
+        first["run_id"]
+    }
 
 
 def _tables(output, run_id):

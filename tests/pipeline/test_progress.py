@@ -6,11 +6,12 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import progress
+from pipeline.output_root import RunDir
 from tests.jobs import FNAPI, job_flags
-from transforms.progress import PROGRESS_DIR
 
 LINE = re.compile(
     r"progress: (\d+) of (\d+) images \((\d+) captioned, (\d+) failed; (\d+) matched\)"
@@ -67,15 +68,16 @@ def test_on_a_terminal_one_line_is_redrawn(tmp_path, monkeypatch):
     """Two workers' counts summed into one line, redrawn in place and cut to the terminal's
     width; a file being rewritten is left out; a newline when done."""
     monkeypatch.setenv("COLUMNS", "200")
-    (tmp_path / PROGRESS_DIR).mkdir()
+    folder = Path(RunDir(str(tmp_path)).progress_dir)
+    folder.mkdir()
     first = {"matched": 20, "to_caption": 20, "captioned": 3}
-    (tmp_path / PROGRESS_DIR / "a.json").write_text(json.dumps(first))
-    (tmp_path / PROGRESS_DIR / "b.json").write_text('{"captioned": 2, "failed_decode": 1}')
-    (tmp_path / PROGRESS_DIR / "c.json").write_text('{"captioned": ')  # being rewritten
+    (folder / "a.json").write_text(json.dumps(first))
+    (folder / "b.json").write_text('{"captioned": 2, "failed_decode": 1}')
+    (folder / "c.json").write_text('{"captioned": ')  # being rewritten
     screen = Terminal()
-    with progress.shown(str(tmp_path), every=0.05, stream=screen):
+    with progress.shown(str(folder), every=0.05, stream=screen):
         wait_for(lambda: "progress: 6 of 20" in screen.getvalue())
-        (tmp_path / PROGRESS_DIR / "a.json").write_text(json.dumps({**first, "captioned": 9}))
+        (folder / "a.json").write_text(json.dumps({**first, "captioned": 9}))
         wait_for(lambda: "ETA" in screen.getvalue())
     drawn = screen.getvalue()
     assert drawn.startswith("\r\033[Kprogress: 6 of 20 images (5 captioned, 1 failed; 20 matched)")
@@ -90,7 +92,7 @@ def test_on_a_terminal_one_line_is_redrawn(tmp_path, monkeypatch):
     assert screen.getvalue() == drawn  # nothing after the run has ended
     monkeypatch.setenv("COLUMNS", "40")
     narrow = Terminal()
-    with progress.shown(str(tmp_path), every=0.05, stream=narrow):
+    with progress.shown(str(folder), every=0.05, stream=narrow):
         wait_for(lambda: "progress" in narrow.getvalue())
     lines = narrow.getvalue().rstrip("\n").split("\r\033[K")[1:]
     assert lines and set(lines) == {"progress: 12 of 20 images (11 captioned"}  # 39 columns

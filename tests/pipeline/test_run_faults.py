@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from models.captioner import bundle as bundle_module
-from pipeline import cli, runs
+from pipeline import cli
+from pipeline.output_root import OutputRoot
 from tests.conftest import write_image_folder
 from tests.jobs import FNAPI, job_flags
 
@@ -143,8 +144,8 @@ def assert_failed_run(output, err, reason, *, traceback_free=True):
     assert not (run_dir / "_SUCCESS").exists()
     assert reason in json.loads((run_dir / "_FAILED").read_text())["reason"]
     assert not list(run_dir.glob("beam-temp-*"))
-    assert runs.committed_runs(str(output)) == []
-    (listed,) = runs.list_runs(str(output))
+    assert OutputRoot(str(output)).committed_runs() == []
+    (listed,) = OutputRoot(str(output)).list_runs()
     assert listed["state"] == "failed" and reason in listed["reason"]
     return run_dir
 
@@ -164,7 +165,7 @@ def test_a_model_returning_nan_fails_the_run_and_marks_nothing_done(
     flags = caption_flags(images, tiny_bundle, output, "--only-new", runner=runner)
     status, _ = beamcap(capsys, *flags)
     assert status == 0
-    (summary,) = [r for r in runs.list_runs(str(output)) if r["state"] == "committed"]
+    (summary,) = [r for r in OutputRoot(str(output)).list_runs() if r["state"] == "committed"]
     assert summary["counts"]["skipped_as_done"] == 0 and summary["counts"]["captioned"] == 7
 
 
@@ -202,8 +203,8 @@ def test_one_bad_image_among_good_ones_fails_alone(tmp_path, tiny_bundle, capsys
     (images / "black.jpg").write_bytes(black_jpeg())
     status, _ = beamcap(capsys, *caption_flags(images, tiny_bundle, output))
     assert status == 0
-    (run_dir,) = runs.committed_runs(str(output))
-    captions, failures, summary = runs.read_run(run_dir)
+    (run,) = OutputRoot(str(output)).committed_runs()
+    captions, failures, summary = run.read()
     failed = {row["image_uri"].rsplit("/", 1)[1]: row["stage"] for row in failures.to_pylist()}
     assert failed == {**must_fail, "black.jpg": "caption"}
     matched = {str(p) for p in images.rglob("*") if p.is_file()}
@@ -225,4 +226,4 @@ def test_too_many_failed_images_fail_the_run_unless_disabled(tmp_path, tiny_bund
     assert pq.read_table(next(run_dir.glob("failures-*.parquet"))).num_rows == len(must_fail)
     flags = caption_flags(images, tiny_bundle, output, "--max-failed-fraction", "0")
     status, _ = beamcap(capsys, *flags)
-    assert status == 0 and len(runs.committed_runs(str(output))) == 1
+    assert status == 0 and len(OutputRoot(str(output)).committed_runs()) == 1

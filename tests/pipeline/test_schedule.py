@@ -22,6 +22,7 @@ from models.configs import SettingsError
 from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import caption as caption_module
 from pipeline import cli, evaluate, lease, runs
+from pipeline.output_root import OutputRoot, RunDir
 from tests.jobs import FNAPI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +42,8 @@ def flags(images, bundle, output, *extra):
 def committed_uris(output: str) -> collections.Counter:
     """How often each image appears across the committed runs' captions."""
     counter = collections.Counter()
-    for run_dir in runs.committed_runs(output):
-        captions, _, _ = runs.read_run(run_dir)
+    for run in OutputRoot(output).committed_runs():
+        captions, _, _ = run.read()
         counter.update(captions.column("image_uri").to_pylist())
     return counter
 
@@ -80,7 +81,7 @@ def test_overlapping_runs_caption_each_image_once(
     thread.start()
     try:
         deadline = time.time() + 60
-        while not storage.exists(lease.output_lease_uri(output)) and time.time() < deadline:
+        while not storage.exists(OutputRoot(output).lease_file) and time.time() < deadline:
             time.sleep(0.05)
         status = cli.main(["caption", *flags(images, tiny_bundle, output, *extra)])
         err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -91,9 +92,11 @@ def test_overlapping_runs_caption_each_image_once(
     assert err.startswith(f"beamcap caption: busy: {output} is leased by run {first['run_id']} (")
     assert err.endswith("; try again later")
     assert first["counts"]["captioned"] == 4
-    assert [r["run_id"] for r in runs.list_runs(output)] == [first["run_id"]]  # no trace of #2
+    assert [r["run_id"] for r in OutputRoot(output).list_runs()] == [
+        first["run_id"]
+    ]  # no trace of #2
     assert sorted(committed_uris(output).values()) == [1, 1, 1, 1]
-    assert not storage.exists(lease.output_lease_uri(output))  # released by the commit step
+    assert not storage.exists(OutputRoot(output).lease_file)  # released by the commit step
     second = caption_module.run(flags(images, tiny_bundle, output, *extra))
     assert second["counts"]["captioned"] == 0 and second["counts"]["skipped_as_done"] == 4
 
@@ -112,7 +115,7 @@ def test_a_killed_run_is_listed_unfinished_then_abandoned_and_rerun(tmp_path, ti
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(30)
-    (killed,) = runs.list_runs(str(output))
+    (killed,) = OutputRoot(str(output)).list_runs()
     assert killed["state"] == "unfinished" and killed["lease"] is None
     assert 0 <= killed["age_seconds"] < 300
     assert runs.main([str(output)]) == 0
@@ -127,7 +130,9 @@ def test_a_killed_run_is_listed_unfinished_then_abandoned_and_rerun(tmp_path, ti
     assert f"process {process.pid} on this host no longer exists" in log
     assert f"marked {killed['run_id']} failed: abandoned" in log
     assert again["counts"]["captioned"] == 12 and again["counts"]["skipped_as_done"] == 0
-    states = [(r["run_id"], r["state"], r.get("reason")) for r in runs.list_runs(str(output))]
+    states = [
+        (r["run_id"], r["state"], r.get("reason")) for r in OutputRoot(str(output)).list_runs()
+    ]
     assert states == [
         (killed["run_id"], "failed", "abandoned"),
         (again["run_id"], "committed", None),
@@ -149,7 +154,7 @@ def fake_run(output: Path, run_id: str, *, lease_of=None) -> Path:
     temp.mkdir(parents=True)
     (temp / "shard").write_bytes(b"x")
     if lease_of is not None:
-        lease.write_run_lease(str(output), lease_of)
+        OutputRoot(str(output)).write_run_lease(lease_of)
     return temp.parent
 
 
@@ -186,7 +191,9 @@ def test_runs_clean_marks_only_dead_unfinished_runs_abandoned(tmp_path, capsys):
     for run_id in (dead_id, expired_id, bare_id):
         assert f"marked {run_id} failed: abandoned; its temporary files removed" in out
     assert "1 committed, 3 failed, 1 unfinished" in out
-    states = {r["run_id"]: (r["state"], r.get("reason")) for r in runs.list_runs(str(output))}
+    states = {
+        r["run_id"]: (r["state"], r.get("reason")) for r in OutputRoot(str(output)).list_runs()
+    }
     assert states[live_id] == ("unfinished", None) and list(live.glob("beam-temp-*/shard"))
     assert states[committed.name] == ("committed", None)
     for run_id in (dead_id, expired_id, bare_id):
@@ -198,16 +205,18 @@ def test_runs_clean_marks_only_dead_unfinished_runs_abandoned(tmp_path, capsys):
 def test_a_stale_output_lease_is_taken_over_and_a_live_one_refused(tmp_path):
     output = str(tmp_path / "out")
     mine = lease.new_lease("run-a", 60, pid=os.getpid())
-    lease.acquire(output, mine)
+    OutputRoot(output).acquire_lease(mine)
     with pytest.raises(lease.OutputBusy, match="leased by run run-a .*try again later"):
-        lease.acquire(output, lease.new_lease("run-b", 60, pid=os.getpid()))
-    lease.release(output, "run-b")  # not the holder: no effect
-    assert lease.holder(output) == mine
-    lease.release(output, "run-a")
-    assert lease.holder(output) is None
-    lease.acquire(output, lease.new_lease("run-c", 60, pid=dead_pid()))
-    lease.acquire(output, lease.new_lease("run-d", 60, pid=None))  # run-c's process is gone
-    assert lease.holder(output).run_id == "run-d"
+        OutputRoot(output).acquire_lease(lease.new_lease("run-b", 60, pid=os.getpid()))
+    OutputRoot(output).release("run-b")  # not the holder: no effect
+    assert OutputRoot(output).lease_holder() == mine
+    OutputRoot(output).release("run-a")
+    assert OutputRoot(output).lease_holder() is None
+    OutputRoot(output).acquire_lease(lease.new_lease("run-c", 60, pid=dead_pid()))
+    OutputRoot(output).acquire_lease(
+        lease.new_lease("run-d", 60, pid=None)
+    )  # run-c's process is gone
+    assert OutputRoot(output).lease_holder().run_id == "run-d"
 
 
 def test_lease_minutes_is_checked(tmp_path, tiny_bundle, capsys):
@@ -228,7 +237,7 @@ def test_changed_files_and_other_models_are_captioned_again(tmp_path, tiny_bundl
     os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
     second = caption_module.run(flags(images, tiny_bundle, output))
     assert second["counts"]["captioned"] == 1 and second["counts"]["skipped_as_done"] == 2
-    captions, _, _ = runs.read_run(str(output / "runs" / second["run_id"]))
+    captions, _, _ = RunDir(str(output / "runs" / second["run_id"])).read()
     (row,) = captions.to_pylist()
     now = changed.stat()
     assert row["image_uri"] == str(changed)
@@ -239,7 +248,7 @@ def test_changed_files_and_other_models_are_captioned_again(tmp_path, tiny_bundl
     fourth = caption_module.run(flags(images, other_bundle, output, "--only-new-for-model"))
     assert fourth["counts"]["captioned"] == 3 and fourth["counts"]["skipped_as_done"] == 0
 
-    latest = runs.read_captions(str(output)).to_pylist()
+    latest = OutputRoot(str(output)).read_captions().to_pylist()
     by_key = {(Path(r["image_uri"]).name, r["model_id"]): r["run_id"] for r in latest}
     model, other = first["model_id"], fourth["model_id"]
     assert model != other and len(latest) == len(by_key) == 6
@@ -287,8 +296,8 @@ def test_version_1_captions_files_stay_readable(tmp_path):
     pq.write_table(pa.Table.from_pylist([row], old_schema), run_dir / "captions-0.parquet")
     (run_dir / "summary.json").write_text(json.dumps({"run_id": "old"}))
     (run_dir / "_SUCCESS").touch()
-    captions, _, _ = runs.read_run(str(run_dir))
+    captions, _, _ = RunDir(str(run_dir)).read()
     assert captions.schema == CAPTIONS_SCHEMA and captions.column("image_identity").null_count == 1
-    assert runs.read_captions(str(tmp_path)).to_pylist()[0]["caption"] == "a red circle"
+    assert OutputRoot(str(tmp_path)).read_captions().to_pylist()[0]["caption"] == "a red circle"
     assert CAPTIONS_VERSION == 2
     assert CAPTIONS_SCHEMA.metadata[b"beamcap.captions_version"] == b"2"
