@@ -170,7 +170,8 @@ def entries(directory: str) -> list[str]:
     if is_gcs(directory):
         bucket, prefix = _folder(directory)
         listing = _client().list_blobs(bucket, prefix=prefix, delimiter="/", **_calls())
-        names = [blob.name[len(prefix) :] for blob in listing]  # the pages first, then:
+        names = [blob.name[len(prefix) :] for blob in listing]
+        # ``prefixes`` (the sub-folders) is filled as the pages above are read
         names += [folder[len(prefix) :].rstrip("/") for folder in listing.prefixes]
         return sorted(name for name in names if name)
     try:
@@ -278,14 +279,18 @@ def remove(uri: str) -> None:
 
 
 def remove_tree(uri: str) -> None:
-    """Deletes a file, or a folder with everything in it, if it exists."""
+    """Deletes a file, or a folder with everything in it, if it exists (on ``gs://``, by batch
+    requests of up to 100 deletes, as Beam's gcsio does)."""
     if is_gcs(uri):
         from google.api_core.exceptions import NotFound
 
-        bucket, prefix = _folder(uri)
-        for blob in [_blob(uri), *_client().list_blobs(bucket, prefix=prefix, **_calls())]:
-            with contextlib.suppress(NotFound):
-                blob.delete(**_calls())
+        bucket, _, name = uri[len("gs://") :].rstrip("/").partition("/")
+        listing = _client().list_blobs(bucket, prefix=name, **_calls())
+        doomed = [b for b in listing if b.name == name or b.name.startswith(f"{name}/")]
+        for start in range(0, len(doomed), 100):
+            with contextlib.suppress(NotFound), _client().batch():  # gone meanwhile: fine
+                for blob in doomed[start : start + 100]:
+                    blob.delete(timeout=retries().timeout)
         return
     if Path(uri).is_dir():
         shutil.rmtree(uri, ignore_errors=True)

@@ -149,14 +149,14 @@ class FeaturesSettings:
 def prepare_output_dir(output: str, *, overwrite: bool) -> None:
     """Refuses to write into a directory that already holds files, unless ``overwrite``
     (Beam's file sinks can keep an earlier run's shards when a prefix is reused)."""
-    existing = [storage.join(output, name) for name in storage.entries(output)]
+    existing = storage.glob(storage.join(output, "*"))  # its files; folders in it stay
     if existing and not overwrite:
         raise SettingsError(
             f"--output: {output} already holds {len(existing)} files (e.g. {existing[0]}); "
             "choose a new directory or pass --overwrite"
         )
     for path in existing:
-        storage.remove_tree(path)
+        storage.remove(path)
 
 
 def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, settings) -> dict:
@@ -238,7 +238,7 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
     files = records | "WriteRecords" >> WriteFeatureRecords(settings.output)
     failures = (decoded.failures, encode_failures) | "AllFailures" >> beam.Flatten()
     failure_files = failures | "WriteFailures" >> WriteFailures(
-        RunDir(settings.output).shards("failures"), run_id="features"
+        RunDir(settings.output).file("failures"), run_id="features"
     )
     tallies = [
         records | "TallyRecords" >> beam.FlatMap(count_record),

@@ -75,23 +75,24 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def stale_reason(lease: Lease, run_state: str) -> str | None:
-    """Why ``lease`` no longer protects its run (whose state is ``run_state``), or None while
-    it does."""
+def stale_reason(lease: Lease, state_of: Callable[[str], str]) -> str | None:
+    """Why ``lease`` no longer protects its run, or None while it does (``state_of(run_id)``:
+    that run's state, asked only once the lease has not expired)."""
     if datetime.datetime.fromisoformat(lease.expires_at) <= _now():
         return f"it expired at {lease.expires_at}"
-    if run_state != "unfinished":
-        return f"its run is already {run_state}"
+    state = state_of(lease.run_id)
+    if state != "unfinished":
+        return f"its run is already {state}"
     here = lease.pid is not None and lease.host == socket.gethostname()
     if here and not _process_exists(lease.pid):
         return f"process {lease.pid} on this host no longer exists"
     return None
 
 
-def acquire(uri: str, lease: Lease, *, state_of: Callable[[str], str], output: str) -> None:
-    """Takes the lease file ``uri`` (``output``'s) for ``lease``, taking over a stale one with a
-    warning (``state_of(run_id)``: that run's state); raises :class:`OutputBusy` naming the
-    holder when a live run has it."""
+def acquire(uri: str, lease: Lease, *, state_of: Callable[[str], str], label: str) -> None:
+    """Takes the lease file ``uri`` (of the output ``label``) for ``lease``, taking over a stale
+    one with a warning (``state_of(run_id)``: that run's state); raises :class:`OutputBusy`
+    naming the holder when a live run has it."""
     for _ in range(5):
         if storage.create_exclusive(uri, lease.to_bytes()):
             return
@@ -101,12 +102,12 @@ def acquire(uri: str, lease: Lease, *, state_of: Callable[[str], str], output: s
         holder = Lease.from_bytes(found[0])
         if holder == lease:  # ours: a retried upload whose first answer was lost
             return
-        reason = stale_reason(holder, state_of(holder.run_id))
+        reason = stale_reason(holder, state_of)
         if reason is None:
-            raise OutputBusy(f"{output} is leased by {holder.describe()}; try again later")
+            raise OutputBusy(f"{label} is leased by {holder.describe()}; try again later")
         if storage.delete_if_version(uri, found[1]):
             logging.warning("took over the stale lease of %s: %s", holder.describe(), reason)
-    raise OutputBusy(f"{output}: could not take its lease ({uri} keeps changing)")
+    raise OutputBusy(f"{label}: could not take its lease ({uri} keeps changing)")
 
 
 def read(uri: str) -> Lease | None:

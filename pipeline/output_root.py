@@ -66,10 +66,6 @@ class RunDir:
     def file(self, name: str) -> str:
         return storage.join(self.path, name)
 
-    def shards(self, stem: str) -> str:
-        """The prefix of a Beam sink's shards, ``STEM-SSSSS-of-NNNNN.parquet``."""
-        return self.file(stem)
-
     def shard_pattern(self, stem: str) -> str:
         return self.file(f"{stem}-*.parquet")
 
@@ -125,7 +121,7 @@ class RunDir:
         self.raise_if_failed()
         storage.write_text(self.file(SUCCESS), "")
 
-    def record(self, name: str = SUMMARY) -> dict:
+    def record(self, name: str) -> dict:
         return json.loads(storage.read_text(self.file(name)))
 
     def table(self, stem: str, schema: pa.Schema) -> pa.Table:
@@ -143,7 +139,7 @@ class RunDir:
         return (
             self.table("captions", CAPTIONS_SCHEMA),
             self.table("failures", FAILURE_SCHEMA),
-            self.record(),
+            self.record(SUMMARY),
         )
 
 
@@ -163,7 +159,7 @@ class OutputRoot:
     def committed_runs(self) -> list[RunDir]:
         """The committed runs, oldest first (ids sort by time)."""
         markers = storage.glob(storage.join(self.path, RUNS, "*", SUCCESS))
-        return [RunDir(posixpath.dirname(marker)) for marker in markers]
+        return [RunDir(path) for path in sorted(posixpath.dirname(m) for m in markers)]
 
     def done_files(self, *, retry_failures: bool) -> list[str]:
         """Parquet patterns of the committed runs whose images ``--only-new`` skips."""
@@ -192,10 +188,10 @@ class OutputRoot:
     def acquire_lease(self, held: lease.Lease) -> None:
         """Takes the output's lease for ``held`` (:func:`pipeline.lease.acquire`)."""
 
-        def state_of(run_id: str) -> str:
-            return self.run(run_id).state()["state"]
+        lease.acquire(self.lease_file, held, state_of=self._state_of, label=self.path)
 
-        lease.acquire(self.lease_file, held, state_of=state_of, output=self.path)
+    def _state_of(self, run_id: str) -> str:
+        return self.run(run_id).state()["state"]
 
     def lease_holder(self) -> lease.Lease | None:
         """The output's lease, stale or not; None when there is none."""
@@ -208,10 +204,8 @@ class OutputRoot:
         """The lease that still protects an unfinished run (its own record, or the output's
         lease naming it), or None: then the run is abandoned."""
         for found in (lease.read(self.run(run_id).lease_file), self.lease_holder()):
-            if found and found.run_id == run_id:
-                state = self.run(run_id).state()["state"]
-                if lease.stale_reason(found, state) is None:
-                    return found
+            if found and found.run_id == run_id and not lease.stale_reason(found, self._state_of):
+                return found
         return None
 
     def release(self, run_id: str) -> None:
@@ -231,8 +225,9 @@ class OutputRoot:
         root = storage.join(self.path, RUNS)
         files: dict[str, list] = {}
         for path, updated in storage.files_under(root):
-            run_id = path[len(root) :].strip("/").split("/")[0]
-            files.setdefault(run_id, []).append((path, updated))
+            run_id, _, inside = path[len(root) :].lstrip("/").partition("/")
+            if inside:  # a stray file beside the runs (.DS_Store, a folder placeholder) is none
+                files.setdefault(run_id, []).append((path, updated))
         return files
 
     def list_runs(self, *, details: bool = True) -> list[dict]:
@@ -251,7 +246,7 @@ class OutputRoot:
             else:
                 state = {"state": "committed" if SUCCESS in finished else "failed"}
             if state["state"] == "committed" and details:
-                state.update(run.record())
+                state.update(run.record(SUMMARY))
             elif state["state"] == "unfinished":
                 covering = self.live_lease(run_id)
                 since = min(updated for _, updated in files)

@@ -69,11 +69,11 @@ class _WorkerCounts:
                 continue
             idle += 1
             if idle >= IDLE_FLUSHES:
-                with _BY_RUN_LOCK, self.lock:
+                with _BY_FOLDER_LOCK, self.lock:
                     if not self.changed:
                         self.closed = True
-                        if _BY_RUN.get(self.folder) is self:
-                            del _BY_RUN[self.folder]
+                        if _BY_FOLDER.get(self.folder) is self:
+                            del _BY_FOLDER[self.folder]
                             _RETIRED[self.folder] = (self.path, self.counts)
                         return
 
@@ -92,17 +92,17 @@ class _WorkerCounts:
                 self.changed = True  # try again at the next flush
 
 
-_BY_RUN: dict[str, _WorkerCounts] = {}
+_BY_FOLDER: dict[str, _WorkerCounts] = {}
 _RETIRED: dict[str, tuple] = {}  # a stopped writer's file and counts, which its successor goes on
-_BY_RUN_LOCK = threading.Lock()
+_BY_FOLDER_LOCK = threading.Lock()
 
 
 def _add(folder: str, key: str) -> None:
     while True:
-        with _BY_RUN_LOCK:
-            counts = _BY_RUN.get(folder)
+        with _BY_FOLDER_LOCK:
+            counts = _BY_FOLDER.get(folder)
             if counts is None:
-                counts = _BY_RUN[folder] = _WorkerCounts(folder, *_RETIRED.pop(folder, ()))
+                counts = _BY_FOLDER[folder] = _WorkerCounts(folder, *_RETIRED.pop(folder, ()))
         if counts.add(key):
             return
 
