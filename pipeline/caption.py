@@ -318,10 +318,10 @@ def build(
     rows, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
         handler, run_id=run.run_id
     )
-    written = rows | "WriteCaptions" >> WriteRunParquet(run.shards("captions"), CAPTIONS_SCHEMA)
+    written = rows | "WriteCaptions" >> WriteRunParquet(run.file("captions"), CAPTIONS_SCHEMA)
     failures = (decoded.failures, caption_failures) | "AllFailures" >> beam.Flatten()
     failed_files = failures | "WriteFailures" >> WriteFailures(
-        run.shards("failures"), run_id=run.run_id
+        run.file("failures"), run_id=run.run_id
     )
     live = run.progress_dir
     tallies = [
