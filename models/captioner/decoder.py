@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 import keras
 import numpy as np
 
-from models.captioner.encoder import pad_rows
+from models.captioner.captioner import pad_rows
 from models.configs import DecoderConfig
 
 __all__ = ["Decoder", "DecoderConfig", "DecoderStepper", "ShowAndTell", "masked_cross_entropy"]
@@ -76,16 +76,20 @@ class ShowAndTell:
         logits = self.logits(self.dropout(outputs[:, 1:]))
         return keras.Model([features, tokens], logits, name="show_and_tell")
 
+    # One time step goes through the LSTM's cell, as the layer does inside its loop: the same
+    # weights and arithmetic, and a graph without a loop, which exports (OpenVINO, beamcap's
+    # int8 engine, has no rule for TensorFlow's loop over a sequence).
     def initial_state(self, features) -> tuple:
         """im2txt's ``feed_image``: the projected image through the LSTM from a zero state."""
-        _, h, c = self.lstm(keras.ops.expand_dims(self.image_projection(features), 1))
+        image = self.image_projection(features)
+        zero = keras.ops.tile(keras.ops.zeros_like(image[:, :1]), [1, self.config.lstm_units])
+        _, (h, c) = self.lstm.cell(image, [zero, zero])
         return h, c
 
     def step(self, tokens, state) -> tuple:
         """im2txt's ``inference_step``: one word through the LSTM, log-softmax over the words."""
-        words = keras.ops.expand_dims(self.word_embedding(tokens), 1)
-        outputs, h, c = self.lstm(words, initial_state=list(state))
-        return keras.ops.log_softmax(self.logits(outputs[:, 0]), axis=-1), (h, c)
+        outputs, (h, c) = self.lstm.cell(self.word_embedding(tokens), list(state))
+        return keras.ops.log_softmax(self.logits(outputs), axis=-1), (h, c)
 
 
 def masked_cross_entropy(targets, logits, pad_id: int = 0):
@@ -98,8 +102,9 @@ def masked_cross_entropy(targets, logits, pad_id: int = 0):
 class DecoderStepper:
     """The batched step protocol (docs/architecture.md) over any :class:`Decoder`.
 
-    The decoder's ``initial_state`` and ``step`` are traced once into Keras models (sharing its
-    layers, so its weights as they change) and run compiled, with rows padded to a multiple of
+    The decoder's ``initial_state`` and ``step`` are traced once into Keras models,
+    ``initial_state_model`` and ``step_model`` (sharing its layers, so its weights as they
+    change; what the int8 engine exports), and run compiled, with rows padded to a multiple of
     ``row_multiple`` so that beam search, whose row count changes as hypotheses finish,
     triggers only a few compilations. States are tuples of numpy arrays, row axis first.
     """
@@ -110,14 +115,14 @@ class DecoderStepper:
         self.row_multiple = row_multiple
         features = keras.Input(decoder.feature_shape, name="features")
         state = tuple(decoder.initial_state(features))
-        self._initial_state_model = keras.Model([features], list(state), name="initial_state")
+        self.initial_state_model = keras.Model([features], list(state), name="initial_state")
         tokens = keras.Input((), dtype="int32", name="tokens")
         state_inputs = [
             keras.Input(tuple(part.shape[1:]), dtype=part.dtype, name=f"state_{index}")
             for index, part in enumerate(state)
         ]
         log_probs, next_state = decoder.step(tokens, tuple(state_inputs))
-        self._step_model = keras.Model(
+        self.step_model = keras.Model(
             [tokens, *state_inputs], [log_probs, *next_state], name="step"
         )
         self._top_k_models: dict[int, keras.Model] = {}
@@ -130,16 +135,16 @@ class DecoderStepper:
 
     def initial_state(self, features) -> tuple[np.ndarray, ...]:
         features = np.asarray(features, dtype="float32")
-        return tuple(self._run(self._initial_state_model, [features]))
+        return tuple(self._run(self.initial_state_model, [features]))
 
     def step(self, tokens, state) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         tokens = np.asarray(tokens, dtype="int32")
-        log_probs, *state = self._run(self._step_model, [tokens, *state])
+        log_probs, *state = self._run(self.step_model, [tokens, *state])
         return log_probs, tuple(state)
 
     def step_top_k(self, tokens, state, k: int):
         """``step`` with the top-k taken inside the compiled model (see ``beam_search``)."""
-        step = self._step_model
+        step = self.step_model
         k = min(k, step.outputs[0].shape[-1])
         if k not in self._top_k_models:
             values, ids = keras.ops.top_k(step.outputs[0], k)
