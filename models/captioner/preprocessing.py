@@ -19,32 +19,40 @@ from collections.abc import Callable
 import numpy as np
 
 
-def resize_tf1_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+def resize_tf1_bilinear(
+    image: np.ndarray, size: int, window: tuple[int, int] | None = None
+) -> np.ndarray:
     """uint8 [H, W, C] -> float32 [size, size, C], as TF1's ``resize_images(..., BILINEAR)``
-    (``align_corners=False``, ``half_pixel_centers=False``) computes it, in float32."""
+    (``align_corners=False``, ``half_pixel_centers=False``) computes it, in float32; with
+    ``window`` (start, length), only that square of the result (a crop, at its cost alone).
 
-    def weights(length: int):
-        position = np.arange(size, dtype=np.float32) * (np.float32(length) / np.float32(size))
+    Each output row is its two source rows, each first interpolated along x, then blended
+    along y: TF1's operations in its order, so the same float32 numbers, while the x pass
+    runs once per source row that is used rather than once per output row."""
+    start, length = window or (0, size)
+
+    def weights(extent: int):
+        position = np.arange(start, start + length, dtype=np.float32) * (
+            np.float32(extent) / np.float32(size)
+        )
         low = np.floor(position).astype(np.int64)
-        high = np.minimum(np.ceil(position).astype(np.int64), length - 1)
+        high = np.minimum(np.ceil(position).astype(np.int64), extent - 1)
         return low, high, position - low.astype(np.float32)
 
     y0, y1, dy = weights(image.shape[0])
     x0, x1, dx = weights(image.shape[1])
-    dx, dy = dx[None, :, None], dy[:, None, None]
-    top, bottom = image[y0], image[y1]
-    top_left, top_right = top[:, x0].astype(np.float32), top[:, x1].astype(np.float32)
-    bottom_left, bottom_right = bottom[:, x0].astype(np.float32), bottom[:, x1].astype(np.float32)
-    upper = top_left + (top_right - top_left) * dx
-    lower = bottom_left + (bottom_right - bottom_left) * dx
-    return upper + (lower - upper) * dy
+    rows, index = np.unique(np.concatenate([y0, y1]), return_inverse=True)
+    source = image[rows]
+    left, right = source[:, x0].astype(np.float32), source[:, x1].astype(np.float32)
+    along_x = left + (right - left) * dx[None, :, None]
+    upper, lower = along_x[index[:length]], along_x[index[length:]]
+    return upper + (lower - upper) * dy[:, None, None]
 
 
 def im2txt_pixels(rgb: np.ndarray, size: int, resize: int) -> np.ndarray:
     """im2txt's ``process_image`` at inference, to uint8: resize, central crop, rounded."""
-    offset = (resize - size) // 2
-    resized = resize_tf1_bilinear(rgb, resize)[offset : offset + size, offset : offset + size]
-    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+    cropped = resize_tf1_bilinear(rgb, resize, ((resize - size) // 2, size))
+    return np.clip(np.rint(cropped), 0, 255).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
