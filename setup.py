@@ -19,7 +19,9 @@ CORE = [
     "pyyaml==6.0.3",
     "pycocoevalcap==1.2",  # the COCO-caption BLEU, ROUGE-L and CIDEr-D definitions
     "matplotlib==3.11.2",  # the trainer's loss.png and the evaluation report
+    "openvino==2026.4.1",  # the int8 CPU engine's runtime (models/captioner/openvino_engine.py)
 ]
+QUANTIZE = ["nncf==3.4.0"]  # `beamcap quantize`: NNCF's post-training quantization
 
 setup(
     name="beamcap",
@@ -40,7 +42,9 @@ setup(
     package_data={"beamcap_presets": ["*.yaml"]},
     install_requires=CORE,
     extras_require={
+        "quantize": QUANTIZE,
         "test": [
+            *QUANTIZE,
             # 9.1.1, not 9.2: with 9.2 xdist's --dist loadgroup silently stops grouping
             # (pytest-xdist #1386), and make test relies on it to build shared fixtures once
             "pytest==9.1.1",

@@ -36,8 +36,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from models import storage
+from models.captioner.captioner import (
+    AUTO,
+    INT8,
+    PRECISION_HELP,
+    PRECISIONS,
+    resolve_precision,
+)
 from models.captioner.manifest import verify_bundle
-from models.configs import PRECISION_HELP, PRECISIONS, SettingsError, setting
+from models.configs import SettingsError, setting
 from pipeline import cluster_health, lease, progress
 from pipeline.lease import DEFAULT_MINUTES
 from pipeline.output_root import RUN_ID, SUMMARY, OutputRoot, RunDir, new_run_id
@@ -93,7 +100,7 @@ class CaptionSettings:
     min_batch_size: int = setting(
         8, "smallest batch BatchElements starts from, at most --batch-size", minimum=1
     )
-    precision: str = setting("fp32", PRECISION_HELP, choices=PRECISIONS)
+    precision: str = setting(AUTO, PRECISION_HELP, choices=PRECISIONS)
     max_pixels: int = setting(
         DEFAULT_MAX_PIXELS, "larger images fail as possible decompression bombs", minimum=1
     )
@@ -183,6 +190,19 @@ class CaptionSettings:
         )
 
 
+def with_engine(settings: CaptionSettings, manifest: dict) -> CaptionSettings:
+    """The settings with ``--precision auto`` made concrete for the bundle; a bundle without
+    the int8 engine asked for is refused."""
+    precision = resolve_precision(settings.precision, manifest)
+    if precision == INT8 and INT8 not in manifest.get("engines", {}):
+        raise SettingsError(
+            f"--precision int8: {settings.model} has no int8 engine; make one with `beamcap "
+            f"quantize --model {settings.model} --calibration IMAGES`"
+        )
+    logging.info("encoder and decoder: %s engine", precision)
+    return dataclasses.replace(settings, precision=precision)
+
+
 def read_input_list(uri: str) -> list[str]:
     try:
         text = storage.read_text(uri)
@@ -233,6 +253,7 @@ def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, s
         "model_id": manifest["model_id"],
         "encoder": manifest["encoder"],
         "search": settings.search,
+        "precision": settings.precision,
         "counts": counts,
         "started_at": datetime.datetime.fromtimestamp(
             started_at, datetime.timezone.utc
@@ -351,9 +372,9 @@ def run(argv: list[str], *, wait: bool = True):
     job = parse_job(
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
-    settings = job.settings
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
-    manifest = verify_bundle(settings.model)
+    manifest = verify_bundle(job.settings.model)
+    settings = with_engine(job.settings, manifest)
     root = OutputRoot(settings.output)
     run_id = settings.run_id or new_run_id()
     run = root.run(run_id)

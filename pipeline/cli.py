@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "show": ("pipeline.show", "print a caption run's N-best captions per image"),
     "report": ("pipeline.report", "write an HTML page of a caption run"),
     "inspect": ("pipeline.inspect_bundle", "verify a model bundle and print its manifest"),
+    "quantize": ("pipeline.quantize", "add the int8 CPU engine to a bundle, calibrated on images"),
     "import-im2txt": (
         "pipeline.import_im2txt",
         "a published im2txt checkpoint or frozen graph -> a model bundle",

@@ -1,7 +1,7 @@
 """``beamcap demo``: the whole product on beamcap's own synthetic dataset, offline.
 
-synth -> features -> train -> caption (the held-out test images plus a few broken files) ->
-evaluate -> report, each step the real command with the ``demo`` preset, timed. Prints the
+synth -> features -> train -> quantize (the int8 CPU engine) -> caption (the held-out test
+images plus a few broken files) -> evaluate -> report, each step the real command with the ``demo`` preset, timed. Prints the
 headline metrics and the path of the HTML report.
 
     beamcap demo --workdir data/demo        # what `make demo` runs
@@ -18,7 +18,7 @@ from pathlib import Path
 from models.configs import setting
 from models.datasets.splits import split_for
 from models.datasets.synthetic import read_scenes
-from pipeline import caption, evaluate, features, report, synth, train
+from pipeline import caption, evaluate, features, quantize, report, synth, train
 from pipeline.output_root import OutputRoot
 from pipeline.settings import parse_job
 
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         [*features_flags(data, feats, args.runner), "--config", config, *weights],
     )
     step("train", train.main, ["--data", str(feats), "--output", str(model), "--config", config])
+    calibration = ["--calibration", str(data / "Images"), "--config", config]
+    step("quantize", quantize.main, ["--model", str(model), *calibration])
 
     inputs = [
         *held_out_images(data, preset.get("features", {})),

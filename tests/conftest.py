@@ -207,6 +207,21 @@ def tiny_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def int8_bundle(tmp_path_factory):
+    """A tiny bundle with its int8 engine, made as a user makes it (``beamcap quantize``'s
+    function), calibrated on 24 synthetic scenes and checked on 8 more."""
+    from models.datasets.synthetic import SynthConfig, generate
+    from pipeline.quantize import add_int8_engine
+
+    scenes = tmp_path_factory.mktemp("int8-calibration")
+    config = SynthConfig(images=32, seed=5, min_size=(96, 72), max_size=(96, 72))
+    generate(config, str(scenes), processes=1)
+    uri = make_bundle(str(tmp_path_factory.mktemp("int8-bundle")))
+    add_int8_engine(uri, [str(scenes / "Images")], calibration_images=24, check_images=8)
+    return uri
+
+
+@pytest.fixture(scope="session")
 def other_bundle(tmp_path_factory):
     """Another model (another model_id) of the same shape."""
     return make_bundle(str(tmp_path_factory.mktemp("other-bundle")), seed=1)

@@ -107,25 +107,27 @@ class _ImageHandler(ModelHandler):
 
 
 class BundleHandler(_ImageHandler):
-    """Loads a model bundle; each batch is encoded and beam-searched (``Bundle.caption``)."""
+    """Loads a model bundle's captioner for ``precision`` (its Keras models, or its int8
+    engine); each batch is encoded and beam-searched (``Captioner.caption``)."""
 
     def __init__(self, uri: str, *, model_id: str, search: dict, precision: str, **batching):
         super().__init__(**batching)
         self.uri, self.model_id, self.search, self.precision = uri, model_id, search, precision
 
     def load_model(self):
-        load_keras()
-        from models.captioner.bundle import load_bundle
+        from models.captioner.captioner import load_captioner
 
-        bundle = load_bundle(self.uri, precision=self.precision, batch_size=self.max_batch_size)
-        if bundle.model_id != self.model_id:
+        captioner = load_captioner(
+            self.uri, precision=self.precision, batch_size=self.max_batch_size
+        )
+        if captioner.model_id != self.model_id:
             raise RunFault(
-                f"{self.uri} now holds model {bundle.model_id}, not {self.model_id} as at launch"
+                f"{self.uri} now holds model {captioner.model_id}, not {self.model_id} as at launch"
             )
-        return bundle
+        return captioner
 
-    def infer(self, bundle, pixels):
-        return bundle.caption(pixels, **self.search)
+    def infer(self, captioner, pixels):
+        return captioner.caption(pixels, **self.search)
 
 
 class EncoderHandler(_ImageHandler):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.captioner.beam_search import beam_search
+from models.captioner.captioner import Caption, Captioner
 from models.captioner.decoder import Decoder, DecoderStepper, ShowAndTell
 from models.captioner.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
 from models.captioner.manifest import (
@@ -36,7 +36,6 @@ from models.captioner.manifest import (
     sha256,
 )
 from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
-from models.faults import ModelFault, StageFailed
 
 # The decoders a bundle can hold, by the manifest's ``decoder.kind``; a manifest without one
 # (written before kinds) holds a Show-and-Tell decoder.
@@ -44,22 +43,15 @@ DECODERS: dict[str, type[Decoder]] = {ShowAndTell.kind: ShowAndTell}
 DEFAULT_DECODER = ShowAndTell.kind
 
 
-@dataclasses.dataclass(frozen=True)
-class Caption:
-    """One decoded caption: its text, token ids (no ``<start>``/``<end>``) and beam scores."""
-
-    text: str
-    tokens: tuple[int, ...]
-    log_prob: float
-    score: float
-
-
 @dataclasses.dataclass
 class Bundle:
+    """A bundle's Keras models (what training and saving need), and their captioner."""
+
     encoder: ImageEncoder
     decoder: Decoder
     vocabulary: Vocabulary
     manifest: dict
+    precision: str = "fp32"
 
     @property
     def model_id(self) -> str:
@@ -72,28 +64,13 @@ class Bundle:
             self.decoder, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id
         )
 
-    def caption(self, images: np.ndarray, **search) -> list[list[Caption]]:
-        """uint8 images [B, S, S, 3] -> N-best captions per image, best first (``search``:
-        ``beam_search``'s keyword arguments). The one encode-and-caption path of beamcap.
+    @functools.cached_property
+    def captioner(self) -> Captioner:
+        return Captioner(self.encoder, self.stepper, self.vocabulary, self.manifest, self.precision)
 
-        An error raised while encoding comes as :class:`StageFailed` ``("encode", error)``, so
-        that a job can tell the two halves apart. Non-finite features or scores raise
-        :class:`ModelFault`: no image makes a sound model return NaN."""
-        try:
-            features = self.encoder.encode(images)
-        except ModelFault:
-            raise
-        except Exception as error:
-            raise StageFailed("encode", error) from error
-        hypotheses = beam_search(self.stepper, features, **search)
-        scores = [value for image in hypotheses for h in image for value in (h.log_prob, h.score)]
-        if not np.isfinite(scores).all():
-            raise ModelFault(f"model {self.model_id}: the decoder returned non-finite scores")
-        decode = self.vocabulary.decode
-        return [
-            [Caption(decode(h.tokens), h.tokens, h.log_prob, h.score) for h in image]
-            for image in hypotheses
-        ]
+    def caption(self, images: np.ndarray, **search) -> list[list[Caption]]:
+        """:meth:`Captioner.caption` with these Keras models."""
+        return self.captioner.caption(images, **search)
 
 
 def save_bundle(
@@ -165,7 +142,7 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     manifest = read_manifest(uri)
     decoder_type = _decoder_type(uri, manifest["decoder"])
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
-        for name in manifest["files"]:
+        for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB):  # the Keras models' parts
             data = read_part(uri, name)
             check_part(uri, name, data, manifest)
             Path(tmp, name).write_bytes(data)
@@ -198,7 +175,7 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
                 f"{storage.join(uri, part)} holds weights with fingerprint {fingerprint[:12]}, "
                 f"the manifest expects {expected[:12]}"
             )
-    return Bundle(encoder, decoder, vocabulary, manifest)
+    return Bundle(encoder, decoder, vocabulary, manifest, precision)
 
 
 def _decoder_type(uri: str, section: dict) -> type[Decoder]:

@@ -32,6 +32,7 @@ from models.captioner.architectures import (
     check_input_size,
     random_seed,
 )
+from models.captioner.captioner import pad_rows
 from models.configs import PRECISIONS
 from models.faults import ModelFault
 
@@ -151,9 +152,12 @@ class ImageEncoder:
     ``weights_file`` (a path or gs:// URI) replaces ``spec.weights`` as the source of the weights
     while the spec keeps naming where they came from (how a bundle loads its copy). ``precision``
     (fp32, bf16, fp16) is the compute type: weights stay float32 (same fingerprint) and the
-    outputs are float32. ``batch_size``: batches up to it are padded to it, rounded up to a
-    power of two, so a job's last, short batch reuses the compiled shape instead of compiling
-    another.
+    outputs are float32.
+
+    On TensorFlow on a CPU, ``encode`` runs one graph traced for any batch size: a short batch
+    costs in proportion to its rows, and nothing is traced again mid-run. Elsewhere (GPUs,
+    JAX), where each shape compiles anew, batches up to ``batch_size`` are padded to it,
+    rounded up to a power of two, so a job's last, short batch reuses the compiled shape.
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class ImageEncoder:
         pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(grid)
         outputs = {"pooled": pooled, "grid": grid} if with_grid else pooled
         self.model = keras.Model(images, outputs, name="image_encoder")
+        self._any_batch = _any_batch_function(self.model, size)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
@@ -206,12 +211,15 @@ class ImageEncoder:
                 f"encode needs uint8 images of shape [B, {expected}], "
                 f"got {images.dtype} {images.shape}"
             )
-        count = len(images)
-        rows = self.batch_size if self.batch_size and count <= self.batch_size else count
-        padded = pad_rows(images, bucket_size(rows))
-        outputs = keras.tree.map_structure(
-            lambda array: np.asarray(array)[:count], self.model.predict_on_batch(padded)
-        )
+        if self._any_batch is not None:
+            outputs = keras.tree.map_structure(np.asarray, self._any_batch(images))
+        else:
+            count = len(images)
+            rows = self.batch_size if self.batch_size and count <= self.batch_size else count
+            padded = pad_rows(images, bucket_size(rows))
+            outputs = keras.tree.map_structure(
+                lambda array: np.asarray(array)[:count], self.model.predict_on_batch(padded)
+            )
         if not all(np.isfinite(array).all() for array in keras.tree.flatten(outputs)):
             raise ModelFault(f"encoder {self.fingerprint[:12]} returned non-finite features")
         return outputs
@@ -222,16 +230,21 @@ class ImageEncoder:
             self.backbone.save_weights(path)
 
 
+def _any_batch_function(model: keras.Model, size: int):
+    """On TensorFlow with no GPU, ``model`` as a ``tf.function`` for uint8 [any, size, size,
+    3]: traced once, at its first call; else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    signature = [tf.TensorSpec([None, size, size, 3], tf.uint8)]
+    return tf.function(lambda images: model(images, training=False), input_signature=signature)
+
+
 def bucket_size(count: int) -> int:
     """Rounds a batch size up to the next power of two, so compiled shapes stay few."""
     if count < 1:
         raise ValueError("an empty batch has nothing to encode")
     return 1 << (count - 1).bit_length()
-
-
-def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """Pads the first axis to ``rows`` with zeros (a no-op when already that long)."""
-    if len(array) == rows:
-        return array
-    padding = np.zeros((rows - len(array), *array.shape[1:]), array.dtype)
-    return np.concatenate([array, padding])

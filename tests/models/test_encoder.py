@@ -117,6 +117,16 @@ def test_fixed_batch_size_pads_short_batches_without_changing_results(encoder):
     )
 
 
+def test_on_a_cpu_every_batch_size_runs_one_trace_at_its_own_size():
+    """No padding and no retrace mid-run: a short last batch costs in proportion to its rows."""
+    encoder = ImageEncoder(EncoderSpec("random:1", SIZE), batch_size=8)
+    single = [encoder.encode(images(1, seed=seed)) for seed in (3, 4, 5)]
+    together = encoder.encode(np.concatenate([images(1, seed=seed) for seed in (3, 4, 5)]))
+    np.testing.assert_allclose(np.concatenate(single), together, rtol=1e-4, atol=1e-5)
+    encoder.encode(images(7, seed=6))
+    assert encoder._any_batch.experimental_get_tracing_count() == 1
+
+
 def test_random_weights_refuse_a_weight_they_do_not_know():
     from models.captioner.encoder import _random_weights
 

@@ -1,0 +1,128 @@
+"""What captioning needs of a model, whichever engine runs it: an encoder, a stepper for beam
+search, the vocabulary and the manifest; ``Captioner.caption`` is beamcap's one path from uint8
+pixels to N-best captions. Without Keras: the int8 engine runs without TensorFlow.
+
+Engines, by ``--precision``:
+  ``fp32``, ``bf16``, ``fp16``  the bundle's Keras models (``models.captioner.bundle``), on
+                               TensorFlow or JAX, in that compute type;
+  ``int8``                     the bundle's int8 engine on OpenVINO
+                               (``models.captioner.openvino_engine``): the encoder quantized to
+                               int8, the decoder's steps in float32;
+  ``auto``                     int8 where the bundle holds an engine that passed its fidelity
+                               check and no GPU is visible here, else fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Protocol
+
+import numpy as np
+
+from models.captioner.beam_search import Stepper, beam_search
+from models.captioner.vocabulary import Vocabulary
+from models.configs import PRECISIONS as KERAS_PRECISIONS
+from models.faults import ModelFault, StageFailed
+
+INT8 = "int8"
+AUTO = "auto"
+PRECISIONS = (AUTO, *KERAS_PRECISIONS, INT8)
+PRECISION_HELP = (
+    "the engine: auto (int8 where the bundle holds an int8 engine that passed its check and no "
+    "GPU is visible where the job is launched, else fp32), int8 (the bundle's OpenVINO engine, "
+    "made by `beamcap quantize`), fp32 (Keras on TensorFlow), bf16 (Keras, on CPUs with "
+    "AVX512_BF16/AMX and on GPUs), fp16 (Keras, older GPUs)"
+)
+
+
+class Encoder(Protocol):
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [B, S, S, 3] -> float32 features [B, D]; :class:`ModelFault` if not finite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Caption:
+    """One decoded caption: its text, token ids (no ``<start>``/``<end>``) and beam scores."""
+
+    text: str
+    tokens: tuple[int, ...]
+    log_prob: float
+    score: float
+
+
+@dataclasses.dataclass
+class Captioner:
+    encoder: Encoder
+    stepper: Stepper
+    vocabulary: Vocabulary
+    manifest: dict
+    precision: str = "fp32"
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    def caption(self, images: np.ndarray, **search) -> list[list[Caption]]:
+        """uint8 images [B, S, S, 3] -> N-best captions per image, best first (``search``:
+        ``beam_search``'s keyword arguments).
+
+        An error raised while encoding comes as :class:`StageFailed` ``("encode", error)``, so
+        that a job can tell the two halves apart. Non-finite features or scores raise
+        :class:`ModelFault`: no image makes a sound model return NaN."""
+        try:
+            features = self.encoder.encode(images)
+        except ModelFault:
+            raise
+        except Exception as error:
+            raise StageFailed("encode", error) from error
+        hypotheses = beam_search(self.stepper, features, **search)
+        scores = [value for image in hypotheses for h in image for value in (h.log_prob, h.score)]
+        if not np.isfinite(scores).all():
+            raise ModelFault(f"model {self.model_id}: the decoder returned non-finite scores")
+        decode = self.vocabulary.decode
+        return [
+            [Caption(decode(h.tokens), h.tokens, h.log_prob, h.score) for h in image]
+            for image in hypotheses
+        ]
+
+
+def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Pads the first axis to ``rows`` with zeros (a no-op when already that long)."""
+    if len(array) == rows:
+        return array
+    padding = np.zeros((rows - len(array), *array.shape[1:]), array.dtype)
+    return np.concatenate([array, padding])
+
+
+def gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU to its processes (a device node, and
+    ``CUDA_VISIBLE_DEVICES`` not hiding it), without importing a framework."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1")
+    return not hidden and bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def resolve_precision(precision: str, manifest: dict) -> str:
+    """``auto`` made concrete for a bundle (see the module docstring); others as they are."""
+    if precision != AUTO:
+        return precision
+    engine = manifest.get("engines", {}).get(INT8)
+    return INT8 if engine and engine["fidelity"]["passed"] and not gpu_visible() else "fp32"
+
+
+def load_captioner(uri: str, *, precision: str = "fp32", batch_size: int | None = None):
+    """A bundle's :class:`Captioner` for ``precision`` (``auto`` resolved here)."""
+    from models.captioner.manifest import read_manifest
+
+    precision = resolve_precision(precision, read_manifest(uri))
+    if precision == INT8:
+        from models.captioner.openvino_engine import load_int8
+
+        return load_int8(uri)
+    from models.backend import load_keras
+
+    load_keras()
+    from models.captioner.bundle import load_bundle
+
+    return load_bundle(uri, precision=precision, batch_size=batch_size).captioner

@@ -1,0 +1,111 @@
+"""``beamcap quantize`` and the caption job on the int8 engine, as a user runs them."""
+
+import json
+import shutil
+from pathlib import Path
+
+from pipeline import cli
+from tests.conftest import make_bundle, write_image_folder
+from tests.jobs import FNAPI, job_flags
+from tests.pipeline.test_caption import assert_accounts_for_everything
+
+
+def beamcap(capsys, *argv) -> tuple[int, str, str]:
+    status = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_quantize_adds_the_engine_and_says_how_faithful_it_is(tmp_path, capsys):
+    from models.datasets.synthetic import SynthConfig, generate
+
+    config = SynthConfig(images=14, seed=11, min_size=(96, 72), max_size=(96, 72))
+    generate(config, str(tmp_path / "synth"), processes=1)
+    images = tmp_path / "synth" / "Images"
+    (images / "notes.txt").write_text("not an image: passed over")
+    bundle = make_bundle(str(tmp_path / "bundle"))
+    before = json.loads(Path(bundle, "manifest.json").read_text())
+    status, out, err = beamcap(
+        capsys, "quantize", "--model", bundle, "--calibration", images,
+        "--calibration-images", 10, "--check-images", 4,
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.splitlines()[0] == f"wrote it into {bundle}"
+    assert out.splitlines()[1].startswith("int8 engine: feature cosine 0.9")
+    assert "same best caption" in out and "of 4 images" in out
+    manifest = json.loads(Path(bundle, "manifest.json").read_text())
+    assert manifest["model_id"] == before["model_id"]
+    engine = manifest["engines"]["int8"]
+    assert engine["calibration"] == {"images": 10, "sources": [str(images)]}
+    assert engine["fidelity"]["images"] == 4
+    assert engine["fidelity"]["search"] == {"beam_size": 3, "max_length": 20}
+    assert set(engine["files"]) <= set(manifest["files"])
+    status, _, err = beamcap(capsys, "inspect", bundle)
+    assert status == 0, err
+
+
+def test_quantize_refuses_bad_input_in_one_line(tmp_path, tiny_bundle, capsys):
+    status, _, err = beamcap(
+        capsys, "quantize", "--model", tiny_bundle, "--calibration", tmp_path / "nowhere"
+    )
+    assert (status, err) == (2, f"beamcap quantize: error: --calibration: {tmp_path / 'nowhere'} "
+                                "holds no file\n")  # fmt: skip
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("words")
+    status, _, err = beamcap(
+        capsys, "quantize", "--model", tiny_bundle, "--calibration", tmp_path / "text"
+    )
+    assert (status, err) == (
+        2,
+        "beamcap quantize: error: --calibration: 0 of 1 files decode as images; at least 2 "
+        "are needed\n",
+    )
+    status, _, err = beamcap(
+        capsys, "quantize", "--model", tmp_path / "text", "--calibration", tmp_path / "text"
+    )
+    assert status == 2 and "is not a model bundle: it has no manifest.json" in err
+
+
+def test_the_caption_job_runs_on_the_int8_engine(tmp_path, int8_bundle, capsys):
+    images = tmp_path / "images"
+    must_fail = write_image_folder(images)
+    output = tmp_path / "out"
+    status, out, err = beamcap(
+        capsys, "caption", *job_flags(images, int8_bundle, output, "--precision", "int8", *FNAPI)
+    )
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["precision"] == "int8"
+    assert_accounts_for_everything(images, output, summary, must_fail)
+
+
+def test_int8_without_an_engine_is_refused_and_auto_falls_back(tmp_path, capsys):
+    bundle = make_bundle(str(tmp_path / "plain"))
+    images = tmp_path / "images"
+    write_image_folder(images)
+    output = tmp_path / "out"
+    flags = job_flags(images, bundle, output, *FNAPI)
+    status, _, err = beamcap(capsys, "caption", *flags, "--precision", "int8")
+    assert status == 2 and not output.exists()
+    assert err == (
+        f"beamcap caption: error: --precision int8: {bundle} has no int8 engine; make one with "
+        f"`beamcap quantize --model {bundle} --calibration IMAGES`\n"
+    )
+    status, out, err = beamcap(capsys, "caption", *flags)  # --precision auto
+    assert status == 0, err
+    assert json.loads(out)["precision"] == "fp32"
+
+
+def test_auto_keeps_fp32_where_the_engine_failed_its_check(tmp_path, int8_bundle, capsys):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(int8_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["engines"]["int8"]["fidelity"]["passed"] = False
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    images = tmp_path / "images"
+    write_image_folder(images)
+    status, out, err = beamcap(
+        capsys, "caption", *job_flags(images, bundle, tmp_path / "o", *FNAPI)
+    )
+    assert status == 0, err
+    assert json.loads(out)["precision"] == "fp32"
