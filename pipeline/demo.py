@@ -1,8 +1,8 @@
 """``beamcap demo``: the whole product on beamcap's own synthetic dataset, offline.
 
 synth -> features -> train -> quantize (the int8 CPU engine) -> caption (the held-out test
-images plus a few broken files) -> evaluate -> report, each step the real command with the ``demo`` preset, timed. Prints the
-headline metrics and the path of the HTML report.
+images plus a few broken files) -> evaluate -> report, each step the real command with the
+``demo`` preset, timed. Prints the headline metrics and the path of the HTML report.
 
     beamcap demo --workdir data/demo        # what `make demo` runs
 """
