@@ -12,6 +12,8 @@ reduction), to that entry of ``models.captioner.preprocessing.PREPROCESSINGS``.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import io
 import warnings
@@ -19,8 +21,10 @@ from typing import Generic, TypeVar
 
 import apache_beam as beam
 import numpy as np
+from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image, ImageOps
 
 from models.captioner.preprocessing import check_preprocessing, preprocess_pixels
@@ -116,38 +120,70 @@ def decode_image(
 
 
 class ReadAndDecode(beam.DoFn):
-    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``."""
+    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``.
+
+    Files are read and decoded on ``threads`` threads, up to ``ahead`` images ahead of what
+    the step has handed on: in a fused stage the model runs on the thread that calls
+    ``process``, so the next batch's images are decoded while it runs (Pillow and numpy let go
+    of the GIL). Each output keeps its own element's window and timestamp."""
 
     def __init__(
         self,
         image_size: int,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         preprocessing: dict | None = None,
+        *,
+        threads: int = 2,
+        ahead: int = 64,
     ):
         check_preprocessing(preprocessing, image_size)
         self.image_size = image_size
         self.max_pixels = max_pixels
         self.preprocessing = preprocessing
+        self.threads, self.ahead = threads, ahead
         self.decoded = Metrics.counter(self.__class__, "images_decoded")
         self.read_failed = Metrics.counter(self.__class__, "images_read_failed")
         self.decode_failed = Metrics.counter(self.__class__, "images_decode_failed")
 
-    def process(self, element):
-        uri, payload = element
+    def setup(self):
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads, "read-and-decode")
+
+    def start_bundle(self):
+        self.pending = collections.deque()  # (future, window, timestamp), in arrival order
+
+    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        self.pending.append((self.pool.submit(self.read_and_decode, *element), window, timestamp))
+        while len(self.pending) > self.ahead or (self.pending and self.pending[0][0].done()):
+            yield self._handed_on(*self.pending.popleft())
+
+    def finish_bundle(self):
+        while self.pending:
+            yield self._handed_on(*self.pending.popleft())
+
+    def teardown(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _handed_on(self, future, window, timestamp):
+        """The decoded image, or its tagged failure, in its element's window; counted here,
+        on the bundle's thread, where Beam's metrics are kept."""
+        outcome = future.result()
+        is_failure = isinstance(outcome, pvalue.TaggedOutput)
+        if not is_failure:
+            self.decoded.inc()
+            return WindowedValue(outcome, timestamp, [window])
+        (self.read_failed if outcome.value["stage"] == "read" else self.decode_failed).inc()
+        return pvalue.TaggedOutput(outcome.tag, WindowedValue(outcome.value, timestamp, [window]))
+
+    def read_and_decode(self, uri: str, payload) -> DecodedImage | pvalue.TaggedOutput:
         try:
             with FileSystems.open(uri) as handle:
                 data = handle.read()
         except Exception as error:  # noqa: BLE001 - any I/O error is this image's failure
-            self.read_failed.inc()
-            yield failure(uri, "read", error)
-            return
+            return failure(uri, "read", error)
         try:
             pixels, width, height = decode_image(
                 data, self.image_size, max_pixels=self.max_pixels, preprocessing=self.preprocessing
             )
         except Exception as error:  # noqa: BLE001 - Pillow raises many types on bad files
-            self.decode_failed.inc()
-            yield failure(uri, "decode", error)
-            return
-        self.decoded.inc()
-        yield DecodedImage(uri, pixels, width, height, payload)
+            return failure(uri, "decode", error)
+        return DecodedImage(uri, pixels, width, height, payload)
