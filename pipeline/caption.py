@@ -41,6 +41,7 @@ from models.captioner.captioner import (
     INT8,
     PRECISION_HELP,
     PRECISIONS,
+    parts_read,
     resolve_precision,
 )
 from models.captioner.manifest import verify_bundle
@@ -373,7 +374,7 @@ def run(argv: list[str], *, wait: bool = True):
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
-    manifest = verify_bundle(job.settings.model)
+    manifest = verify_bundle(job.settings.model, parts_read(job.settings.precision))
     settings = with_engine(job.settings, manifest)
     root = OutputRoot(settings.output)
     run_id = settings.run_id or new_run_id()

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from models.captioner.beam_search import Stepper, beam_search
+from models.captioner.manifest import DECODER_WEIGHTS, ENCODER_WEIGHTS, VOCAB
 from models.captioner.vocabulary import Vocabulary
 from models.configs import PRECISIONS as KERAS_PRECISIONS
 from models.faults import ModelFault, StageFailed
@@ -109,6 +110,19 @@ def resolve_precision(precision: str, manifest: dict) -> str:
         return precision
     engine = manifest.get("engines", {}).get(INT8)
     return INT8 if engine and engine["fidelity"]["passed"] and not gpu_visible() else "fp32"
+
+
+def parts_read(precision: str):
+    """The bundle files an engine reads, as ``verify_bundle``'s ``names``: a launch checks
+    those alone (a bundle's other engine may weigh hundreds of MB)."""
+
+    def names(manifest: dict) -> list[str]:
+        concrete = resolve_precision(precision, manifest)
+        if concrete == INT8 and INT8 in manifest.get("engines", {}):
+            return [*manifest["engines"][INT8]["files"], VOCAB]
+        return [ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB]
+
+    return names
 
 
 def load_captioner(uri: str, *, precision: str = "fp32", batch_size: int | None = None):

@@ -63,9 +63,10 @@ def check_part(uri: str, name: str, data: bytes, manifest: dict) -> None:
         )
 
 
-def verify_bundle(uri: str) -> dict:
-    """The manifest, once every file it lists is present and matches its sha256."""
+def verify_bundle(uri: str, names=None) -> dict:
+    """The manifest, once every file it lists (or those of ``names(manifest)``, the ones a
+    job will read) is present and matches its sha256."""
     manifest = read_manifest(uri)
-    for name in manifest["files"]:
+    for name in names(manifest) if names else manifest["files"]:
         check_part(uri, name, read_part(uri, name), manifest)
     return manifest
