@@ -28,7 +28,8 @@ def resize_tf1_bilinear(
 
     Each output row is its two source rows, each first interpolated along x, then blended
     along y: TF1's operations in its order, so the same float32 numbers, while the x pass
-    runs once per source row that is used rather than once per output row."""
+    runs once per source row that is used rather than once per output row, in place, over
+    rows whose pixels and channels are one axis (numpy's loops run long and contiguous)."""
     start, length = window or (0, size)
 
     def weights(extent: int):
@@ -41,18 +42,26 @@ def resize_tf1_bilinear(
 
     y0, y1, dy = weights(image.shape[0])
     x0, x1, dx = weights(image.shape[1])
+    channels = image.shape[2]
     rows, index = np.unique(np.concatenate([y0, y1]), return_inverse=True)
     source = image[rows]
-    left, right = source[:, x0].astype(np.float32), source[:, x1].astype(np.float32)
-    along_x = left + (right - left) * dx[None, :, None]
+    left = np.take(source, x0, axis=1).reshape(len(rows), -1).astype(np.float32)
+    along_x = np.take(source, x1, axis=1).reshape(len(rows), -1).astype(np.float32)
+    along_x -= left  # right - left
+    along_x *= np.repeat(dx, channels)
+    along_x += left  # left + (right - left) * dx
     upper, lower = along_x[index[:length]], along_x[index[length:]]
-    return upper + (lower - upper) * dy[:, None, None]
+    lower -= upper
+    lower *= dy[:, None]
+    lower += upper  # upper + (lower - upper) * dy
+    return lower.reshape(length, length, channels)
 
 
 def im2txt_pixels(rgb: np.ndarray, size: int, resize: int) -> np.ndarray:
     """im2txt's ``process_image`` at inference, to uint8: resize, central crop, rounded."""
     cropped = resize_tf1_bilinear(rgb, resize, ((resize - size) // 2, size))
-    return np.clip(np.rint(cropped), 0, 255).astype(np.uint8)
+    np.rint(cropped, out=cropped)
+    return np.clip(cropped, 0, 255, out=cropped).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
