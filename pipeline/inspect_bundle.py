@@ -12,6 +12,7 @@ import json
 
 from models.backend import load_keras
 from models.captioner.manifest import verify_bundle
+from pipeline.quantize import describe
 from pipeline.settings import Parser
 
 
@@ -51,4 +52,9 @@ def main(argv: list[str]) -> int:
             print(f"source      global step {source['global_step']}")
     for key, value in manifest.get("training", {}).items():
         print(f"training    {key}: {value}")
+    for name, engine in manifest.get("engines", {}).items():
+        versions = ", ".join(f"{k} {v.split('-')[0]}" for k, v in engine["versions"].items())
+        print(f"engine      {name} ({versions}), calibrated on {engine['calibration']['images']} "
+              f"images")  # fmt: skip
+        print(f"engine      {describe(engine)}")
     return 0

@@ -206,18 +206,32 @@ def tiny_bundle(tmp_path_factory):
     return make_bundle(str(tmp_path_factory.mktemp("tiny-bundle")))
 
 
+QUANTIZE_OUTPUT = "quantize-output.txt"  # beside the int8 bundle: what the command printed
+
+
 @pytest.fixture(scope="session")
 def int8_bundle(tmp_path_factory):
-    """A tiny bundle with its int8 engine, made as a user makes it (``beamcap quantize``'s
-    function), calibrated on 24 synthetic scenes and checked on 8 more."""
+    """A tiny bundle with its int8 engine, made as a user makes it: `beamcap quantize`,
+    calibrated on 24 synthetic scenes (a text file among them) and checked on 8 more. What the
+    command printed is kept beside the bundle, in ``QUANTIZE_OUTPUT``."""
+    import contextlib
+    import io
+
     from models.datasets.synthetic import SynthConfig, generate
-    from pipeline.quantize import add_int8_engine
+    from pipeline import cli
 
     scenes = tmp_path_factory.mktemp("int8-calibration")
     config = SynthConfig(images=32, seed=5, min_size=(96, 72), max_size=(96, 72))
     generate(config, str(scenes), processes=1)
-    uri = make_bundle(str(tmp_path_factory.mktemp("int8-bundle")))
-    add_int8_engine(uri, [str(scenes / "Images")], calibration_images=24, check_images=8)
+    (scenes / "Images" / "notes.txt").write_text("not an image: passed over")
+    folder = tmp_path_factory.mktemp("int8")
+    uri = make_bundle(str(folder / "bundle"))
+    flags = ["--calibration", str(scenes / "Images"), "--calibration-images", "24"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = cli.main(["quantize", "--model", uri, *flags, "--check-images", "8"])
+    assert status == 0
+    (folder / QUANTIZE_OUTPUT).write_text(printed.getvalue())
     return uri
 
 

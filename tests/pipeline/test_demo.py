@@ -18,7 +18,7 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     flags = ["--workdir", str(work), "--config", str(preset), "--runner", "FnApiRunner"]
     assert demo.main([*flags, "--encoder-weights", "random:5"]) == 0
     out = capsys.readouterr().out
-    for step in ("synth", "features", "train", "caption", "evaluate", "report"):
+    for step in ("synth", "features", "train", "quantize", "caption", "evaluate", "report"):
         assert f"=== {step}" in out
     assert "attribute_accuracy" in out and "report.html" in out
     assert "WARNING: The encoder is randomly initialised (weights random:5)" in out
@@ -31,6 +31,9 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     assert summary["counts"]["failed"]["decode"] == 3  # the three broken files
     assert summary["counts"]["captioned"] == tests - 3
     assert (run_dir / "report.html").exists() and (run_dir / "metrics.json").exists()
+    fidelity = json.loads((work / "model" / "manifest.json").read_text())["engines"]["int8"]
+    precision = "int8" if fidelity["fidelity"]["passed"] else "fp32"
+    assert summary["precision"] == precision  # --precision auto, as the engine's check says
     assert "id='encoder-warning'" in (run_dir / "report.html").read_text()
     dataset = json.loads((work / "features" / "dataset.json").read_text())
     assert dataset["encoder"]["weights"] == "random:5"  # the flag overrides the preset

@@ -50,15 +50,19 @@ def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_p
     assert_same_captions(output / "runs" / summary["run_id"], direct_dir, must_fail)
 
 
-def test_caption_job_on_flink_from_bucket_to_bucket(flink, gcs, new_bucket, tiny_bundle, tmp_path):
-    """gs:// in, gs:// out, read, written and committed by the cluster's workers."""
+def test_caption_job_on_flink_from_bucket_to_bucket(flink, gcs, new_bucket, int8_bundle, tmp_path):
+    """gs:// in, gs:// out, read, written and committed by the cluster's workers, which run
+    the bundle's int8 engine."""
     images, must_fail = upload_images(gcs.client(), new_bucket("in"), tmp_path)
     output = f"gs://{new_bucket('out')}/captions"
-    flags = ["--input", images, "--output", output, "--model", tiny_bundle, "--only-new"]
-    done = beamcap_on_flink(flink, "caption", *flags, "--max-pixels", "350000")
+    flags = ["--input", images, "--output", output, "--model", int8_bundle, "--only-new"]
+    done = beamcap_on_flink(
+        flink, "caption", *flags, "--max-pixels", "350000", "--precision", "int8"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{") :])
     assert summary["counts"]["captioned"] == 11 - len(must_fail)
+    assert summary["precision"] == "int8"
     rows = parquet_rows(gcs.client(), f"{output}/runs/{summary['run_id']}/captions-")
     assert len({row["image_uri"] for row in rows}) == len(rows) == 11 - len(must_fail)
     assert [run["state"] for run in OutputRoot(output).list_runs()] == ["committed"]

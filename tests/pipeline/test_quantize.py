@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from pipeline import cli
-from tests.conftest import make_bundle, write_image_folder
+from tests.conftest import QUANTIZE_OUTPUT, write_image_folder
 from tests.jobs import FNAPI, job_flags
 from tests.pipeline.test_caption import assert_accounts_for_everything
 
@@ -16,32 +16,23 @@ def beamcap(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def test_quantize_adds_the_engine_and_says_how_faithful_it_is(tmp_path, capsys):
-    from models.datasets.synthetic import SynthConfig, generate
-
-    config = SynthConfig(images=14, seed=11, min_size=(96, 72), max_size=(96, 72))
-    generate(config, str(tmp_path / "synth"), processes=1)
-    images = tmp_path / "synth" / "Images"
-    (images / "notes.txt").write_text("not an image: passed over")
-    bundle = make_bundle(str(tmp_path / "bundle"))
-    before = json.loads(Path(bundle, "manifest.json").read_text())
-    status, out, err = beamcap(
-        capsys, "quantize", "--model", bundle, "--calibration", images,
-        "--calibration-images", 10, "--check-images", 4,
-    )  # fmt: skip
-    assert status == 0, err
-    assert out.splitlines()[0] == f"wrote it into {bundle}"
+def test_quantize_adds_the_engine_and_says_how_faithful_it_is(int8_bundle, capsys):
+    """The fixture ran `beamcap quantize` on a fresh bundle: what it printed and wrote."""
+    out = (Path(int8_bundle).parent / QUANTIZE_OUTPUT).read_text()
+    assert out.splitlines()[0] == f"wrote it into {int8_bundle}"
     assert out.splitlines()[1].startswith("int8 engine: feature cosine 0.9")
-    assert "same best caption" in out and "of 4 images" in out
-    manifest = json.loads(Path(bundle, "manifest.json").read_text())
-    assert manifest["model_id"] == before["model_id"]
+    assert "same best caption" in out and "of 8 images" in out
+    manifest = json.loads(Path(int8_bundle, "manifest.json").read_text())
     engine = manifest["engines"]["int8"]
-    assert engine["calibration"] == {"images": 10, "sources": [str(images)]}
-    assert engine["fidelity"]["images"] == 4
+    calibration = str(Path(int8_bundle).parents[1] / "int8-calibration0" / "Images")
+    assert engine["calibration"] == {"images": 24, "sources": [calibration]}
+    assert engine["fidelity"]["images"] == 8
     assert engine["fidelity"]["search"] == {"beam_size": 3, "max_length": 20}
     assert set(engine["files"]) <= set(manifest["files"])
-    status, _, err = beamcap(capsys, "inspect", bundle)
+    status, out, err = beamcap(capsys, "inspect", int8_bundle)
     assert status == 0, err
+    assert "engine      int8 (openvino 2026.4.1, nncf 3.4.0), calibrated on 24 images" in out
+    assert "engine      int8 engine: feature cosine 0.9" in out
 
 
 def test_quantize_refuses_bad_input_in_one_line(tmp_path, tiny_bundle, capsys):
@@ -79,8 +70,8 @@ def test_the_caption_job_runs_on_the_int8_engine(tmp_path, int8_bundle, capsys):
     assert_accounts_for_everything(images, output, summary, must_fail)
 
 
-def test_int8_without_an_engine_is_refused_and_auto_falls_back(tmp_path, capsys):
-    bundle = make_bundle(str(tmp_path / "plain"))
+def test_int8_without_an_engine_is_refused_and_auto_falls_back(tmp_path, tiny_bundle, capsys):
+    bundle = tiny_bundle
     images = tmp_path / "images"
     write_image_folder(images)
     output = tmp_path / "out"

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from models.captioner import bundle as bundle_module
+from models.captioner import captioner as captioner_module
 from pipeline import cli
 from pipeline.output_root import OutputRoot
 from tests.conftest import write_image_folder
@@ -173,7 +173,7 @@ def test_a_model_raising_for_every_batch_fails_the_run(tmp_path, tiny_bundle, ca
     def broken(self, images, **search):
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(bundle_module.Bundle, "caption", broken)
+    monkeypatch.setattr(captioner_module.Captioner, "caption", broken)
     images, output = tmp_path / "images", tmp_path / "out"
     write_image_folder(images)
     status, err = beamcap(capsys, *caption_flags(images, tiny_bundle, output))
@@ -190,14 +190,14 @@ def black_jpeg() -> bytes:
 
 
 def test_one_bad_image_among_good_ones_fails_alone(tmp_path, tiny_bundle, capsys, monkeypatch):
-    captioner = bundle_module.Bundle.caption
+    captioner = captioner_module.Captioner.caption
 
     def fails_on_black(self, images, **search):
         if (images.reshape(len(images), -1).max(axis=1) < 8).any():
             raise ValueError("an all-black image")
         return captioner(self, images, **search)
 
-    monkeypatch.setattr(bundle_module.Bundle, "caption", fails_on_black)
+    monkeypatch.setattr(captioner_module.Captioner, "caption", fails_on_black)
     images, output = tmp_path / "images", tmp_path / "out"
     must_fail = write_image_folder(images)
     (images / "black.jpg").write_bytes(black_jpeg())

@@ -52,7 +52,7 @@ def test_a_single_failing_item_is_its_own_failure():
         ModelFault("NaN features"),
         FloatingPointError("NaN"),
         MemoryError("oom"),
-        StageFailed("encode", MemoryError("oom")),  # as Bundle.caption raises it
+        StageFailed("encode", MemoryError("oom")),  # as Captioner.caption raises it
     ],
 )
 def test_model_faults_stop_at_once_without_retries(error):
