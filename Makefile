@@ -97,7 +97,7 @@ flink-up: install flink-jars ## start a local Flink cluster, Beam's job server a
 flink-down: ## stop what flink-up started
 	$(PYTHON) -m cluster.local_flink down
 
-demo: install ## the whole job on the synthetic dataset: synth, features, train, caption, evaluate, report
+demo: install ## the whole job on the synthetic dataset: synth, features, train, quantize, caption, evaluate, report
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
 
 quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
