@@ -41,10 +41,12 @@ from models.captioner.captioner import (
     INT8,
     PRECISION_HELP,
     PRECISIONS,
+    gpu_visible,
+    int8_problem,
     parts_read,
     resolve_precision,
 )
-from models.captioner.manifest import verify_bundle
+from models.captioner.manifest import read_manifest, verify_bundle
 from models.configs import SettingsError, setting
 from pipeline import cluster_health, lease, progress
 from pipeline.lease import DEFAULT_MINUTES
@@ -191,13 +193,16 @@ class CaptionSettings:
         )
 
 
-def with_engine(settings: CaptionSettings, manifest: dict) -> CaptionSettings:
-    """The settings with ``--precision auto`` made concrete for the bundle; a bundle without
-    the int8 engine asked for is refused."""
-    precision = resolve_precision(settings.precision, manifest)
-    if precision == INT8 and INT8 not in manifest.get("engines", {}):
+def with_engine(settings: CaptionSettings, manifest: dict, beam_args: list[str]):
+    """The settings with ``--precision auto`` made concrete for the bundle and the runner (a
+    job that asks its runner for GPUs, as Dataflow's ``worker_accelerator`` or a resource hint
+    ``accelerator`` do, keeps fp32); a bundle without the int8 engine asked for is refused."""
+    gpu = gpu_visible() or any("accelerator" in arg for arg in beam_args)
+    precision = resolve_precision(settings.precision, manifest, gpu=gpu)
+    problem = int8_problem(manifest)
+    if precision == INT8 and problem:
         raise SettingsError(
-            f"--precision int8: {settings.model} has no int8 engine; make one with `beamcap "
+            f"--precision int8: {settings.model} {problem}; make one with `beamcap "
             f"quantize --model {settings.model} --calibration IMAGES`"
         )
     logging.info("encoder and decoder: %s engine", precision)
@@ -374,8 +379,8 @@ def run(argv: list[str], *, wait: bool = True):
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
-    manifest = verify_bundle(job.settings.model, parts_read(job.settings.precision))
-    settings = with_engine(job.settings, manifest)
+    settings = with_engine(job.settings, read_manifest(job.settings.model), job.beam_args)
+    manifest = verify_bundle(settings.model, parts_read(settings.precision))
     root = OutputRoot(settings.output)
     run_id = settings.run_id or new_run_id()
     run = root.run(run_id)

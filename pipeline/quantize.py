@@ -19,15 +19,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 import sys
 
 import numpy as np
 
 from models import storage
+from models.captioner.captioner import parts_read
 from models.captioner.manifest import verify_bundle
 from models.configs import SettingsError, setting
 from pipeline.settings import parse_job
+
+MISSING_NNCF = "beamcap quantize needs NNCF: pip install 'beamcap[quantize]'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +114,9 @@ def add_int8_engine(
 ) -> dict:
     """Builds, checks and stores the bundle's int8 engine (see the module docstring); returns
     the manifest's ``engines.int8`` section."""
-    manifest = verify_bundle(model)
+    if not importlib.util.find_spec("nncf"):
+        raise SettingsError(MISSING_NNCF)
+    manifest = verify_bundle(model, parts_read("fp32"))  # its Keras models: what it reads
     images = decode_sample(list_images(calibration), calibration_images + check_images, manifest)
     if len(images) < calibration_images + check_images:  # fewer than asked: 3/4 calibrate
         calibration_images = max(1, len(images) * 3 // 4)
@@ -136,15 +142,14 @@ def add_int8_engine(
     bundle = load_bundle(model)
     print(f"quantizing the encoder on {len(sample)} images ...", file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is results'
-        files = build_int8_engine(bundle, sample)
-    engine = int8_captioner(files, bundle.vocabulary, manifest)
+        parts = build_int8_engine(bundle, sample)
+    engine = int8_captioner(parts, bundle.vocabulary, manifest)
     print(f"comparing with the fp32 model on {len(check)} images ...", file=sys.stderr)
     search = search or {"beam_size": 3, "max_length": 20}  # the caption job's defaults
     fidelity = measure_fidelity(bundle.captioner, engine, check, **search)
     calibrated = {"images": len(sample), "sources": calibration}
-    section = engine_section(calibrated, {**fidelity, "search": search})
-    store_int8_engine(model, files, section)
-    return section
+    section = engine_section(manifest, calibrated, {**fidelity, "search": search})
+    return store_int8_engine(model, parts, section)["engines"]["int8"]
 
 
 def describe(section: dict) -> str:

@@ -16,6 +16,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import io
+import threading
 import warnings
 from typing import Generic, TypeVar
 
@@ -31,6 +32,10 @@ from models.captioner.preprocessing import check_preprocessing, preprocess_pixel
 from transforms.failures import failure
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold
+# Pillow only *warns* of a decompression bomb below twice its threshold, as it opens a file:
+# decode_image makes that warning an error there. warnings.catch_warnings swaps the process's
+# filters, so ReadAndDecode's threads take turns for that moment (the header's parse alone).
+_OPENING = threading.Lock()
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -89,7 +94,7 @@ def decode_image(
 ) -> tuple[np.ndarray, int, int]:
     """Bytes of an image file -> (uint8 [size, size, 3], width, height); ``preprocessing``: a
     bundle's (see the module docstring), None for beamcap's resize."""
-    with warnings.catch_warnings():
+    with _OPENING, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
@@ -99,20 +104,20 @@ def decode_image(
             raise ImageTooLarge(str(error)) from error
         except Image.DecompressionBombError as error:
             raise ImageTooLarge(str(error)) from error
-        if image.width * image.height > max_pixels:
-            raise ImageTooLarge(
-                f"{image.width}x{image.height} is over the limit of {max_pixels} pixels"
-            )
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)
-        width, height = image.size
-        if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated a quarter turn
-            width, height = height, width
-        if image.format == "JPEG" and preprocessing is None:
-            image.draft("RGB", (size, size))  # only scales when at least 2x larger
-        image.load()  # a truncated file fails here, not at open
-        image = ImageOps.exif_transpose(image)
-        rgb = _to_rgb(image)
+    if image.width * image.height > max_pixels:
+        raise ImageTooLarge(
+            f"{image.width}x{image.height} is over the limit of {max_pixels} pixels"
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    width, height = image.size
+    if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+        width, height = height, width
+    if image.format == "JPEG" and preprocessing is None:
+        image.draft("RGB", (size, size))  # only scales when at least 2x larger
+    image.load()  # a truncated file fails here, not at open
+    image = ImageOps.exif_transpose(image)
+    rgb = _to_rgb(image)
     if preprocessing is not None:
         return preprocess_pixels(np.asarray(rgb, np.uint8), size, preprocessing), width, height
     resized = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -161,7 +166,8 @@ class ReadAndDecode(beam.DoFn):
             yield self._handed_on(*self.pending.popleft())
 
     def teardown(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if getattr(self, "pool", None):  # None where setup failed
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _handed_on(self, future, window, timestamp):
         """The decoded image, or its tagged failure, in its element's window; counted here,

@@ -8,8 +8,9 @@ Engines, by ``--precision``:
   ``int8``                     the bundle's int8 engine on OpenVINO
                                (``models.captioner.openvino_engine``): the encoder quantized to
                                int8, the decoder's steps in float32;
-  ``auto``                     int8 where the bundle holds an engine that passed its fidelity
-                               check and no GPU is visible here, else fp32.
+  ``auto``                     int8 where the bundle holds an engine, built from its weights,
+                               that passed its fidelity check, and the job runs on no GPU
+                               (none visible here, none asked of the runner), else fp32.
 """
 
 from __future__ import annotations
@@ -100,16 +101,36 @@ def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
 def gpu_visible() -> bool:
     """Whether this machine shows an NVIDIA GPU to its processes (a device node, and
     ``CUDA_VISIBLE_DEVICES`` not hiding it), without importing a framework."""
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1")
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1", "none", "NoDevFiles")
     return not hidden and bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
-def resolve_precision(precision: str, manifest: dict) -> str:
-    """``auto`` made concrete for a bundle (see the module docstring); others as they are."""
+def built_from(manifest: dict) -> dict:
+    """The Keras weights an engine is made of: the manifest's encoder and decoder
+    fingerprints."""
+    return {part: manifest[part]["fingerprint"] for part in ("encoder", "decoder")}
+
+
+def int8_problem(manifest: dict) -> str | None:
+    """Why the bundle's int8 engine cannot serve it (it has none, or one built from other
+    weights than the bundle's), or None when it can."""
+    section = manifest.get("engines", {}).get(INT8)
+    if section is None:
+        return "has no int8 engine"
+    if section.get("built_from") != built_from(manifest):
+        return "has an int8 engine built from other weights than its own"
+    return None
+
+
+def resolve_precision(precision: str, manifest: dict, *, gpu: bool | None = None) -> str:
+    """``auto`` made concrete for a bundle (see the module docstring; ``gpu``: whether the
+    job runs on GPUs, by default whether this machine shows one); others as they are."""
     if precision != AUTO:
         return precision
-    engine = manifest.get("engines", {}).get(INT8)
-    return INT8 if engine and engine["fidelity"]["passed"] and not gpu_visible() else "fp32"
+    gpu = gpu_visible() if gpu is None else gpu
+    engine = manifest.get("engines", {}).get(INT8, {})
+    passed = int8_problem(manifest) is None and engine.get("fidelity", {}).get("passed")
+    return INT8 if passed and not gpu else "fp32"
 
 
 def parts_read(precision: str):
@@ -118,7 +139,7 @@ def parts_read(precision: str):
 
     def names(manifest: dict) -> list[str]:
         concrete = resolve_precision(precision, manifest)
-        if concrete == INT8 and INT8 in manifest.get("engines", {}):
+        if concrete == INT8 and int8_problem(manifest) is None:
             return [*manifest["engines"][INT8]["files"], VOCAB]
         return [ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB]
 

@@ -211,6 +211,8 @@ class ImageEncoder:
                 f"encode needs uint8 images of shape [B, {expected}], "
                 f"got {images.dtype} {images.shape}"
             )
+        if not len(images):
+            raise ValueError("an empty batch has nothing to encode")
         if self._any_batch is not None:
             outputs = keras.tree.map_structure(np.asarray, self._any_batch(images))
         else:

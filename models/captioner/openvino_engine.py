@@ -1,21 +1,25 @@
 """beamcap's int8 CPU engine: a bundle's encoder quantized to int8, its decoder's two steps in
 float32, both compiled by OpenVINO, with beam search driving them as it drives Keras.
 
-Made once per bundle (``beamcap quantize``, or ``--calibration`` on ``train`` and
-``import-im2txt``): :func:`build_int8_engine` exports the bundle's Keras models to OpenVINO
-and quantizes the encoder with NNCF's post-training quantization, calibrated on real images;
-the caller measures its fidelity against the Keras fp32 models and stores both in the bundle
-(:func:`engine_files`). Workers load it ready (:func:`load_int8`): only ``openvino`` is
-needed, no TensorFlow and no calibration, and batches run at their own size (the shapes are
-dynamic), so a short batch costs in proportion to its rows.
+Made once per bundle by ``beamcap quantize``: :func:`build_int8_engine` exports the bundle's
+Keras models to OpenVINO and quantizes the encoder with NNCF's post-training quantization,
+calibrated on real images; the caller measures its fidelity against the Keras fp32 models
+(:func:`measure_fidelity`) and stores both in the bundle (:func:`store_int8_engine`). Workers
+load it ready (:func:`load_int8`): only ``openvino`` is needed, no TensorFlow and no
+calibration, and batches run at their own size (the shapes are dynamic), so a short batch
+costs in proportion to its rows.
 
-In the bundle: ``encoder.int8.xml/.bin``, ``decoder.start.xml/.bin`` (features -> state) and
-``decoder.step.xml/.bin`` ((tokens, state) -> log-probabilities, the next state; its top-k is
-added at load), listed with their sha256 in the manifest's ``files``, and the manifest's
-``engines.int8``: runtime versions, the calibration, the fidelity measured.
+In the bundle, named by their content (``encoder.int8.<sha>.xml/.bin``, ``decoder.start...``,
+``decoder.step...``: the encoder; features -> state; (tokens, state) -> log-probabilities and
+the next state, its top-k added at load), listed with their sha256 in the manifest's ``files``,
+and the manifest's ``engines.int8``: the parts' files, runtime versions, the fingerprints of
+the Keras weights it was built from (an engine that no longer matches them is not used), the
+calibration and the fidelity measured. The manifest is written last, and the previous
+engine's files removed after it, so a crash mid-way leaves the old engine whole.
 
-Everything runs in float32 but the encoder's quantized layers: OpenVINO's default on CPUs with
-bf16 units would be bf16, which would make a bundle's captions depend on the machine.
+What is not int8 runs at OpenVINO's f32 inference precision (its default on CPUs with bf16
+units would be bf16). int8 kernels still differ between CPUs (VNNI or not), so features may
+move slightly from the CPU the fidelity was measured on.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.captioner.captioner import INT8, Captioner, pad_rows
+from models.captioner.captioner import INT8, Captioner, built_from, int8_problem, pad_rows
 from models.captioner.manifest import (
     MANIFEST,
     VOCAB,
@@ -43,15 +47,17 @@ from models.captioner.vocabulary import Vocabulary
 from models.faults import ModelFault
 
 ENCODER, START, STEP = "encoder.int8", "decoder.start", "decoder.step"
-PARTS = (ENCODER, START, STEP)
+PARTS = (ENCODER, START, STEP)  # each an OpenVINO model: (xml, weights) bytes
 # The fidelity an engine must show against the Keras fp32 models to be the default (``auto``)
 MIN_COSINE, MIN_SAME_CAPTION = 0.99, 0.90
 _COMPILE = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 ROW_MULTIPLE = 16  # decoder rows are padded to it: few distinct shapes as hypotheses finish
 
 
-def file_names(part: str) -> tuple[str, str]:
-    return f"{part}.xml", f"{part}.bin"
+def file_names(part: str, xml: bytes, weights: bytes) -> tuple[str, str]:
+    """A part's two file names, by its content: a new engine never overwrites the old one's."""
+    digest = sha256(xml + weights)[:12]
+    return f"{part}.{digest}.xml", f"{part}.{digest}.bin"
 
 
 def _export(model, folder: Path, name: str):
@@ -72,9 +78,10 @@ def _with_top_k(step, *, stable: bool):
 
     k = ops.parameter([], ov.Type.i64, name="k")
     log_probs, *state = (result.input_value(0) for result in step.get_results())
-    if log_probs.get_node().get_type_name() == "LogSoftmax":
-        # The k best of the logits, less their log-sum-exp: the same numbers without writing
-        # every row's log-softmax out (8 % of a step at im2txt's 12,000 words)
+    if not stable and log_probs.get_node().get_type_name() == "LogSoftmax":
+        # The k best of the logits, less their log-sum-exp: the log-softmax's values (to a
+        # float32 rounding; its order, ties apart) without writing every row's out: 8 % of a
+        # step at im2txt's 12,000 words. The stable top-k takes the log-probabilities as Keras.
         logits, axis = log_probs.get_node().input_value(0), ops.constant(np.int64(-1))
         best = ops.topk(logits, k, -1, "max", "value", ov.Type.i32, stable=stable)
         top = ops.reduce_max(logits, axis, True)
@@ -88,8 +95,8 @@ def _with_top_k(step, *, stable: bool):
     return ov.Model(results, [*step.get_parameters(), k], "decoder_step_top_k")
 
 
-def build_int8_engine(bundle, calibration: np.ndarray) -> dict[str, bytes]:
-    """A Keras :class:`~models.captioner.bundle.Bundle` -> the engine's files (name -> bytes).
+def build_int8_engine(bundle, calibration: np.ndarray) -> dict[str, tuple[bytes, bytes]]:
+    """A Keras :class:`~models.captioner.bundle.Bundle` -> the engine: part -> (xml, weights).
     ``calibration``: uint8 images [N, S, S, 3] as the caption job decodes them, N >= 1."""
     import nncf
     import openvino as ov
@@ -103,17 +110,17 @@ def build_int8_engine(bundle, calibration: np.ndarray) -> dict[str, bytes]:
             START: _export(bundle.stepper.initial_state_model, folder, "start"),
             STEP: _export(bundle.stepper.step_model, folder, "step"),
         }
-        files = {}
+        parts = {}
         for part, model in models.items():
-            xml, weights = file_names(part)
-            ov.save_model(model, str(folder / xml), compress_to_fp16=False)
-            files |= {name: (folder / name).read_bytes() for name in (xml, weights)}
-    return files
+            ov.save_model(model, str(folder / f"{part}.xml"), compress_to_fp16=False)
+            parts[part] = tuple((folder / f"{part}.{end}").read_bytes() for end in ("xml", "bin"))
+    return parts
 
 
-def engine_section(calibration: dict, fidelity: dict) -> dict:
-    """The manifest's ``engines.int8``: what made the engine, on what, and how faithful it is
-    (``fidelity["passed"]``: it met :data:`MIN_COSINE` and :data:`MIN_SAME_CAPTION`)."""
+def engine_section(manifest: dict, calibration: dict, fidelity: dict) -> dict:
+    """The manifest's ``engines.int8`` but its files: what made the engine, from which
+    weights, on what, and how faithful it is (``fidelity["passed"]``: it met
+    :data:`MIN_COSINE` and :data:`MIN_SAME_CAPTION`)."""
     import nncf
     import openvino as ov
 
@@ -122,7 +129,7 @@ def engine_section(calibration: dict, fidelity: dict) -> dict:
         "versions": {"openvino": ov.get_version(), "nncf": nncf.__version__},
         "encoder": "int8 (NNCF post-training quantization)",
         "decoder": "float32",
-        "files": [name for part in PARTS for name in file_names(part)],
+        "built_from": built_from(manifest),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "calibration": calibration,
         "fidelity": fidelity,
@@ -130,18 +137,22 @@ def engine_section(calibration: dict, fidelity: dict) -> dict:
 
 
 class _Compiled:
-    """A compiled OpenVINO model with one inference request per thread (Beam may run several
-    bundles at once in a worker; a request serves one call at a time)."""
+    """A compiled OpenVINO model; each call takes an idle inference request, or makes one
+    (Beam may run several bundles at once in a worker, and a request serves one call at a
+    time): as many requests as calls ever ran at once."""
 
     def __init__(self, core, model):
         self.compiled = core.compile_model(model, "CPU", _COMPILE)
-        self.local = threading.local()
+        self.idle, self.lock = [], threading.Lock()
 
     def __call__(self, *inputs) -> list[np.ndarray]:
-        request = getattr(self.local, "request", None)
-        if request is None:
-            request = self.local.request = self.compiled.create_infer_request()
-        return list(request.infer(list(inputs), share_inputs=True).to_tuple())  # copies
+        with self.lock:
+            request = self.idle.pop() if self.idle else self.compiled.create_infer_request()
+        try:
+            return list(request.infer(list(inputs), share_inputs=True).to_tuple())  # copies
+        finally:
+            with self.lock:
+                self.idle.append(request)
 
 
 class Int8Encoder:
@@ -158,6 +169,8 @@ class Int8Encoder:
                 f"encode needs uint8 images of shape [B, {expected}], "
                 f"got {images.dtype} {images.shape}"
             )
+        if not len(images):
+            raise ValueError("an empty batch has nothing to encode")
         (features,) = self.model(images)
         if not np.isfinite(features).all():
             raise ModelFault("the int8 encoder returned non-finite features")
@@ -179,6 +192,7 @@ class Int8Stepper:
         self.fast = _Compiled(core, _with_top_k(step, stable=False))
         self.vocabulary_size = step.get_results()[0].get_output_partial_shape(0)[1].get_length()
         self.core, self.step, self.exact = core, step, None
+        self.exact_lock = threading.Lock()
         self.start_id, self.end_id = start_id, end_id
 
     @staticmethod
@@ -197,24 +211,40 @@ class Int8Stepper:
         wanted = min(k + 1, self.vocabulary_size)
         values, ids, *state = self._run(self.fast, inputs, np.int64(wanted))
         if wanted > k and (values[:, k - 1] == values[:, k]).any():
-            if self.exact is None:
-                self.exact = _Compiled(self.core, _with_top_k(self.step, stable=True))
-            values, ids, *state = self._run(self.exact, inputs, np.int64(k))
-            return values, ids, tuple(state)
+            values, ids, *state = self._run(self._exact(), inputs, np.int64(k))
         values, ids = values[:, :k], ids[:, :k]
         order = np.lexsort((ids, -values), axis=-1)  # equal values: the lower id first
         return np.take_along_axis(values, order, 1), np.take_along_axis(ids, order, 1), tuple(state)
 
+    def _exact(self) -> _Compiled:
+        """The step with OpenVINO's stable top-k, compiled the first time a tie needs it."""
+        with self.exact_lock:
+            if self.exact is None:
+                self.exact = _Compiled(self.core, _with_top_k(self.step, stable=True))
+            return self.exact
 
-def store_int8_engine(uri: str, files: dict[str, bytes], section: dict) -> dict:
-    """Writes the engine's files into the bundle at ``uri``, then its manifest with their
-    sha256 and ``engines.int8`` (replacing an earlier engine); returns the manifest."""
+
+def store_int8_engine(uri: str, engine: dict[str, tuple[bytes, bytes]], section: dict) -> dict:
+    """Writes the engine's files into the bundle at ``uri``, then its manifest (the files'
+    sha256, ``engines.int8``: ``section`` with the parts' names), then removes an earlier
+    engine's files; returns the manifest. A bundle whose weights changed since the engine was
+    built from them is refused."""
     manifest = read_manifest(uri)
-    for name, data in files.items():
-        storage.write_bytes(storage.join(uri, name), data)
-    manifest["files"] |= {name: sha256(data) for name, data in files.items()}
-    manifest.setdefault("engines", {})[INT8] = section
+    if section["built_from"] != built_from(manifest):
+        raise BundleError(f"{uri} changed while its engine was being made: quantize it again")
+    earlier = manifest.get("engines", {}).get(INT8, {}).get("files", [])
+    names = {part: file_names(part, *files) for part, files in engine.items()}
+    for part, files in engine.items():
+        for name, data in zip(names[part], files, strict=True):
+            storage.write_bytes(storage.join(uri, name), data)
+            manifest["files"][name] = sha256(data)
+    listed = [name for part in PARTS for name in names[part]]
+    for name in set(earlier) - set(listed):
+        manifest["files"].pop(name, None)
+    manifest.setdefault("engines", {})[INT8] = {**section, "parts": names, "files": listed}
     storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    for name in set(earlier) - set(listed):
+        storage.remove(storage.join(uri, name))
     return manifest
 
 
@@ -222,31 +252,35 @@ def load_int8(uri: str) -> Captioner:
     """The bundle's int8 engine, compiled for this CPU; raises ``BundleError`` (a refusal)
     when the bundle has none, naming the command that makes one."""
     manifest = read_manifest(uri)
-    section = manifest.get("engines", {}).get(INT8)
-    if section is None:
+    problem = int8_problem(manifest)
+    if problem:
         raise BundleError(
-            f"{uri} has no int8 engine: make one with `beamcap quantize --model {uri} "
+            f"{uri} {problem}: make one with `beamcap quantize --model {uri} "
             "--calibration IMAGES`, or caption with --precision fp32"
         )
-    parts = {}
-    for name in (*section["files"], VOCAB):
-        parts[name] = read_part(uri, name)
-        check_part(uri, name, parts[name], manifest)
-    vocabulary = Vocabulary.from_text(parts[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))
+    files = {}
+    for name in (*manifest["engines"][INT8]["files"], VOCAB):
+        files[name] = read_part(uri, name)
+        check_part(uri, name, files[name], manifest)
+    vocabulary = Vocabulary.from_text(files[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))
+    parts = {
+        part: tuple(files[name] for name in names)
+        for part, names in manifest["engines"][INT8]["parts"].items()
+    }
     return int8_captioner(parts, vocabulary, manifest)
 
 
-def int8_captioner(files: dict[str, bytes], vocabulary: Vocabulary, manifest: dict) -> Captioner:
-    """The engine's files (name -> bytes) compiled for this CPU, as a :class:`Captioner`."""
+def int8_captioner(
+    engine: dict[str, tuple[bytes, bytes]], vocabulary: Vocabulary, manifest: dict
+) -> Captioner:
+    """The engine (part -> xml, weights) compiled for this CPU, as a :class:`Captioner`."""
     import openvino as ov
 
     core = ov.Core()
-    models = {}
-    for part in PARTS:
-        xml, weights = (files[name] for name in file_names(part))
-        models[part] = core.read_model(
-            xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8))
-        )
+    models = {
+        part: core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8)))
+        for part, (xml, weights) in engine.items()
+    }
     encoder = Int8Encoder(_Compiled(core, models[ENCODER]), manifest["encoder"]["image_size"])
     stepper = Int8Stepper(
         core,

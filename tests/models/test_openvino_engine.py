@@ -104,19 +104,23 @@ def test_the_manifest_records_the_engine_and_its_fidelity(int8_bundle, keras_bun
     assert fidelity["passed"] == (
         fidelity["feature_cosine_mean"] >= 0.99 and fidelity["same_best_caption"] >= 0.9
     )
-    for part in PARTS:
-        for name in file_names(part):
-            assert name in manifest["files"] and Path(int8_bundle, name).is_file()
+    assert set(section["parts"]) == set(PARTS)
+    for part, names in section["parts"].items():
+        contents = [Path(int8_bundle, name).read_bytes() for name in names]
+        assert tuple(names) == file_names(part, *contents)  # named by their content
+        assert set(names) <= set(manifest["files"]) and set(names) <= set(section["files"])
     assert engine.model_id == keras_bundle.model_id
 
 
 def test_auto_takes_the_engine_only_where_it_passed_and_no_gpu_shows(monkeypatch):
-    passed = {"engines": {INT8: {"fidelity": {"passed": True}}}}
-    failed = {"engines": {INT8: {"fidelity": {"passed": False}}}}
+    weights = {"encoder": {"fingerprint": "e"}, "decoder": {"fingerprint": "d"}}
+    engine = {"built_from": {"encoder": "e", "decoder": "d"}}
+    passed = {**weights, "engines": {INT8: {**engine, "fidelity": {"passed": True}}}}
+    failed = {**weights, "engines": {INT8: {**engine, "fidelity": {"passed": False}}}}
     monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: False)
     assert resolve_precision("auto", passed) == INT8
     assert resolve_precision("auto", failed) == "fp32"
-    assert resolve_precision("auto", {}) == "fp32"
+    assert resolve_precision("auto", weights) == "fp32"
     assert resolve_precision("bf16", passed) == "bf16"
     monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: True)
     assert resolve_precision("auto", passed) == "fp32"
@@ -129,8 +133,9 @@ def test_a_bundle_without_the_engine_or_with_a_changed_file_is_refused(
         load_int8(tiny_bundle)
     changed = tmp_path / "changed"
     shutil.copytree(int8_bundle, changed)
-    (changed / "encoder.int8.bin").write_bytes(b"not the weights")
-    with pytest.raises(BundleError, match=r"encoder.int8.bin does not match the manifest"):
+    weights = json.loads((changed / "manifest.json").read_text())["engines"][INT8]["parts"]
+    (changed / weights["encoder.int8"][1]).write_bytes(b"not the weights")
+    with pytest.raises(BundleError, match=r"encoder.int8.\w+.bin does not match the manifest"):
         load_int8(str(changed))
 
 
@@ -153,3 +158,55 @@ def test_load_captioner_gives_the_keras_models_at_fp32(int8_bundle, keras_bundle
     captioner = load_captioner(int8_bundle, precision="fp32")
     assert captioner.precision == "fp32"
     assert captioner.caption(images, **SEARCH) == keras_bundle.caption(images, **SEARCH)
+
+
+def test_quantizing_again_replaces_the_engine_files_after_the_manifest(int8_bundle, tmp_path):
+    """Content-named files: the new engine's are written, then the manifest, then the old
+    engine's removed, so a crash between leaves a whole engine."""
+    from models.captioner.openvino_engine import store_int8_engine
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(int8_bundle, bundle)
+    section = json.loads((bundle / "manifest.json").read_text())["engines"][INT8]
+    old = {part: tuple((bundle / name).read_bytes() for name in names)
+           for part, names in section["parts"].items()}  # fmt: skip
+    new = {part: (xml, weights + b"\0") for part, (xml, weights) in old.items()}
+    kept = {key: value for key, value in section.items() if key not in ("parts", "files")}
+    manifest = store_int8_engine(str(bundle), new, kept)
+    listed = manifest["engines"][INT8]["files"]
+    assert set(listed).isdisjoint(section["files"]) and len(listed) == 2 * len(PARTS)
+    assert all((bundle / name).is_file() for name in listed)
+    assert not any((bundle / name).exists() for name in section["files"])
+    keras_parts = {"encoder.weights.h5", "decoder.weights.h5", "vocab.txt"}
+    assert set(manifest["files"]) == {*listed, *keras_parts}
+
+
+def test_an_engine_built_from_other_weights_is_not_used(int8_bundle, tmp_path, monkeypatch):
+    from models.captioner.captioner import int8_problem
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(int8_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["engines"][INT8]["fidelity"]["passed"] = True
+    manifest["encoder"]["fingerprint"] = "0" * 64  # as if retrained after quantize
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert int8_problem(manifest) == "has an int8 engine built from other weights than its own"
+    monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: False)
+    assert resolve_precision("auto", manifest) == "fp32"
+    with pytest.raises(BundleError, match="built from other weights than its own: make one"):
+        load_int8(str(bundle))
+
+
+def test_auto_keeps_fp32_for_a_job_that_asks_its_runner_for_gpus(int8_bundle, monkeypatch):
+    from pipeline.caption import CaptionSettings, with_engine
+
+    manifest = json.loads(Path(int8_bundle, "manifest.json").read_text())
+    manifest["engines"][INT8]["fidelity"]["passed"] = True
+    monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: False)
+    monkeypatch.setattr("pipeline.caption.gpu_visible", lambda: False)
+    settings = CaptionSettings(input="photos/", model=int8_bundle, output="out/")
+    assert with_engine(settings, manifest, []).precision == INT8
+    gpus = ["--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1"]
+    assert with_engine(settings, manifest, gpus).precision == "fp32"
+    hinted = ["--resource_hints", "accelerator=type:nvidia-l4;count:1"]
+    assert with_engine(settings, manifest, hinted).precision == "fp32"

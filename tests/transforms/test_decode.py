@@ -123,3 +123,43 @@ def test_an_unknown_preprocessing_is_refused():
 
     with pytest.raises(ValueError, match="unknown preprocessing"):
         ReadAndDecode(299, preprocessing={"method": "vgg"})
+
+
+def test_read_and_decode_hands_on_every_image_in_its_own_window(tmp_path):
+    """Decoded on threads, up to 64 ahead: 150 files (every 10th not an image) come out once
+    each, as images or failures, each in the window and at the timestamp of its element."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms import window
+
+    from models.datasets.synthetic import SynthConfig, make_example
+    from transforms.decode import ReadAndDecode
+
+    config = SynthConfig(seed=3, min_size=(80, 60), max_size=(80, 60))
+    elements = []
+    for index in range(150):
+        path = tmp_path / f"image{index:03d}.jpg"
+        path.write_bytes(b"not an image" if index % 10 == 0 else make_example(config, index)[2])
+        elements.append(window.TimestampedValue((str(path), index), index))
+
+    def where(value, stamp=beam.DoFn.TimestampParam, frame=beam.DoFn.WindowParam):
+        uri = value.uri if hasattr(value, "uri") else value["image_uri"]
+        return uri.rsplit("/", 1)[1], int(stamp), int(frame.start)
+
+    expected = {index: (f"image{index:03d}.jpg", index, index // 30 * 30) for index in range(150)}
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        decoded = (
+            pipeline
+            | beam.Create(elements)
+            | beam.WindowInto(window.FixedWindows(30))
+            | beam.ParDo(ReadAndDecode(32)).with_outputs("failures", main="decoded")
+        )
+        images = decoded.decoded | "Images" >> beam.Map(where)
+        failures = decoded.failures | "Failures" >> beam.Map(where)
+        assert_that(
+            images, equal_to([v for i, v in expected.items() if i % 10]), label="AllDecoded"
+        )
+        assert_that(
+            failures, equal_to([v for i, v in expected.items() if not i % 10]), label="Failed"
+        )
