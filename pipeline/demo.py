@@ -20,7 +20,7 @@ from models.configs import setting
 from models.datasets.splits import split_for
 from models.datasets.synthetic import read_scenes
 from pipeline import caption, evaluate, features, quantize, report, synth, train
-from pipeline.output_root import OutputRoot
+from pipeline.output_root import METRICS, REPORT, OutputRoot
 from pipeline.settings import parse_job
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = ["--runner", args.runner, "--config", config]
     run_dir, summary = caption_and_score(step, data, model, out, inputs, flags)
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / METRICS).read_text())
     training = json.loads((model / "metrics.json").read_text())
     encoder = summary.get("encoder") or json.loads((model / "manifest.json").read_text())["encoder"]
     warning = report.encoder_warning(encoder)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("bleu4", "cider_d", "rouge_l", "attribute_accuracy"):
         print(f"{key:<20}{metrics[key]:.4f}")
     print(f"encoder             {report.describe_encoder(encoder)}")
-    print(f"report              {(run_dir / 'report.html').resolve()}")
+    print(f"report              {(run_dir / REPORT).resolve()}")
     if warning:
         print("WARNING: random, untrained encoder: the captions above do not describe the images")
         print(REAL_CAPTIONS)

@@ -29,7 +29,7 @@ from models.datasets.caption_files import read_caption_file
 from models.datasets.synthetic import read_scenes
 from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
 from models.evaluation.metrics import caption_scores
-from pipeline.output_root import OutputRoot, RunDir
+from pipeline.output_root import METRICS, OutputRoot, RunDir
 from pipeline.settings import Parser
 
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     metrics = evaluate(args.captions, args.references, args.scenes, args.model_id)
-    output = args.output or storage.join(args.captions, "metrics.json")
+    output = args.output or storage.join(args.captions, METRICS)  # a run's or an output root's
     storage.write_text(output, json.dumps(metrics, indent=2))
     print(table(metrics))
     print(f"metrics written to {output}")

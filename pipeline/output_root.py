@@ -8,6 +8,7 @@
         _SUCCESS | _FAILED   committed | failed, ``{"reason": ..., "failed_at": ...}``
         _LEASE               its own lease record while it runs
         _progress/*.json     each worker's live counts (``transforms.progress``)
+        metrics.json         ``beamcap evaluate``'s scores, report.html ``beamcap report``'s page
         beam-temp-*/         Beam's sinks' temporary files, removed at commit or failure
 
 A run directory ends in exactly one of two states: committed (every output file, then the job's
@@ -40,6 +41,7 @@ from transforms.failures import FAILURE_SCHEMA
 from transforms.inference import RunFault
 
 RUNS, SUMMARY, LEASE, PROGRESS = "runs", "summary.json", "_LEASE", "_progress"
+METRICS, REPORT = "metrics.json", "report.html"  # written beside a run by evaluate and report
 SUCCESS, FAILED = "_SUCCESS", "_FAILED"
 TEMPORARY = "beam-temp-"  # the prefix of Beam's file sinks' temporary folders
 ABANDONED = "abandoned"

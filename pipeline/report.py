@@ -29,7 +29,7 @@ from PIL import Image
 from models import storage
 from models.captioner.manifest import read_manifest
 from models.evaluation.attributes import ACCURACY_KEYS
-from pipeline.output_root import RunDir
+from pipeline.output_root import METRICS, REPORT, RunDir
 from pipeline.settings import Parser
 
 THUMBNAIL = 160
@@ -151,7 +151,7 @@ def render(run_dir: str, images_root: str | None = None, *, model_uri: str | Non
     if encoder is None and model_uri:
         encoder = read_manifest(model_uri).get("encoder")
     warning = encoder_warning(encoder)
-    metrics_uri = storage.join(run_dir, "metrics.json")
+    metrics_uri = RunDir(run_dir).file(METRICS)
     metrics = json.loads(storage.read_text(metrics_uri)) if storage.exists(metrics_uri) else {}
     esc = html.escape
     counts = summary["counts"]
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "adds its training history (loss, learning curve, epochs)",
     )
     args = parser.parse_args(argv)
-    output = args.output or storage.join(args.run_dir, "report.html")
+    output = args.output or RunDir(args.run_dir).file(REPORT)
     storage.write_text(output, render(args.run_dir, args.images, model_uri=args.model))
     print(f"report written to {output}")
     return 0
