@@ -32,7 +32,7 @@ from models.captioner.architectures import (
     check_input_size,
     random_seed,
 )
-from models.captioner.captioner import pad_rows
+from models.captioner.captioner import checked_images, pad_rows
 from models.configs import PRECISIONS
 from models.faults import ModelFault
 
@@ -204,15 +204,7 @@ class ImageEncoder:
     def encode(self, images: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """Compiled batched inference; ``images`` is uint8 [B, S, S, 3], B >= 1. Raises
         :class:`ModelFault` if the features are not all finite."""
-        images = np.asarray(images)
-        expected = (self.spec.image_size, self.spec.image_size, 3)
-        if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
-            raise ValueError(
-                f"encode needs uint8 images of shape [B, {expected}], "
-                f"got {images.dtype} {images.shape}"
-            )
-        if not len(images):
-            raise ValueError("an empty batch has nothing to encode")
+        images = checked_images(images, self.spec.image_size)
         if self._any_batch is not None:
             outputs = keras.tree.map_structure(np.asarray, self._any_batch(images))
         else:

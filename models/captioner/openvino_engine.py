@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from models import storage
-from models.captioner.captioner import INT8, Captioner, built_from, int8_problem, pad_rows
+from models.captioner.captioner import (
+    INT8,
+    Captioner,
+    built_from,
+    checked_images,
+    int8_problem,
+    pad_rows,
+)
 from models.captioner.manifest import (
     MANIFEST,
     VOCAB,
@@ -162,16 +169,7 @@ class Int8Encoder:
         self.model, self.image_size = model, image_size
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        expected = (self.image_size, self.image_size, 3)
-        if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
-            raise ValueError(
-                f"encode needs uint8 images of shape [B, {expected}], "
-                f"got {images.dtype} {images.shape}"
-            )
-        if not len(images):
-            raise ValueError("an empty batch has nothing to encode")
-        (features,) = self.model(images)
+        (features,) = self.model(checked_images(images, self.image_size))
         if not np.isfinite(features).all():
             raise ModelFault("the int8 encoder returned non-finite features")
         return features
