@@ -32,9 +32,10 @@ INT8 = "int8"
 AUTO = "auto"
 PRECISIONS = (AUTO, *KERAS_PRECISIONS, INT8)
 PRECISION_HELP = (
-    "the engine: auto (int8 where the bundle holds an int8 engine that passed its check and no "
-    "GPU is visible where the job is launched, else fp32), int8 (the bundle's OpenVINO engine, "
-    "made by `beamcap quantize`), fp32 (Keras on TensorFlow), bf16 (Keras, on CPUs with "
+    "the engine: auto (int8 where the bundle holds an int8 engine of its own weights that "
+    "passed its check and the job wants no GPU: none visible where it is launched, no "
+    "accelerator asked of the runner; else fp32), int8 (the bundle's OpenVINO engine, made by "
+    "`beamcap quantize`), fp32 (Keras on TensorFlow), bf16 (Keras, on CPUs with "
     "AVX512_BF16/AMX and on GPUs), fp16 (Keras, older GPUs)"
 )
 
