@@ -320,7 +320,7 @@ def main() -> None:
         print(f"beamcap caption benchmark, {datetime.date.today()}: {machine()}")
         print(f"keras {keras.__version__} on {keras.backend.backend()}; {args.images} images")
 
-        fp32, int8 = load_bundle(im2txt).captioner, load_int8(im2txt)
+        fp32, int8 = load_bundle(im2txt), load_int8(im2txt)
         pixels = decoded(paths[: args.images], fp32.manifest)
         encoder_tf, encoder_int8 = (rate(e.encoder.encode, pixels, 32) for e in (fp32, int8))
         print("1. encoder alone, 299 px, batches of 32")
@@ -342,7 +342,7 @@ def main() -> None:
 
         print("3. the int8 engine against fp32")
         print_fidelity("im2txt-sized (quantize)", im2txt_engine["fidelity"])
-        trained_fp32 = load_bundle(trained).captioner
+        trained_fp32 = load_bundle(trained)
         scenes = make_images(work / "scenes", 100, 96, seed=99)
         demo_search = {"beam_size": 3, "max_length": 30}
         demo = measure_fidelity(
@@ -350,7 +350,7 @@ def main() -> None:
         )
         print_fidelity("trained demo bundle", demo)
         check = pixels[:64]
-        bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16").captioner, check)
+        bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16"), check)
         print_fidelity("for scale: TF bf16, im2txt", bf16)
 
         bound = 1 / (1 / encoder_int8 + 1 / search_int8)

@@ -146,7 +146,7 @@ def add_int8_engine(
     engine = int8_captioner(parts, bundle.vocabulary, manifest)
     print(f"comparing with the fp32 model on {len(check)} images ...", file=sys.stderr)
     search = search or {"beam_size": 3, "max_length": 20}  # the caption job's defaults
-    fidelity = measure_fidelity(bundle.captioner, engine, check, **search)
+    fidelity = measure_fidelity(bundle, engine, check, **search)
     calibrated = {"images": len(sample), "sources": calibration}
     section = engine_section(manifest, calibrated, {**fidelity, "search": search})
     return store_int8_engine(model, parts, section)["engines"]["int8"]

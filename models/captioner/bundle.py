@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from models import storage
-from models.captioner.captioner import Caption, Captioner
+from models.captioner.captioner import Captioner
 from models.captioner.decoder import Decoder, DecoderStepper, ShowAndTell
 from models.captioner.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
 from models.captioner.manifest import (
@@ -44,33 +41,13 @@ DEFAULT_DECODER = ShowAndTell.kind
 
 
 @dataclasses.dataclass
-class Bundle:
-    """A bundle's Keras models (what training and saving need), and their captioner."""
+class Bundle(Captioner):
+    """A bundle's Keras models: a :class:`Captioner` (its ``stepper`` one ``DecoderStepper``,
+    which caches its compiled top-k step for every batch) that also holds the ``decoder``,
+    what training and saving need."""
 
     encoder: ImageEncoder
-    decoder: Decoder
-    vocabulary: Vocabulary
-    manifest: dict
-    precision: str = "fp32"
-
-    @property
-    def model_id(self) -> str:
-        return self.manifest["model_id"]
-
-    @functools.cached_property
-    def stepper(self) -> DecoderStepper:
-        """One stepper per bundle: it caches its compiled top-k step, so every batch reuses it."""
-        return DecoderStepper(
-            self.decoder, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id
-        )
-
-    @functools.cached_property
-    def captioner(self) -> Captioner:
-        return Captioner(self.encoder, self.stepper, self.vocabulary, self.manifest, self.precision)
-
-    def caption(self, images: np.ndarray, **search) -> list[list[Caption]]:
-        """:meth:`Captioner.caption` with these Keras models."""
-        return self.captioner.caption(images, **search)
+    decoder: Decoder = dataclasses.field(kw_only=True)
 
 
 def save_bundle(
@@ -175,7 +152,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
                 f"{storage.join(uri, part)} holds weights with fingerprint {fingerprint[:12]}, "
                 f"the manifest expects {expected[:12]}"
             )
-    return Bundle(encoder, decoder, vocabulary, manifest, precision)
+    stepper = DecoderStepper(decoder, start_id=vocabulary.start_id, end_id=vocabulary.end_id)
+    return Bundle(encoder, stepper, vocabulary, manifest, precision, decoder=decoder)
 
 
 def _decoder_type(uri: str, section: dict) -> type[Decoder]:

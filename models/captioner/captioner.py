@@ -175,4 +175,4 @@ def load_captioner(uri: str, *, precision: str = "fp32", batch_size: int | None 
     load_keras()
     from models.captioner.bundle import load_bundle
 
-    return load_bundle(uri, precision=precision, batch_size=batch_size).captioner
+    return load_bundle(uri, precision=precision, batch_size=batch_size)

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.captioner.bundle import BundleError, Caption, load_bundle, save_bundle
+from models.captioner.bundle import BundleError, load_bundle, save_bundle
+from models.captioner.captioner import Caption
 from models.captioner.decoder import ShowAndTell
 from models.captioner.encoder import EncoderSpec, ImageEncoder
 from models.captioner.vocabulary import Vocabulary
