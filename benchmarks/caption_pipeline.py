@@ -11,15 +11,19 @@ first, about 3 minutes).
 
 Rows: (1) the encoder alone, TF fp32 and the int8 engine; (2) beam search alone at V=12,001,
 beam 3, 20 steps, on each engine's decoder; (3) the int8 engine's fidelity to fp32, and TF's
-bf16 against fp32 for scale (how much any rounding moves these random models' captions);
-(4) the job in this process on the im2txt-sized model: its marginal rate (from a half and a
-full run, each the better of two) against the bound 1/(1/encoder + 1/search) of rows 1-2, the
-whole job, its fixed cost and the parts of it; (5) a whole ``beamcap caption`` over 10 images,
-start to exit; (6) the command's marginal rate from 100 to 400 images against plain Keras
-InceptionV3 fp32; (7) the job against a naive per-image loop; (8) a short batch's cost;
-(9) peak memory.
+bf16 against fp32 for scale where the CPU has bf16 units (how much any rounding moves these
+random models' captions); (4) the job in this process on the im2txt-sized model: its marginal
+rate (from a half and a full run, each the better of two) against the bound 1/(1/encoder +
+1/search) of rows 1-2, the whole job, its fixed cost and the parts of it; (5) a whole ``beamcap
+caption`` over 10 images, start to exit; (6) the command's marginal rate from 100 to 400 images
+against plain Keras InceptionV3 fp32; (7) the job against a naive per-image loop; (8) a short
+batch's cost; (9) peak memory.
 
     python benchmarks/caption_pipeline.py [--images 300] [--demo-bundle data/demo/model]
+
+On an AVX-512 CPU, the kernels of an AVX2-only one (the EPYC that #27 names) run with
+``ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4
+AVX512_ICL AVX512_SPR"``; the first line printed names the caps in effect.
 """
 
 from __future__ import annotations
@@ -262,8 +266,23 @@ def peak_rss_mb(images: int, workdir: Path) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+# What caps the instruction set that oneDNN (TensorFlow, OpenVINO), OpenBLAS and NumPy use:
+# with all three, an AVX-512 CPU runs the kernels an AVX2-only one would (docs/performance.md).
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
+
+
+def cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    return set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+
+
+def bf16_units() -> bool:
+    """Whether oneDNN may use bf16 instructions here (none on AVX2 CPUs, nor under a cap)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and not os.environ.get(ISA_CAPS[0])
+
+
 def machine() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else ()
+    flags = cpu_flags()
     simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
     name = next(
         (
@@ -273,7 +292,9 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    return f"{name}, {os.cpu_count()} cores, {' '.join(simd)}"
+    caps = [f"{var}={os.environ[var]}" for var in ISA_CAPS if os.environ.get(var)]
+    capped = f" (capped: {', '.join(caps)})" if caps else ""
+    return f"{name}, {os.cpu_count()} cores, {' '.join(simd)}{capped}"
 
 
 def listing(work: Path, name: str, paths: list[Path]) -> Path:
@@ -350,8 +371,11 @@ def main() -> None:
         )
         print_fidelity("trained demo bundle", demo)
         check = pixels[:64]
-        bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16"), check)
-        print_fidelity("for scale: TF bf16, im2txt", bf16)
+        if bf16_units():
+            bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16"), check)
+            print_fidelity("for scale: TF bf16, im2txt", bf16)
+        else:
+            print("   for scale: TF bf16           skipped: no bf16 units in use on this CPU")
 
         bound = 1 / (1 / encoder_int8 + 1 / search_int8)
         run_job(listing(work, "warm", paths[:32]), im2txt, work / "o-warm", 32, "int8")
