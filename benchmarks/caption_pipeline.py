@@ -32,8 +32,6 @@ import argparse
 import contextlib
 import datetime
 import io
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -52,6 +50,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.cpu import bf16_units, machine  # noqa: E402
 from models.captioner.beam_search import beam_search  # noqa: E402
 from models.captioner.bundle import load_bundle, save_bundle  # noqa: E402
 from models.captioner.decoder import DecoderConfig, ShowAndTell  # noqa: E402
@@ -266,37 +265,6 @@ def peak_rss_mb(images: int, workdir: Path) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-# What caps the instruction set that oneDNN (TensorFlow, OpenVINO), OpenBLAS and NumPy use:
-# with all three, an AVX-512 CPU runs the kernels an AVX2-only one would (docs/performance.md).
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
-
-
-def cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    return set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-
-
-def bf16_units() -> bool:
-    """Whether oneDNN may use bf16 instructions here (none on AVX2 CPUs, nor under a cap)."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and not os.environ.get(ISA_CAPS[0])
-
-
-def machine() -> str:
-    flags = cpu_flags()
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    name = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    caps = [f"{var}={os.environ[var]}" for var in ISA_CAPS if os.environ.get(var)]
-    capped = f" (capped: {', '.join(caps)})" if caps else ""
-    return f"{name}, {os.cpu_count()} cores, {' '.join(simd)}{capped}"
-
-
 def listing(work: Path, name: str, paths: list[Path]) -> Path:
     path = work / f"{name}.txt"
     path.write_text("".join(f"{p}\n" for p in paths))
@@ -317,8 +285,97 @@ def print_fidelity(name: str, fidelity: dict) -> None:
     )
 
 
-# Over 60 lines: the benchmark's script, each row measured and printed in turn, the ratios
-# against what the same run measured before.
+def print_fidelity_rows(
+    quantize_check: dict, fp32, im2txt: str, trained: str, pixels: np.ndarray, work: Path
+) -> None:
+    """Row 3: the int8 engine against fp32 (quantize's own check, then a trained demo bundle
+    on other scenes), and TF bf16 for scale where the CPU has bf16 units."""
+    print("3. the int8 engine against fp32")
+    print_fidelity("im2txt-sized (quantize)", quantize_check)
+    trained_fp32 = load_bundle(trained)
+    scenes = make_images(work / "scenes", 100, 96, seed=99)
+    demo_search = {"beam_size": 3, "max_length": 30}
+    demo = measure_fidelity(
+        trained_fp32, load_int8(trained), decoded(scenes, trained_fp32.manifest), **demo_search
+    )
+    print_fidelity("trained demo bundle", demo)
+    if bf16_units():
+        bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16"), pixels[:64])
+        print_fidelity("for scale: TF bf16, im2txt", bf16)
+    else:
+        print("   for scale: TF bf16           skipped: no bf16 units in use on this CPU")
+
+
+def print_job_rows(
+    im2txt: str, paths: list[Path], pixels: np.ndarray, bound: float, work: Path
+) -> None:
+    """Row 4: the in-process job over ``paths`` and half of them (each the better of two runs)
+    against ``bound``; its fixed cost and the parts of it."""
+    run_job(listing(work, "warm", paths[:32]), im2txt, work / "o-warm", 32, "int8")
+    images, half = len(paths), len(paths) // 2
+
+    def best_of_two(count: int) -> float:
+        inputs = listing(work, f"first{count}", paths[:count])
+        return min(run_job(inputs, im2txt, work / f"o{count}-{i}", 32, "int8") for i in (1, 2))
+
+    half_seconds, whole = best_of_two(half), best_of_two(images)
+    marginal = (images - half) / (whole - half_seconds)
+    fixed = whole - images / marginal
+    print(f"4. the job, im2txt-sized, int8, in this process; bound 1/(1/encoder + 1/search) "
+          f"= {bound:.1f} images/s")  # fmt: skip
+    print(f"   marginal   {marginal:7.1f} images/s = {marginal / bound:.2f} of the bound "
+          f"{verdict(marginal / bound, 0.92)}")  # fmt: skip
+    whole_rate = images / whole
+    share = whole_rate / bound
+    print(f"   whole job  {whole_rate:7.1f} images/s = {share:.2f} of the bound "
+          f"({images} images in {whole:.1f} s) {verdict(share, 0.8)}")  # fmt: skip
+    parts = fixed_cost_parts(im2txt, pixels)
+    rest = fixed - sum(parts.values())
+    listed = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
+    print(f"   fixed cost {fixed:.2f} s per run {verdict(fixed, 4, at_most=True)}: {listed} "
+          f"(each timed alone), the rest by difference {rest:.2f} s (Beam's pipeline, "
+          "writes, commit)")  # fmt: skip
+
+
+def copied(paths: list[Path], folder: Path) -> Path:
+    folder.mkdir()
+    for path in paths:
+        shutil.copy(path, folder)
+    return folder
+
+
+def print_command_rows(
+    im2txt: str, demo_sized: str, paths: list[Path], gate_passed: bool, work: Path
+) -> None:
+    """Rows 5-7: whole ``beamcap caption`` commands: 10 images start to exit, the marginal
+    rate from 100 to 400 images against plain Keras, the whole command against a naive loop."""
+    ten = copied(paths[:10], work / "ten")
+    cli_int8 = cli_seconds(ten, im2txt, work / "c1", "--precision", "int8")
+    cli_auto = cli_seconds(ten, im2txt, work / "c2")
+    print("5. beamcap caption over 10 images, start to exit (im2txt-sized)")
+    print(f"   --precision int8   {cli_int8:5.1f} s {verdict(cli_int8, 8, at_most=True)}")
+    print(f"   --precision auto   {cli_auto:5.1f} s (runs {'int8' if gate_passed else 'fp32'} "
+          "for this bundle)")  # fmt: skip
+
+    seconds = {
+        n: cli_seconds(copied(paths[:n], work / f"cli{n}"), demo_sized, work / f"d{n}",
+                       "--precision", "int8")
+        for n in (100, 400)
+    }  # fmt: skip
+    cli_marginal = 300 / (seconds[400] - seconds[100])
+    keras_rate = keras_inception_rate(decoded(paths[:96], load_bundle(demo_sized).manifest))
+    ratio = cli_marginal / keras_rate
+    print("6. beamcap caption, demo-sized decoder, 299 px, int8: 100 -> 400 images")
+    print(f"   marginal {cli_marginal:6.1f} images/s; plain Keras InceptionV3 fp32 batch 32 "
+          f"{keras_rate:.1f}: {ratio:.2f}x {verdict(ratio, 2.2)}")  # fmt: skip
+
+    naive = naive_loop(paths[:40], demo_sized)
+    job_rate = 400 / seconds[400]
+    print("7. the job (400 images, whole command, int8) against a naive per-image loop (fp32)")
+    print(f"   {job_rate:.1f} vs {naive:.1f} images/s: {job_rate / naive:.2f}x "
+          f"{verdict(job_rate / naive, 5)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300, help="images per run (default: 300)")
@@ -361,79 +418,11 @@ def main() -> None:
             f"   int8 engine (fp32 decoder) {search_int8:7.1f} images/s {verdict(search_int8, 120)}"
         )
 
-        print("3. the int8 engine against fp32")
-        print_fidelity("im2txt-sized (quantize)", im2txt_engine["fidelity"])
-        trained_fp32 = load_bundle(trained)
-        scenes = make_images(work / "scenes", 100, 96, seed=99)
-        demo_search = {"beam_size": 3, "max_length": 30}
-        demo = measure_fidelity(
-            trained_fp32, load_int8(trained), decoded(scenes, trained_fp32.manifest), **demo_search
-        )
-        print_fidelity("trained demo bundle", demo)
-        check = pixels[:64]
-        if bf16_units():
-            bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16"), check)
-            print_fidelity("for scale: TF bf16, im2txt", bf16)
-        else:
-            print("   for scale: TF bf16           skipped: no bf16 units in use on this CPU")
-
+        print_fidelity_rows(im2txt_engine["fidelity"], fp32, im2txt, trained, pixels, work)
         bound = 1 / (1 / encoder_int8 + 1 / search_int8)
-        run_job(listing(work, "warm", paths[:32]), im2txt, work / "o-warm", 32, "int8")
-        half = args.images // 2
-
-        def best_of_two(count: int) -> float:
-            inputs = listing(work, f"first{count}", paths[:count])
-            return min(run_job(inputs, im2txt, work / f"o{count}-{i}", 32, "int8") for i in (1, 2))
-
-        half_seconds, whole = best_of_two(half), best_of_two(args.images)
-        marginal = (args.images - half) / (whole - half_seconds)
-        fixed = whole - args.images / marginal
-        print(f"4. the job, im2txt-sized, int8, in this process; bound 1/(1/encoder + 1/search) "
-              f"= {bound:.1f} images/s")  # fmt: skip
-        print(f"   marginal   {marginal:7.1f} images/s = {marginal / bound:.2f} of the bound "
-              f"{verdict(marginal / bound, 0.92)}")  # fmt: skip
-        whole_rate = args.images / whole
-        share = whole_rate / bound
-        print(f"   whole job  {whole_rate:7.1f} images/s = {share:.2f} of the bound "
-              f"({args.images} images in {whole:.1f} s) {verdict(share, 0.8)}")  # fmt: skip
-        parts = fixed_cost_parts(im2txt, pixels)
-        rest = fixed - sum(parts.values())
-        listed = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
-        print(f"   fixed cost {fixed:.2f} s per run {verdict(fixed, 4, at_most=True)}: {listed} "
-              f"(each timed alone), the rest by difference {rest:.2f} s (Beam's pipeline, "
-              "writes, commit)")  # fmt: skip
-
-        ten = work / "ten"
-        ten.mkdir()
-        for path in paths[:10]:
-            shutil.copy(path, ten)
-        cli_int8 = cli_seconds(ten, im2txt, work / "c1", "--precision", "int8")
-        cli_auto = cli_seconds(ten, im2txt, work / "c2")
-        auto = "int8" if im2txt_engine["fidelity"]["passed"] else "fp32"
-        print("5. beamcap caption over 10 images, start to exit (im2txt-sized)")
-        print(f"   --precision int8   {cli_int8:5.1f} s {verdict(cli_int8, 8, at_most=True)}")
-        print(f"   --precision auto   {cli_auto:5.1f} s (runs {auto} for this bundle)")
-
-        folders = {}
-        for count in (100, 400):
-            folders[count] = work / f"cli{count}"
-            folders[count].mkdir()
-            for path in paths[:count]:
-                shutil.copy(path, folders[count])
-        seconds = {n: cli_seconds(folders[n], demo_sized, work / f"d{n}", "--precision", "int8")
-                   for n in folders}  # fmt: skip
-        cli_marginal = 300 / (seconds[400] - seconds[100])
-        keras_rate = keras_inception_rate(decoded(paths[:96], load_bundle(demo_sized).manifest))
-        ratio = cli_marginal / keras_rate
-        print("6. beamcap caption, demo-sized decoder, 299 px, int8: 100 -> 400 images")
-        print(f"   marginal {cli_marginal:6.1f} images/s; plain Keras InceptionV3 fp32 batch 32 "
-              f"{keras_rate:.1f}: {ratio:.2f}x {verdict(ratio, 2.2)}")  # fmt: skip
-
-        naive = naive_loop(paths[:40], demo_sized)
-        job_rate = 400 / seconds[400]
-        print("7. the job (400 images, whole command, int8) against a naive per-image loop (fp32)")
-        print(f"   {job_rate:.1f} vs {naive:.1f} images/s: {job_rate / naive:.2f}x "
-              f"{verdict(job_rate / naive, 5)}")  # fmt: skip
+        print_job_rows(im2txt, paths[: args.images], pixels, bound, work)
+        gate = im2txt_engine["fidelity"]["passed"]
+        print_command_rows(im2txt, demo_sized, paths, gate, work)
 
         keras_encoder = load_bundle(im2txt, batch_size=32).encoder
         print("8. a short batch: time of 8 images / of 32 (ideal 0.25); its first call / next")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ import models  # noqa: E402, F401 - before Keras: it quiets TensorFlow's C++ sta
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.cpu import bf16_units, machine  # noqa: E402
 from models.captioner.captioner import pad_rows  # noqa: E402
 from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
 from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
@@ -121,18 +121,6 @@ def measure(
     features = np.concatenate(outputs)
     rate = len(features) / seconds
     return Row(engine, precision, rate, features, convert_s, compile_s, first_batch_s, note)
-
-
-def cpu_flags() -> set[str]:
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def has_bf16(flags: set[str]) -> bool:
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # --- the engines: each returns its rows -----------------------------------------------------------
@@ -365,12 +353,10 @@ def main() -> None:
     if args.images < 1 or args.calibration_images < 1 or args.batch_size < 1:
         parser.error("--images, --calibration-images and --batch-size must be positive")
 
-    flags = cpu_flags()
-    shown = sorted(flag for flag in flags if flag.startswith(("amx", "avx512_bf16", "avx512_vnni")))
     print(
         f"{args.images} measured and {args.calibration_images} calibration images, "
-        f"batch {args.batch_size}, {os.cpu_count()} cores, keras {keras.__version__} on "
-        f"{keras.backend.backend()}; CPU flags: {' '.join(shown) or 'no AMX, avx512_bf16, VNNI'}"
+        f"batch {args.batch_size}, keras {keras.__version__} on {keras.backend.backend()}; "
+        f"{machine()}"
     )
     calibration = synthetic_images(0, args.calibration_images)
     images = synthetic_images(args.calibration_images, args.images)
@@ -390,8 +376,8 @@ def main() -> None:
         for name, engine in engines.items():
             if name not in args.engines:
                 continue
-            if name == "tf-bf16" and not has_bf16(flags):
-                print(f"{name}: skipped: no bf16 on this CPU")
+            if name == "tf-bf16" and not bf16_units():
+                print(f"{name}: skipped: no bf16 units in use on this CPU")
                 continue
             try:
                 rows.extend(engine(bench))
