@@ -80,6 +80,10 @@ class Captioner:
             raise
         except Exception as error:
             raise StageFailed("encode", error) from error
+        return self.caption_features(features, **search)
+
+    def caption_features(self, features: np.ndarray, **search) -> list[list[Caption]]:
+        """``caption`` from features already encoded: beam search and the vocabulary."""
         hypotheses = beam_search(self.stepper, features, **search)
         scores = [value for image in hypotheses for h in image for value in (h.log_prob, h.score)]
         if not np.isfinite(scores).all():
@@ -149,12 +153,12 @@ def resolve_precision(precision: str, manifest: dict, *, gpu: bool | None = None
 
 
 def parts_read(precision: str):
-    """The bundle files an engine reads, as ``verify_bundle``'s ``names``: a launch checks
-    those alone (a bundle's other engine may weigh hundreds of MB)."""
+    """The bundle files the engine of ``precision`` (a concrete one: ``auto`` resolved) reads,
+    as ``verify_bundle``'s ``names``: a launch checks those alone (a bundle's other engine may
+    weigh hundreds of MB)."""
 
     def names(manifest: dict) -> list[str]:
-        concrete = resolve_precision(precision, manifest)
-        if concrete == INT8 and int8_problem(manifest) is None:
+        if precision == INT8:
             return [*manifest["engines"][INT8]["files"], VOCAB]
         return [ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB]
 
@@ -162,10 +166,8 @@ def parts_read(precision: str):
 
 
 def load_captioner(uri: str, *, precision: str = "fp32", batch_size: int | None = None):
-    """A bundle's :class:`Captioner` for ``precision`` (``auto`` resolved here)."""
-    from models.captioner.manifest import read_manifest
-
-    precision = resolve_precision(precision, read_manifest(uri))
+    """A bundle's :class:`Captioner` for ``precision``, a concrete one (the launch resolves
+    ``auto``, :func:`resolve_precision`, so that every worker runs the same engine)."""
     if precision == INT8:
         from models.captioner.openvino_engine import load_int8
 

@@ -303,7 +303,9 @@ def measure_fidelity(
         norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
         cosines += list((ours * theirs).sum(axis=1) / np.maximum(norms, 1e-12))
         pairs = zip(
-            engine.caption(batch, **search), reference.caption(batch, **search), strict=True
+            engine.caption_features(ours, **search),
+            reference.caption_features(theirs, **search),
+            strict=True,
         )
         same += sum(a[0].tokens == b[0].tokens for a, b in pairs)
     mean, least, share = float(np.mean(cosines)), float(np.min(cosines)), same / len(images)
