@@ -106,8 +106,14 @@ def _client():
     return _GCS_CLIENT
 
 
-def _blob(uri: str):
+def _bucket_and_name(uri: str) -> tuple[str, str]:
+    """``gs://BUCKET/NAME`` -> ("BUCKET", "NAME")."""
     bucket, _, name = uri[len("gs://") :].partition("/")
+    return bucket, name
+
+
+def _blob(uri: str):
+    bucket, name = _bucket_and_name(uri)
     if not bucket or not name:
         raise ValueError(f"not a gs://BUCKET/OBJECT URI: {uri}")
     return _client().bucket(bucket).blob(name)
@@ -137,7 +143,7 @@ def glob(pattern: str) -> list[str]:
     sorted."""
     if not is_gcs(pattern):
         return sorted(path for path in globlib.glob(pattern) if Path(path).is_file())
-    bucket, _, name = pattern[len("gs://") :].partition("/")
+    bucket, name = _bucket_and_name(pattern)
     prefix = re.split(r"[*?\[]", name, maxsplit=1)[0]
     blobs = _client().list_blobs(bucket, prefix=prefix, **_calls())
     depth = name.count("/")
@@ -182,7 +188,7 @@ def entries(directory: str) -> list[str]:
 
 def _folder(directory: str) -> tuple[str, str]:
     """``gs://BUCKET/A/B`` -> ("BUCKET", "A/B/"), the prefix of the objects inside it."""
-    bucket, _, name = directory[len("gs://") :].partition("/")
+    bucket, name = _bucket_and_name(directory)
     return bucket, f"{name.rstrip('/')}/" if name.strip("/") else ""
 
 
@@ -249,7 +255,7 @@ def delete_if_version(uri: str, version) -> bool:
     if is_gcs(uri):
         from google.api_core.exceptions import NotFound, PreconditionFailed
 
-        bucket, _, name = uri[len("gs://") :].partition("/")
+        bucket, name = _bucket_and_name(uri)
         blob = _client().bucket(bucket).blob(name, generation=version)
         try:
             blob.delete(if_generation_match=version, **_calls())
@@ -284,7 +290,7 @@ def remove_tree(uri: str) -> None:
     if is_gcs(uri):
         from google.api_core.exceptions import NotFound
 
-        bucket, _, name = uri[len("gs://") :].rstrip("/").partition("/")
+        bucket, name = _bucket_and_name(uri.rstrip("/"))
         listing = _client().list_blobs(bucket, prefix=name, **_calls())
         doomed = [b for b in listing if b.name == name or b.name.startswith(f"{name}/")]
         for start in range(0, len(doomed), 100):
