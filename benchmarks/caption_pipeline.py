@@ -58,8 +58,7 @@ from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
 from models.captioner.openvino_engine import load_int8, measure_fidelity  # noqa: E402
 from models.captioner.vocabulary import Vocabulary  # noqa: E402
 from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
-from pipeline.quantize import add_int8_engine  # noqa: E402
-from transforms.decode import decode_image  # noqa: E402
+from pipeline.quantize import add_int8_engine, decode_sample  # noqa: E402
 
 SEARCH = dict(beam_size=3, max_length=20)  # im2txt's
 DEMO_DECODER = dict(embedding_dim=256, lstm_units=256)  # configs/demo.yaml
@@ -119,15 +118,8 @@ def quantized(bundle: str, calibration: Path, **search) -> dict:
 
 
 def decoded(paths: list[Path], manifest: dict) -> np.ndarray:
-    encoder = manifest["encoder"]
-    return np.stack(
-        [
-            decode_image(
-                p.read_bytes(), encoder["image_size"], preprocessing=encoder.get("preprocessing")
-            )[0]
-            for p in paths
-        ]
-    )
+    """The images as the caption job decodes them for the bundle of ``manifest``."""
+    return decode_sample([str(path) for path in paths], len(paths), manifest)
 
 
 def rate(function, items: np.ndarray, batch: int) -> float:

@@ -162,9 +162,12 @@ def describe(section: dict) -> str:
     )
     if fidelity["passed"]:
         return f"int8 engine: {figures}: the default on CPUs (--precision auto)"
+    from models.captioner.openvino_engine import MIN_COSINE, MIN_SAME_CAPTION
+
     return (
-        f"int8 engine: {figures}: below the gate (cosine >= 0.99, >= 90% same captions), so "
-        "--precision auto keeps fp32 for this bundle; --precision int8 still uses it"
+        f"int8 engine: {figures}: below the gate (cosine >= {MIN_COSINE}, >= "
+        f"{MIN_SAME_CAPTION:.0%} same captions), so --precision auto keeps fp32 for this "
+        "bundle; --precision int8 still uses it"
     )
 
 
