@@ -165,11 +165,12 @@ def fixed_cost_parts(bundle: str, pixels: np.ndarray) -> dict[str, float]:
     """What a run pays before its first image, each part alone: the launch's bundle check,
     loading the engine, the first batch."""
     from models.captioner.captioner import parts_read
-    from models.captioner.manifest import verify_bundle
+    from models.captioner.manifest import read_manifest, verify_bundle
 
     parts = {}
     started = time.perf_counter()
-    verify_bundle(bundle, parts_read("int8"))
+    manifest = read_manifest(bundle)
+    verify_bundle(bundle, manifest, parts_read("int8", manifest))
     parts["bundle check"] = time.perf_counter() - started
     started = time.perf_counter()
     engine = load_int8(bundle)

@@ -379,8 +379,9 @@ def run(argv: list[str], *, wait: bool = True):
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
-    settings = with_engine(job.settings, read_manifest(job.settings.model), job.beam_args)
-    manifest = verify_bundle(settings.model, parts_read(settings.precision))
+    manifest = read_manifest(job.settings.model)
+    settings = with_engine(job.settings, manifest, job.beam_args)
+    verify_bundle(settings.model, manifest, parts_read(settings.precision, manifest))
     root = OutputRoot(settings.output)
     run_id = settings.run_id or new_run_id()
     run = root.run(run_id)

@@ -26,8 +26,7 @@ import sys
 import numpy as np
 
 from models import storage
-from models.captioner.captioner import parts_read
-from models.captioner.manifest import verify_bundle
+from models.captioner.manifest import KERAS_PARTS, verify_bundle
 from models.configs import SettingsError, setting
 from pipeline.settings import parse_job
 
@@ -116,7 +115,7 @@ def add_int8_engine(
     the manifest's ``engines.int8`` section."""
     if not importlib.util.find_spec("nncf"):
         raise SettingsError(MISSING_NNCF)
-    manifest = verify_bundle(model, parts_read("fp32"))  # its Keras models: what it reads
+    manifest = verify_bundle(model, names=KERAS_PARTS)  # its Keras models: what it reads
     images = decode_sample(list_images(calibration), calibration_images + check_images, manifest)
     if len(images) < calibration_images + check_images:  # fewer than asked: 3/4 calibrate
         calibration_images = max(1, len(images) * 3 // 4)

@@ -24,12 +24,12 @@ from models.captioner.manifest import (
     ENCODER_WEIGHTS,
     FORMAT,
     FORMAT_VERSION,
+    KERAS_PARTS,
     MANIFEST,
     VOCAB,
     BundleError,
-    check_part,
+    read_checked,
     read_manifest,
-    read_part,
     sha256,
 )
 from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
@@ -77,9 +77,7 @@ def save_bundle(
         encoder.backbone.save_weights(str(Path(tmp, ENCODER_WEIGHTS)))
         decoder.training_model.save_weights(str(Path(tmp, DECODER_WEIGHTS)))
         Path(tmp, VOCAB).write_text(vocabulary.to_text(), encoding="utf-8")
-        files = {
-            name: Path(tmp, name).read_bytes() for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)
-        }
+        files = {name: Path(tmp, name).read_bytes() for name in KERAS_PARTS}
     decoder_fingerprint = weights_fingerprint(decoder.training_model)
     encoder_section = {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint}
     if encoder.spec.entry.preprocessing:
@@ -119,10 +117,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     manifest = read_manifest(uri)
     decoder_type = _decoder_type(uri, manifest["decoder"])
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
-        for name in (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB):  # the Keras models' parts
-            data = read_part(uri, name)
-            check_part(uri, name, data, manifest)
-            Path(tmp, name).write_bytes(data)
+        for name in KERAS_PARTS:
+            Path(tmp, name).write_bytes(read_checked(uri, name, manifest))
         vocabulary = Vocabulary.from_text(
             Path(tmp, VOCAB).read_text(encoding="utf-8"), source=storage.join(uri, VOCAB)
         )

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from models.captioner.beam_search import Stepper, beam_search
-from models.captioner.manifest import DECODER_WEIGHTS, ENCODER_WEIGHTS, VOCAB
+from models.captioner.manifest import KERAS_PARTS, VOCAB
 from models.captioner.vocabulary import Vocabulary
 from models.configs import PRECISIONS as KERAS_PRECISIONS
 from models.faults import ModelFault, StageFailed
@@ -152,17 +152,12 @@ def resolve_precision(precision: str, manifest: dict, *, gpu: bool | None = None
     return INT8 if passed and not gpu else "fp32"
 
 
-def parts_read(precision: str):
-    """The bundle files the engine of ``precision`` (a concrete one: ``auto`` resolved) reads,
-    as ``verify_bundle``'s ``names``: a launch checks those alone (a bundle's other engine may
-    weigh hundreds of MB)."""
-
-    def names(manifest: dict) -> list[str]:
-        if precision == INT8:
-            return [*manifest["engines"][INT8]["files"], VOCAB]
-        return [ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB]
-
-    return names
+def parts_read(precision: str, manifest: dict) -> list[str]:
+    """The bundle files the engine of ``precision`` (a concrete one: ``auto`` resolved)
+    reads: a launch checks those alone (a bundle's other engine may weigh hundreds of MB)."""
+    if precision == INT8:
+        return [*manifest["engines"][INT8]["files"], VOCAB]
+    return list(KERAS_PARTS)
 
 
 def load_captioner(uri: str, *, precision: str = "fp32", batch_size: int | None = None):

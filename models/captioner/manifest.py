@@ -22,6 +22,7 @@ MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
     "decoder.weights.h5",
     "vocab.txt",
 )
+KERAS_PARTS = (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)  # the files the Keras models read
 
 
 class BundleError(SettingsError):
@@ -55,18 +56,21 @@ def read_manifest(uri: str) -> dict:
     return manifest
 
 
-def check_part(uri: str, name: str, data: bytes, manifest: dict) -> None:
+def read_checked(uri: str, name: str, manifest: dict) -> bytes:
+    """The bundle's file ``name``, once it matches the manifest's sha256."""
+    data = read_part(uri, name)
     if sha256(data) != manifest["files"][name]:
         raise BundleError(
             f"{storage.join(uri, name)} does not match the manifest's sha256: the file was "
             "changed or comes from another bundle"
         )
+    return data
 
 
-def verify_bundle(uri: str, names=None) -> dict:
-    """The manifest, once every file it lists (or those of ``names(manifest)``, the ones a
-    job will read) is present and matches its sha256."""
-    manifest = read_manifest(uri)
-    for name in names(manifest) if names else manifest["files"]:
-        check_part(uri, name, read_part(uri, name), manifest)
+def verify_bundle(uri: str, manifest: dict | None = None, names=None) -> dict:
+    """The manifest (read here unless given), once every file it lists, or those in ``names``
+    (the ones a job will read), is present and matches its sha256."""
+    manifest = read_manifest(uri) if manifest is None else manifest
+    for name in manifest["files"] if names is None else names:
+        read_checked(uri, name, manifest)
     return manifest

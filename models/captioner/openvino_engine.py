@@ -40,14 +40,14 @@ from models.captioner.captioner import (
     checked_images,
     int8_problem,
     pad_rows,
+    parts_read,
 )
 from models.captioner.manifest import (
     MANIFEST,
     VOCAB,
     BundleError,
-    check_part,
+    read_checked,
     read_manifest,
-    read_part,
     sha256,
 )
 from models.captioner.vocabulary import Vocabulary
@@ -237,11 +237,12 @@ def store_int8_engine(uri: str, engine: dict[str, tuple[bytes, bytes]], section:
             storage.write_bytes(storage.join(uri, name), data)
             manifest["files"][name] = sha256(data)
     listed = [name for part in PARTS for name in names[part]]
-    for name in set(earlier) - set(listed):
+    stale = set(earlier) - set(listed)
+    for name in stale:
         manifest["files"].pop(name, None)
     manifest.setdefault("engines", {})[INT8] = {**section, "parts": names, "files": listed}
     storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
-    for name in set(earlier) - set(listed):
+    for name in stale:
         storage.remove(storage.join(uri, name))
     return manifest
 
@@ -256,10 +257,7 @@ def load_int8(uri: str) -> Captioner:
             f"{uri} {problem}: make one with `beamcap quantize --model {uri} "
             "--calibration IMAGES`, or caption with --precision fp32"
         )
-    files = {}
-    for name in (*manifest["engines"][INT8]["files"], VOCAB):
-        files[name] = read_part(uri, name)
-        check_part(uri, name, files[name], manifest)
+    files = {name: read_checked(uri, name, manifest) for name in parts_read(INT8, manifest)}
     vocabulary = Vocabulary.from_text(files[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))
     parts = {
         part: tuple(files[name] for name in names)
