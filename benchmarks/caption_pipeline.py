@@ -55,7 +55,12 @@ from models.captioner.beam_search import beam_search  # noqa: E402
 from models.captioner.bundle import load_bundle, save_bundle  # noqa: E402
 from models.captioner.decoder import DecoderConfig, ShowAndTell  # noqa: E402
 from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
-from models.captioner.openvino_engine import load_int8, measure_fidelity  # noqa: E402
+from models.captioner.openvino_engine import (  # noqa: E402
+    MIN_COSINE,
+    MIN_SAME_CAPTION,
+    load_int8,
+    measure_fidelity,
+)
 from models.captioner.vocabulary import Vocabulary  # noqa: E402
 from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
 from pipeline.quantize import add_int8_engine, decode_sample  # noqa: E402
@@ -274,7 +279,8 @@ def print_fidelity(name: str, fidelity: dict) -> None:
         f"   {name:<28} cosine mean {fidelity['feature_cosine_mean']:.5f}, min "
         f"{fidelity['feature_cosine_min']:.5f}; same best caption "
         f"{fidelity['same_best_caption']:.0%} of {fidelity['images']} "
-        f"(gate: 0.99 and 90%: {'passed' if fidelity['passed'] else 'NOT passed'})"
+        f"(gate: {MIN_COSINE} and {MIN_SAME_CAPTION:.0%}: "
+        f"{'passed' if fidelity['passed'] else 'NOT passed'})"
     )
 
 

@@ -37,7 +37,8 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    simd = [flag for flag in SIMD if flag in cpu_flags()]
+    flags = cpu_flags()
+    simd = [flag for flag in SIMD if flag in flags]
     caps = [f"{var}={os.environ[var]}" for var in ISA_CAPS if os.environ.get(var)]
     capped = f" (capped: {', '.join(caps)})" if caps else ""
     return f"{name}, {os.cpu_count()} cores, {' '.join(simd)}{capped}"

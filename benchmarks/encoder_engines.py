@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 from benchmarks.cpu import bf16_units, machine  # noqa: E402
 from models.captioner.captioner import pad_rows  # noqa: E402
 from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
+from models.captioner.openvino_engine import feature_cosines  # noqa: E402
 from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
 from transforms.decode import decode_image  # noqa: E402
 
@@ -296,12 +297,6 @@ def onnxruntime_rows(bench: Bench) -> list[Row]:
 # --- the table ------------------------------------------------------------------------------------
 
 
-def cosines(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    dot = np.sum(features * reference, axis=1)
-    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(reference, axis=1)
-    return dot / np.maximum(norms, 1e-12)
-
-
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -314,7 +309,7 @@ def print_table(rows: list[Row], baseline: Row) -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        similarity = cosines(row.features, baseline.features)
+        similarity = feature_cosines(row.features, baseline.features)
         print(
             f"{row.engine:<15} {row.precision:<28} {row.images_per_s:7.2f} "
             f"{row.images_per_s / baseline.images_per_s:9.2f} {similarity.mean():9.5f} "

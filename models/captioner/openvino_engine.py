@@ -288,6 +288,12 @@ def int8_captioner(
     return Captioner(encoder, stepper, vocabulary, manifest, INT8)
 
 
+def feature_cosines(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each image's cosine between two engines' features [B, D]."""
+    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(reference, axis=1)
+    return (features * reference).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
 def measure_fidelity(
     reference: Captioner, engine: Captioner, images: np.ndarray, *, batch_size: int = 32, **search
 ) -> dict:
@@ -298,8 +304,7 @@ def measure_fidelity(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         ours, theirs = engine.encoder.encode(batch), reference.encoder.encode(batch)
-        norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
-        cosines += list((ours * theirs).sum(axis=1) / np.maximum(norms, 1e-12))
+        cosines += list(feature_cosines(ours, theirs))
         pairs = zip(
             engine.caption_features(ours, **search),
             reference.caption_features(theirs, **search),
