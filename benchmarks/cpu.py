@@ -5,26 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
-# What caps the instruction set that oneDNN (TensorFlow, OpenVINO), OpenBLAS and NumPy use:
-# with all three, an AVX-512 CPU runs the kernels an AVX2-only one would (docs/performance.md).
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
+from models.hardware import ISA_CAPS, bf16_units, cpu_flags, cpuinfo  # noqa: F401
+
 SIMD = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-
-
-def cpuinfo() -> str:
-    path = Path("/proc/cpuinfo")
-    return path.read_text() if path.exists() else ""
-
-
-def cpu_flags() -> set[str]:
-    return set(cpuinfo().split())
-
-
-def bf16_units() -> bool:
-    """Whether oneDNN may use bf16 instructions here (none on AVX2 CPUs, nor under a cap)."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and not os.environ.get(ISA_CAPS[0])
 
 
 def machine() -> str:

@@ -16,8 +16,6 @@ Engines, by ``--precision``:
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +25,7 @@ from models.captioner.manifest import KERAS_PARTS, VOCAB
 from models.captioner.vocabulary import Vocabulary
 from models.configs import PRECISIONS as KERAS_PRECISIONS
 from models.faults import ModelFault, StageFailed
+from models.hardware import gpu_visible
 
 INT8 = "int8"
 AUTO = "auto"
@@ -115,13 +114,6 @@ def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
         return array
     padding = np.zeros((rows - len(array), *array.shape[1:]), array.dtype)
     return np.concatenate([array, padding])
-
-
-def gpu_visible() -> bool:
-    """Whether this machine shows an NVIDIA GPU to its processes (a device node, and
-    ``CUDA_VISIBLE_DEVICES`` not hiding it), without importing a framework."""
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1", "none", "NoDevFiles")
-    return not hidden and bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def built_from(manifest: dict) -> dict:
