@@ -177,3 +177,28 @@ class TrainConfig:
         "epoch's metrics",
         uris=True,
     )
+
+
+PRETRAIN_PRECISIONS = ("auto", *PRECISIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """How ``beamcap pretrain`` fits the encoder as a classifier of labelled images."""
+
+    batch_size: int = setting(32, "images per training step", minimum=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate", minimum=1e-8, maximum=1.0)
+    images: int = setting(
+        0, "stop after this many training images (repeats included); 0: no limit", minimum=0
+    )
+    time_budget_minutes: float = setting(
+        0.0,
+        "stop after this many minutes of training (resumed runs included); 0: no limit",
+        minimum=0.0,
+    )
+    images_per_eval: int = setting(
+        3200,
+        "training images between held-out evaluations and checkpoints (a learning-curve point)",
+        minimum=1,
+    )
+    seed: int = setting(0, "random seed of the heads and the shuffling")

@@ -16,6 +16,7 @@ import sys
 SUBCOMMANDS = {
     "demo": ("pipeline.demo", "the whole job on the synthetic dataset, offline"),
     "synth": ("pipeline.synth", "generate the synthetic captioned dataset"),
+    "pretrain": ("pipeline.pretrain", "fit the encoder as a classifier of labelled images"),
     "features": ("pipeline.features", "images + captions -> TFRecord features (a Beam job)"),
     "train": (
         "pipeline.train",

@@ -27,10 +27,12 @@ def read_history(path: Path) -> list[dict]:
     ]
 
 
-def plot_curve(history: list[dict], path: Path) -> None:
-    """Loss per epoch; with a second panel, the validation caption scores (BLEU-4 and every
-    ``val_*_accuracy`` a judge added) against the images (phase 2) or captions (phase 1)
-    trained on: the learning curve."""
+def plot_curve(
+    history: list[dict], path: Path, *, scores_title: str = "validation captions (beam search)"
+) -> None:
+    """Loss per epoch; with a second panel (``scores_title``), the validation scores (BLEU-4
+    and every ``val_*_accuracy``) against the images (phase 2, pretraining) or captions
+    (phase 1) trained on: the learning curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +62,7 @@ def plot_curve(history: list[dict], path: Path) -> None:
             xlabel=seen_key.replace("_", " "),
             ylabel="validation sample",
             ylim=(0, 1),
-            title="validation captions (beam search)",
+            title=scores_title,
         )
         axis.grid(alpha=0.3)
         axis.legend()

@@ -1,0 +1,232 @@
+"""Encoder pretraining: the bundle's backbone fitted as a classifier of labelled images.
+
+Show and Tell's CNN was an ImageNet classifier before it was an encoder; a random one
+describes almost nothing. ``pretrain`` puts one softmax head per label (``Head``) on the
+backbone's pooled features (the features the decoder will read), trains it with a masked
+cross-entropy, and keeps the backbone: its weights file is what ``beamcap features
+--encoder-weights`` takes. Held-out accuracy per head group is measured every
+``images_per_eval`` images (the learning curve); a rerun of an interrupted run resumes from its
+last evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from models import storage
+from models.captioner.encoder import (
+    PRETRAINING,
+    EncoderSpec,
+    ImageEncoder,
+    preprocess,
+    weights_fingerprint,
+)
+from models.captioner.manifest import ENCODER_WEIGHTS  # the name a bundle gives them too
+from models.configs import PretrainConfig
+from models.datasets.labels import Head
+from models.training.callbacks import Progress, Seen, TimeBudget
+from models.training.curve import plot_curve, read_history
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Decoded images (uint8 [N, S, S, 3]) and their labels per head (int [N]; -1: none)."""
+
+    images: np.ndarray
+    labels: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def masked_softmax_loss(labels, logits):
+    """Mean sparse cross-entropy over the rows labelled for this head (label >= 0)."""
+    labels = keras.ops.reshape(keras.ops.cast(labels, "int32"), (-1,))
+    mask = keras.ops.cast(labels >= 0, "float32")
+    losses = keras.losses.sparse_categorical_crossentropy(
+        keras.ops.maximum(labels, 0), logits, from_logits=True
+    )
+    return keras.ops.sum(losses * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
+
+
+def classifier(encoder: ImageEncoder, heads: tuple[Head, ...]) -> keras.Model:
+    """uint8 images -> {head: logits}: the encoder's backbone, average-pooled as the caption
+    features are, then one dense softmax layer per head (in float32 whatever the policy)."""
+    size = encoder.spec.image_size
+    images = keras.Input((size, size, 3), dtype="uint8", name="images")
+    grid = encoder.backbone(preprocess(images, encoder.spec.architecture))
+    pooled = keras.ops.cast(keras.layers.GlobalAveragePooling2D()(grid), "float32")
+    outputs = {
+        head.name: keras.layers.Dense(len(head.classes), dtype="float32", name=head.name)(pooled)
+        for head in heads
+    }
+    return keras.Model(images, outputs, name="pretraining_classifier")
+
+
+def held_out_accuracy(model: keras.Model, heads, examples: Examples) -> dict[str, float]:
+    """Accuracy per head group over the labelled rows of ``examples``, in inference mode."""
+    predicted = model.predict(examples.images, batch_size=128, verbose=0)
+    hits: dict[str, list[np.ndarray]] = {}
+    for head in heads:
+        labels = examples.labels[head.name]
+        labelled = labels >= 0
+        right = predicted[head.name].argmax(-1)[labelled] == labels[labelled]
+        hits.setdefault(head.group, []).append(right)
+    return {group: float(np.concatenate(parts).mean()) for group, parts in hits.items()}
+
+
+class HeldOut(keras.callbacks.Callback):
+    """Adds ``val_GROUP_accuracy`` for every head group to each epoch's logs."""
+
+    def __init__(self, heads, examples: Examples):
+        super().__init__()
+        self.heads, self.examples = heads, examples
+
+    def on_epoch_end(self, epoch, logs=None):
+        if len(self.examples):
+            scores = held_out_accuracy(self.model, self.heads, self.examples)
+            logs.update({f"val_{group}_accuracy": value for group, value in scores.items()})
+
+
+class ImagesBudget(keras.callbacks.Callback):
+    """Stops training once ``images`` have been seen (``Seen``'s count, resumed runs included)."""
+
+    def __init__(self, images: int, seen: Seen):
+        super().__init__()
+        self.images, self.seen = images, seen
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.images and self.seen.seen >= self.images:
+            self.model.stop_training = True
+
+
+def batches(examples: Examples, batch_size: int, seed: int):
+    """Shuffled, repeated batches of (images, {head: labels}), as a tf.data pipeline."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
+    data = data.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True).repeat()
+    return data.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+# Over 60 lines: the pretraining outline, build -> resume -> fit -> weights and report, read top
+# to bottom like ``models.training.trainer.train``.
+def pretrain(
+    spec: EncoderSpec,
+    heads: tuple[Head, ...],
+    train_examples: Examples,
+    val_examples: Examples,
+    output: str,
+    *,
+    config: PretrainConfig,
+    precision: str,
+    dataset: dict,
+    work_dir: str | None = None,
+) -> dict:
+    """Fits the classifier; writes ``output``/encoder.weights.h5, pretraining.json (the
+    provenance), metrics.json and accuracy.png; returns pretraining.json's contents.
+    ``dataset`` describes the labelled data for the provenance."""
+    if len(train_examples) < config.batch_size:
+        raise ValueError(
+            f"{len(train_examples)} training images, fewer than one batch of {config.batch_size}"
+        )
+    keras.utils.set_random_seed(config.seed)
+    encoder = ImageEncoder(spec, precision=precision)
+    model = classifier(encoder, heads)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={head.name: masked_softmax_loss for head in heads},
+    )
+    work = _work_dir(output, work_dir)
+    last = read_history(work / "history.csv") if (work / "backup").exists() else []
+    resumed = last[-1] if last else {}
+    if resumed:
+        log.info("resuming after %d images (checkpoint in %s)", resumed["images_seen"], work)
+    steps = max(1, config.images_per_eval // config.batch_size)
+    seen = Seen(
+        "images_seen",
+        config.batch_size,
+        per_epoch=steps * config.batch_size,
+        seen=int(resumed.get("images_seen", 0)),
+        minutes=resumed.get("minutes", 0.0),
+    )
+    minutes_left = config.time_budget_minutes - resumed.get("minutes", 0.0)
+    callbacks = [
+        HeldOut(heads, val_examples),
+        seen,
+        ImagesBudget(config.images, seen),
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(work / "backup")),
+        Progress(steps, config.batch_size, unit="images"),
+        *([TimeBudget(max(minutes_left, 0.0) * 60)] if config.time_budget_minutes else []),
+    ]
+    epochs = math.ceil(config.images / (steps * config.batch_size)) if config.images else 10**6
+    started = time.time()
+    model.fit(
+        batches(train_examples, config.batch_size, config.seed),
+        epochs=epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        shuffle=False,  # tf.data shuffles
+        verbose=0,
+    )
+    history = read_history(work / "history.csv")
+    fingerprint = weights_fingerprint(encoder.backbone)
+    encoder.save_weights(storage.join(output, ENCODER_WEIGHTS))
+    final = history[-1] if history else {}
+    provenance = {
+        "weights_file": ENCODER_WEIGHTS,
+        "fingerprint": fingerprint,
+        "architecture": spec.architecture,
+        "image_size": spec.image_size,
+        "initial_weights": spec.weights,
+        "dataset": dataset,
+        "images_seen": int(final.get("images_seen", 0)),
+        "minutes": final.get("minutes", 0.0),
+        "held_out_accuracy": {
+            key[len("val_") : -len("_accuracy")]: round(value, 4)
+            for key, value in final.items()
+            if key.startswith("val_") and key.endswith("_accuracy")
+        },
+        "precision": precision,
+        "config": dataclasses.asdict(config),
+    }
+    storage.write_text(storage.join(output, PRETRAINING), json.dumps(provenance, indent=2))
+    _write_report(output, history, {**provenance, "seconds": round(time.time() - started, 1)})
+    (work / "history.csv").unlink(missing_ok=True)  # now in metrics.json: a rerun starts afresh
+    if not any(work.iterdir()):
+        work.rmdir()
+    return provenance
+
+
+def _work_dir(output: str, work_dir: str | None) -> Path:
+    """Where checkpoints and the CSV history go: local, so Keras can write them."""
+    if work_dir:
+        work = Path(work_dir)
+    elif storage.is_gcs(output):
+        work = Path(tempfile.mkdtemp(prefix="beamcap-pretrain-"))
+    else:
+        work = Path(output) / "checkpoints"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _write_report(output: str, history: list[dict], metrics: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_curve(history, Path(tmp, "accuracy.png"), scores_title="held-out accuracy per head")
+        data = Path(tmp, "accuracy.png").read_bytes()
+    storage.write_bytes(storage.join(output, "accuracy.png"), data)
+    storage.write_text(
+        storage.join(output, "metrics.json"), json.dumps({**metrics, "history": history}, indent=2)
+    )
