@@ -254,7 +254,13 @@ def build(pipeline, settings: FeaturesSettings, *, spec, weights_file: str, fing
         "max_vocab_size": settings.max_vocab_size,
         "with_images": settings.with_images,
     }
-    spec_fields = dataclasses.asdict(spec)
+    from models.captioner.encoder import pretraining_of
+
+    pretraining = pretraining_of(spec.weights, fingerprint)
+    spec_fields = {
+        **dataclasses.asdict(spec),
+        **({"pretraining": pretraining} if pretraining else {}),
+    }
     vocabulary_side = beam.pvalue.AsSingleton(vocabulary)
 
     def commit(tally, files, vocabulary):

@@ -13,6 +13,7 @@ import json
 from models.backend import load_keras
 from models.captioner.manifest import verify_bundle
 from pipeline.quantize import describe
+from pipeline.report import describe_pretraining
 from pipeline.settings import Parser
 
 
@@ -42,6 +43,8 @@ def main(argv: list[str]) -> int:
         f"fingerprint {decoder['fingerprint'][:12]}"
     )
     print(f"vocabulary  {manifest['vocabulary']['size']} words")
+    if encoder.get("pretraining"):
+        print(f"pretrain    {describe_pretraining(encoder['pretraining'])}")
     if "preprocessing" in encoder:
         print(f"preprocess  {json.dumps(encoder['preprocessing'])}")
     source = manifest.get("source")

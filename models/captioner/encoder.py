@@ -20,6 +20,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
+import os
+import posixpath
 
 import keras
 import numpy as np
@@ -37,6 +40,7 @@ from models.configs import PRECISIONS
 from models.faults import ModelFault
 
 DEFAULT_IMAGE_SIZE = 299
+PRETRAINING = "pretraining.json"  # beside a weights file `beamcap pretrain` wrote: provenance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +130,24 @@ def _load_weights(backbone: keras.Model, spec: str, image_size: int, entry: Arch
                 raise ValueError(
                     f"{spec} is not an {entry.name} (include_top=False) weights file: {error}"
                 ) from error
+
+
+def pretraining_of(weights: str, fingerprint: str) -> dict | None:
+    """What ``beamcap pretrain`` recorded of a weights file (the PRETRAINING file beside it:
+    dataset, images seen, held-out accuracy), when it is of these weights (``fingerprint``);
+    None for imagenet, random:SEED and other files."""
+    if weights == "imagenet" or random_seed(weights) is not None:
+        return None
+    folder = posixpath.dirname(weights) if storage.is_gcs(weights) else os.path.dirname(weights)
+    uri = storage.join(folder or ".", PRETRAINING)
+    if not storage.exists(uri):
+        return None
+    record = json.loads(storage.read_text(uri))
+    if record.get("fingerprint") != fingerprint:
+        return None
+    keys = ("images_seen", "minutes", "held_out_accuracy", "precision", "fingerprint")
+    dataset = {k: v for k, v in record.get("dataset", {}).items() if k != "heads"}
+    return {"dataset": dataset, **{key: record.get(key) for key in keys}}
 
 
 DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}

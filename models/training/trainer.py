@@ -178,7 +178,10 @@ def _start(
             }
         )
     )
-    return Start(encoder, decoder, {"phase": 1})
+    pretraining = (
+        {"pretraining": encoder_info["pretraining"]} if "pretraining" in encoder_info else {}
+    )
+    return Start(encoder, decoder, {"phase": 1, **pretraining})
 
 
 def feature_width(encoder_info: dict) -> int:
