@@ -7,7 +7,8 @@ every object's shape, colour and position correctly (and nothing else), and what
 Images are matched to references by file name. ``--captions`` is one committed run, or an
 output root: then every committed run's latest caption of each image by one model
 (``OutputRoot.read_captions``; ``--model-id`` when several models captioned there). Writes
-``metrics.json`` into that directory and prints a table.
+``metrics.json`` into that directory (with each image's attribute scores, ``per_image``, which
+``beamcap report`` shows beside it) and prints a table.
 
     beamcap evaluate --captions out/runs/RUN_ID --references data/synth/captions.txt \\
         --scenes data/synth/scenes.jsonl
@@ -27,7 +28,12 @@ from models import storage
 from models.configs import SettingsError
 from models.datasets.caption_files import read_caption_file
 from models.datasets.synthetic import read_scenes
-from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
+from models.evaluation.attributes import (
+    ACCURACY_KEYS,
+    attribute_hits,
+    attribute_scores,
+    describes,
+)
 from models.evaluation.metrics import caption_scores
 from pipeline.output_root import METRICS, OutputRoot, RunDir
 from pipeline.settings import Parser
@@ -86,7 +92,18 @@ def evaluate(
         scores = attribute_scores(judged).items()
         metrics |= {key: value if judged else None for key, value in scores}
         metrics["images_with_scenes"] = len(judged)
+        metrics["per_image"] = {n: image_verdict(scenes[n], c) for n, c in rows if n in scenes}
     return metrics
+
+
+def image_verdict(scene, caption: str) -> dict:
+    """One image's attribute scores: whether the caption ``describes`` the scene, and per
+    ``ATTRIBUTE_FIELDS`` field [right, of] (objects; for count, the image)."""
+    hits = attribute_hits(scene, caption)
+    return {
+        "describes": describes(scene, caption),
+        **{f: [sum(v), len(v)] for f, v in hits.items()},
+    }
 
 
 def table(metrics: dict) -> str:

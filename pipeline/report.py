@@ -43,6 +43,8 @@ td, th { padding: 4px 10px; text-align: left; vertical-align: top; border-bottom
 .caption { font-size: 1.1em; font-weight: 600; } .score { color: #666; font-size: 0.9em; }
 .nbest { margin: 0.4em 0 0 1.2em; color: #444; } .uri { color: #888; font-size: 0.8em; }
 .failure td { color: #a00; }
+.attributes { font-size: 0.9em; margin-top: 0.2em; } .attributes.right { color: #070; }
+.attributes.wrong { color: #a00; }
 .warning { border: 2px solid #c60; background: #fff4e5; padding: 0.8em 1em; margin: 1em 0;
            font-size: 1.05em; } .warning strong { color: #a40; }
 .history td, .history th { font-size: 0.9em; }
@@ -74,6 +76,8 @@ def describe_encoder(encoder: dict) -> str:
         f"{encoder.get('architecture', '?')} {encoder.get('image_size', '?')}px, weights "
         f"{encoder.get('weights', '?')}, fingerprint {str(encoder.get('fingerprint', '?'))[:12]}"
     )
+    if encoder.get("pretraining"):
+        text += "; " + describe_pretraining(encoder["pretraining"])
     tuning = encoder.get("fine_tuning")
     if encoder.get("phase") == 2 and tuning:
         text += (
@@ -83,6 +87,29 @@ def describe_encoder(encoder: dict) -> str:
     elif encoder.get("phase") == 2:
         text += "; fine-tuned with the decoder (phase 2)"
     return text
+
+
+def describe_pretraining(pretraining: dict) -> str:
+    """One line of ``beamcap pretrain``'s provenance: data, images seen, held-out accuracy."""
+    dataset = pretraining.get("dataset", {})
+    accuracy = ", ".join(
+        f"{head} {value:.2f}" for head, value in pretraining.get("held_out_accuracy", {}).items()
+    )
+    return (
+        f"pretrained on {dataset.get('data', '?')} ({dataset.get('kind', '?')}, "
+        f"{dataset.get('train_images', '?')} images): {pretraining.get('images_seen')} seen, "
+        f"held-out accuracy {accuracy or 'not measured'}"
+    )
+
+
+def attribute_line(verdict: dict) -> str:
+    """An image's attribute scores (``beamcap evaluate``'s ``per_image``) as one HTML line."""
+    scene = "describes the scene" if verdict["describes"] else "does not describe the scene"
+    parts = [
+        f"{field} {right}/{of}" for field, (right, of) in verdict.items() if field != "describes"
+    ]
+    mark = "right" if verdict["describes"] else "wrong"
+    return f"<div class='attributes {mark}'>{scene} · {' · '.join(parts)}</div>"
 
 
 def _image_data_uri(data: bytes, kind: str = "png") -> str:
@@ -191,8 +218,10 @@ def render(run_dir: str, images_root: str | None = None, *, model_uri: str | Non
         *(training_section(model_uri) if model_uri else []),
         f"<h2>Captions ({captions.num_rows})</h2>",
     ]
+    per_image = metrics.get("per_image", {})
     for row in sorted(captions.to_pylist(), key=lambda r: r["image_uri"]):
         src = thumbnail(row["image_uri"], images_root)
+        verdict = per_image.get(posixpath.basename(row["image_uri"]))
         image = f"<img src='{src}' alt=''>" if src else "<img alt='no preview'>"
         nbest = "".join(
             f"<li>{esc(c['caption'])} <span class='score'>score {c['score']:.3f}</span></li>"
@@ -203,6 +232,7 @@ def render(run_dir: str, images_root: str | None = None, *, model_uri: str | Non
             f"<div class='caption'>{esc(row['caption'])}</div>"
             f"<div class='score'>score {row['score']:.3f} · log-prob {row['log_prob']:.3f} · "
             f"{row['width']}x{row['height']}</div>"
+            f"{attribute_line(verdict) if verdict else ''}"
             f"<ol class='nbest'>{nbest}</ol>"
             f"<div class='uri'>{esc(row['image_uri'])}</div></div></div>"
         )
