@@ -150,7 +150,9 @@ def decode_image(
 
 
 class ReadAndDecode(beam.DoFn):
-    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``.
+    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``. An
+    element ``(uri, payload, data)`` brings its bytes along (a tar shard's member,
+    ``transforms.shards.ReadShards``) and is not read again.
 
     Files are read and decoded on ``threads`` threads, up to ``ahead`` images ahead of what
     the step has handed on: in a fused stage the model runs on the thread that calls
@@ -205,10 +207,13 @@ class ReadAndDecode(beam.DoFn):
         (self.read_failed if outcome.value["stage"] == "read" else self.decode_failed).inc()
         return pvalue.TaggedOutput(outcome.tag, WindowedValue(outcome.value, timestamp, [window]))
 
-    def read_and_decode(self, uri: str, payload) -> DecodedImage | pvalue.TaggedOutput:
+    def read_and_decode(
+        self, uri: str, payload, data: bytes | None = None
+    ) -> DecodedImage | pvalue.TaggedOutput:
         try:
-            with FileSystems.open(uri) as handle:
-                data = handle.read()
+            if data is None:
+                with FileSystems.open(uri) as handle:
+                    data = handle.read()
         except Exception as error:  # noqa: BLE001 - any I/O error is this image's failure
             return failure(uri, "read", error)
         try:
