@@ -1,5 +1,5 @@
 """Tar shards (WebDataset's) as `beamcap caption` input, as a user types it: brace notation,
-``--input-list``, local and on the gs:// test server. Each image member is captioned under
+``--input-list``, a folder, local and on the gs:// test server. Each image member is captioned under
 ``SHARD#MEMBER`` with its WebDataset key; a member that is not an image and a truncated shard
 are dead letters of their own; ``--only-new`` works per member."""
 
@@ -129,6 +129,7 @@ def test_shards_on_a_bucket(gcs, new_bucket, tmp_path, tiny_bundle, capsys):
     failures = parquet_rows(client, f"{run_dir}/failures-")
     check_first_run(first, captions, failures, lambda name: f"gs://{bucket}/laion/{name}")
 
+    flags[flags.index(inputs)] = f"gs://{bucket}/laion/"  # the folder: the same shards
     status, second = beamcap(capsys, "caption", *flags)
     assert status == 0, second
     assert second["counts"]["captioned"] == 0 and second["counts"]["skipped_as_done"] == 5
