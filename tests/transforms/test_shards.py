@@ -45,6 +45,28 @@ def test_image_members_are_read_in_order_and_the_rest_passed_over():
     ]
 
 
+class Reads(io.BytesIO):
+    """A stream that records the size of every read: a shard is never read whole."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.sizes = []
+
+    def read(self, size=-1):
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def test_a_shard_is_streamed_a_record_or_a_member_at_a_time():
+    members = {f"{n:06d}.jpg": bytes([n]) * 3000 for n in range(100)}
+    stream = Reads(tar_of(members))
+    read = read_members(stream)
+    assert next(read) == ("000000.jpg", members["000000.jpg"])
+    assert stream.tell() <= 2 * tarfile.RECORDSIZE  # the rest of the 300 KB not yet read
+    assert dict(read) == {name: data for name, data in members.items() if name != "000000.jpg"}
+    assert 0 < max(stream.sizes) <= tarfile.RECORDSIZE
+
+
 def test_a_shard_cut_anywhere_is_damaged_never_quietly_short():
     """tarfile alone ends quietly where a shard is cut at a member's end: members lost. Cut
     before its first end-of-archive block, a shard is damaged; after it, whole."""
