@@ -15,7 +15,8 @@ COPY pipeline ./pipeline
 COPY transforms ./transforms
 COPY models ./models
 COPY configs ./configs
-RUN pip install --no-cache-dir -c constraints.txt ".[gpu]"
+# heif: HEIC photos (pillow-heif; its wheels bundle GPL-2.0 and LGPL-3.0 codecs: README)
+RUN pip install --no-cache-dir -c constraints.txt ".[gpu,heif]"
 # The launcher and the workers run the installed package (its presets included), from a folder
 # that holds no copy of the source: the tree above is only what pip installed from.
 WORKDIR /opt/beamcap-launcher

@@ -22,6 +22,10 @@ CORE = [
     "openvino==2026.4.1",  # the int8 CPU engine's runtime (models/captioner/openvino_engine.py)
 ]
 QUANTIZE = ["nncf==3.4.0"]  # `beamcap quantize`: NNCF's post-training quantization
+# HEIC/HEIF photos (transforms/decode.py). An extra, not CORE: its wheels bundle libheif and
+# libde265 (LGPL-3.0) and x265 (GPL-2.0), which make the binary wheel GPL-2.0 (its
+# LICENSES_bundled.txt); beamcap itself is Apache-2.0. 1.8.1: 1.9 needs Pillow >= 13.
+HEIF = ["pillow-heif==1.8.1"]
 
 setup(
     name="beamcap",
@@ -43,8 +47,10 @@ setup(
     install_requires=CORE,
     extras_require={
         "quantize": QUANTIZE,
+        "heif": HEIF,
         "test": [
             *QUANTIZE,
+            *HEIF,
             # 9.1.1, not 9.2: with 9.2 xdist's --dist loadgroup silently stops grouping
             # (pytest-xdist #1386), and make test relies on it to build shared fixtures once
             "pytest==9.1.1",

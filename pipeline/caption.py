@@ -1,8 +1,13 @@
 """``beamcap caption``: images -> captions with scores and N-best alternatives, in Parquet.
 
-    MatchImages -> [SkipAlreadyDone] -> Reshuffle -> ReadAndDecode -> CaptionImages
-    (RunInference: batched InceptionV3 + beam search in one stage) -> WriteCaptions;
-    every stage's failures -> WriteFailures;  tallies + written files -> CommitRun
+    MatchImages -> [SkipAlreadyDone] -> Reshuffle -> ReadShards -> ReadAndDecode
+    -> CaptionImages (RunInference: batched InceptionV3 + beam search in one stage)
+    -> WriteCaptions;  every stage's failures -> WriteFailures;  tallies + written files
+    -> CommitRun
+
+Tar shards (WebDataset's, ``--input 'gs://B/shards/{00000..00099}.tar'``) cross the shuffle
+as one element each; ReadShards streams each on the worker it lands on, and each image member
+goes on as an image of its own, ``SHARD#MEMBER`` (``transforms/shards.py``).
 
 Each run writes ``OUTPUT/runs/RUN_ID/``: ``captions-*.parquet``, ``failures-*.parquet``,
 ``summary.json`` (counts, model, wall time, images/s) and then ``_SUCCESS``. Every matched
@@ -58,8 +63,15 @@ from transforms.commit import CommitRun, WriteRunParquet
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
-from transforms.match import MatchImages, has_wildcard, with_identity
+from transforms.match import (
+    MatchImages,
+    expand_braces,
+    has_wildcard,
+    split_inputs,
+    with_identity,
+)
 from transforms.progress import count
+from transforms.shards import TALLY, ReadShards, is_shard
 from transforms.skip import SkipAlreadyDone
 
 
@@ -67,7 +79,8 @@ from transforms.skip import SkipAlreadyDone
 class CaptionSettings:
     input: str = setting(
         None,
-        "images, image directories (searched recursively) or glob patterns ('**' recurses), "
+        "images, image directories (searched recursively), glob patterns ('**' recurses) or "
+        "tar shards (WebDataset's: each image member is captioned; 'shards/{00000..00099}.tar'), "
         "local or gs://, as many as you like (--input a.jpg b.jpg photos/, or comma-separated); "
         "give this or --input-list",
         type=str,
@@ -75,7 +88,10 @@ class CaptionSettings:
         many=True,
     )
     input_list: str = setting(
-        None, "a text file with one image URI per line (instead of --input)", type=str, uris=True
+        None,
+        "a text file with one image or tar shard URI per line (instead of --input)",
+        type=str,
+        uris=True,
     )
     model: str = setting(
         None, "model bundle directory from `beamcap train`", type=str, required=True, uris=True
@@ -173,7 +189,7 @@ class CaptionSettings:
             raise SettingsError(
                 f"--run-id must be letters, digits, '.', '_' or '-', got {self.run_id!r}"
             )
-        for path in (self.input or "").split(","):
+        for path in (p for given in split_inputs(self.input or "") for p in expand_braces(given)):
             local = path and not storage.is_gcs(path) and not has_wildcard(path)
             if local and not os.path.exists(path):
                 raise SettingsError(f"--input: {path} does not exist")
@@ -245,6 +261,8 @@ def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, s
         "captioned": int(tally.get("captioned", 0)),
         "failed": {stage: int(tally.get(f"failed_{stage}", 0)) for stage in STAGES},
     }
+    if tally.get("shards"):  # tar shards matched; their image members count as images above
+        counts["shards"] = int(tally["shards"])
     failed = sum(counts["failed"].values())
     limit = settings.max_failed_fraction
     if limit and counts["matched"] and failed / counts["matched"] > limit:
@@ -315,24 +333,24 @@ def build(
             | "LookUpIdentities" >> beam.Map(with_identity)
         )
     else:
-        pattern = settings.input.split(",")
-        matched = pipeline | "MatchImages" >> MatchImages(pattern, identities=True)
+        patterns = split_inputs(settings.input)
+        matched = pipeline | "MatchImages" >> MatchImages(patterns, identities=True)
     uris = matched  # (uri, identity): the identity rides along as the image's payload
     if settings.incremental:
         model_id = manifest["model_id"] if settings.only_new_for_model else None
         uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done), model_id=model_id)
-    decoded = (
+    read = (
         uris
         | "Redistribute" >> beam.Reshuffle()
-        | "ReadAndDecode"
-        >> beam.ParDo(
-            ReadAndDecode(
-                manifest["encoder"]["image_size"],
-                max_pixels=settings.max_pixels,
-                preprocessing=manifest["encoder"].get("preprocessing"),
-            )
-        ).with_outputs("failures", main="decoded")
+        | "ReadShards" >> beam.ParDo(ReadShards()).with_outputs("failures", TALLY, main="images")
     )
+    decoded = read.images | "ReadAndDecode" >> beam.ParDo(
+        ReadAndDecode(
+            manifest["encoder"]["image_size"],
+            max_pixels=settings.max_pixels,
+            preprocessing=manifest["encoder"].get("preprocessing"),
+        )
+    ).with_outputs("failures", main="decoded")
     handler = BundleHandler(
         settings.model,
         model_id=manifest["model_id"],
@@ -346,14 +364,25 @@ def build(
         handler, run_id=run.run_id
     )
     written = rows | "WriteCaptions" >> WriteRunParquet(run.file("captions"), CAPTIONS_SCHEMA)
-    failures = (decoded.failures, caption_failures) | "AllFailures" >> beam.Flatten()
+    failures = (read.failures, decoded.failures, caption_failures) | "AllFailures" >> beam.Flatten()
     failed_files = failures | "WriteFailures" >> WriteFailures(
         run.file("failures"), run_id=run.run_id
     )
     live = run.progress_dir
-    tallies = [
-        count(matched, "matched", "TallyMatched", progress_dir=live),
-        count(uris, "to_caption", "TallyToCaption", progress_dir=live),
+    tallies = [  # a shard counts by its members, as ReadShards lists them
+        count(
+            matched,
+            lambda m: "shards" if is_shard(m[0]) else "matched",
+            "TallyMatched",
+            progress_dir=live,
+        ),
+        count(
+            uris,
+            lambda u: "shards_to_read" if is_shard(u[0]) else "to_caption",
+            "TallyToCaption",
+            progress_dir=live,
+        ),
+        count(read[TALLY], lambda key: key, "TallyShardMembers", progress_dir=live),
         count(rows, "captioned", "TallyCaptioned", progress_dir=live),
         count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", progress_dir=live),
     ]

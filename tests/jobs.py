@@ -42,8 +42,9 @@ def job_flags(images, bundle, output, *extra):
     ]
 
 
-def beamcap_job(*argv, timeout: float | None = None):
-    """Runs `beamcap ARGV` in a subprocess, for at most ``timeout`` (JOB_TIMEOUT) seconds."""
+def beamcap_job(*argv, timeout: float | None = None, env: dict | None = None):
+    """Runs `beamcap ARGV` in a subprocess, for at most ``timeout`` (JOB_TIMEOUT) seconds (with
+    ``env`` added to this process's environment)."""
     command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
     return subprocess.run(
         command,
@@ -52,6 +53,7 @@ def beamcap_job(*argv, timeout: float | None = None):
         text=True,
         timeout=timeout or JOB_TIMEOUT,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 

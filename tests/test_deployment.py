@@ -29,7 +29,7 @@ def test_dockerfile_versions_match_setup_py():
     python = args["PYTHON_VERSION"]
     assert f"python{python.replace('.', '')}-template-launcher-base" in dockerfile
     assert tuple(map(int, python.split("."))) >= (3, 10)  # python_requires
-    assert '".[gpu]"' in dockerfile and "constraints.txt" in dockerfile
+    assert '".[gpu,heif]"' in dockerfile and "constraints.txt" in dockerfile
     for package in ("pipeline", "transforms", "models", "configs"):
         assert f"COPY {package} ./{package}" in dockerfile
 

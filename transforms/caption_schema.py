@@ -7,14 +7,19 @@ import datetime
 
 import pyarrow as pa
 
+from transforms.shards import member_key
+
 CANDIDATE = pa.struct(
     [("caption", pa.string()), ("log_prob", pa.float32()), ("score", pa.float32())]
 )
-CAPTIONS_VERSION = 2  # 2 added image_identity; version-1 files read with it null
+# 2 added image_identity, 3 key (a tar shard member's WebDataset key); older files read with
+# what they lack null
+CAPTIONS_VERSION = 3
 CAPTIONS_SCHEMA = pa.schema(
     [
         ("image_uri", pa.string()),
         ("image_identity", pa.string()),
+        ("key", pa.string()),
         ("caption", pa.string()),
         ("log_prob", pa.float32()),
         ("score", pa.float32()),
@@ -41,7 +46,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def caption_row(image, captions: list, model_id: str, run_id: str) -> dict:
     """One row of the captions Parquet (``CAPTIONS_SCHEMA``) from ``Bundle.caption``'s N-best
     list for ``image`` (a DecodedImage whose payload is the file's identity,
-    ``transforms.match.identity``), best first."""
+    ``transforms.match.identity``: a tar member's is its shard's), best first."""
     candidates = [
         {"caption": caption.text, "log_prob": caption.log_prob, "score": caption.score}
         for caption in captions
@@ -49,6 +54,7 @@ def caption_row(image, captions: list, model_id: str, run_id: str) -> dict:
     return {
         "image_uri": image.uri,
         "image_identity": image.payload,
+        "key": member_key(image.uri),
         **candidates[0],
         "candidates": candidates,
         "width": image.width,

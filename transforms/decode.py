@@ -3,7 +3,11 @@
 ``decode_image`` handles real-world files: EXIF orientation; grayscale, CMYK, palette and 16-bit
 modes (16-bit scaled, not clipped); transparency composited on white; the first frame of an
 animation; a pixel-count limit where Pillow's decompression-bomb *warning* is a failure too; JPEG
-draft mode for large images and a cheap integer reduction before the resize.
+draft mode for large images and a cheap integer reduction before the resize. HEIC/HEIF photos
+(iPhones' default) decode through pillow-heif, registered here as a Pillow opener when it is
+installed (the extra ``beamcap[heif]``: its wheels bundle GPL and LGPL codecs, see the README);
+libheif applies their rotation as it decodes, so they come upright as EXIF-rotated JPEGs do.
+Without it a HEIC fails with a reason that says so.
 
 A bundle may name another preprocessing (its manifest's ``encoder.preprocessing``, e.g. im2txt's
 resize and central crop): the decoded RGB image then goes, at full size (neither draft mode nor
@@ -28,6 +32,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image, ImageOps
 
+try:  # the optional HEIC/HEIF decoder (beamcap[heif])
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
+
 from models.captioner.preprocessing import check_preprocessing, preprocess_pixels
 from transforms.failures import failure
 
@@ -43,10 +54,24 @@ class ImageTooLarge(ValueError):
     """An image above the pixel-count limit (a possible decompression bomb)."""
 
 
+# ISO base media file brands of HEIF images (HEVC-coded and general); AVIF, Pillow's own, is not
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1")
+
+
 class UnknownImageFormat(OSError):
     """Bytes that no Pillow plugin recognises (Pillow's own message names a BytesIO repr)."""
 
     def __init__(self, data: bytes):
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            brand = data[8:12].decode()
+            super().__init__(
+                f"a HEIC/HEIF file (brand {brand}) that pillow-heif cannot read: damaged or "
+                f"truncated ({len(data)} bytes)"
+                if pillow_heif
+                else f"a HEIC/HEIF image (brand {brand}), and its decoder, pillow-heif, is not "
+                "installed here: install beamcap[heif] (the worker image has it)"
+            )
+            return
         start = data[:8].hex(" ") if data else "none: the file is empty"
         super().__init__(
             f"not an image format Pillow can read ({len(data)} bytes; first bytes: {start})"
@@ -125,7 +150,9 @@ def decode_image(
 
 
 class ReadAndDecode(beam.DoFn):
-    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``.
+    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``. An
+    element ``(uri, payload, data)`` brings its bytes along (a tar shard's member,
+    ``transforms.shards.ReadShards``) and is not read again.
 
     Files are read and decoded on ``threads`` threads, up to ``ahead`` images ahead of what
     the step has handed on: in a fused stage the model runs on the thread that calls
@@ -180,10 +207,13 @@ class ReadAndDecode(beam.DoFn):
         (self.read_failed if outcome.value["stage"] == "read" else self.decode_failed).inc()
         return pvalue.TaggedOutput(outcome.tag, WindowedValue(outcome.value, timestamp, [window]))
 
-    def read_and_decode(self, uri: str, payload) -> DecodedImage | pvalue.TaggedOutput:
+    def read_and_decode(
+        self, uri: str, payload, data: bytes | None = None
+    ) -> DecodedImage | pvalue.TaggedOutput:
         try:
-            with FileSystems.open(uri) as handle:
-                data = handle.read()
+            if data is None:
+                with FileSystems.open(uri) as handle:
+                    data = handle.read()
         except Exception as error:  # noqa: BLE001 - any I/O error is this image's failure
             return failure(uri, "read", error)
         try:

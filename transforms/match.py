@@ -1,9 +1,11 @@
-"""Find the input images: glob patterns or directories, local or ``gs://``."""
+"""Find the input images: glob patterns or directories, local or ``gs://``; WebDataset's brace
+notation (``shards/{00000..00099}.tar``, ``{a,b}``) names several."""
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -24,6 +26,44 @@ def as_pattern(path: str) -> str:
     if local and os.path.isfile(path):
         return glob.escape(path)
     return path
+
+
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """WebDataset's (and the shell's) braces, left to right: ``{00000..00002}`` -> 00000,
+    00001, 00002 (zero-padded to the first bound's width); ``{a,b}`` -> a, b. A local file
+    that exists is taken as it is named, braces and all."""
+    if not pattern.startswith("gs://") and os.path.exists(pattern):
+        return [pattern]
+    found = _BRACES.search(pattern)
+    if not found:
+        return [pattern]
+    head, body, tail = pattern[: found.start()], found[1], pattern[found.end() :]
+    numbers = _RANGE.fullmatch(body)
+    if numbers:
+        first, last = int(numbers[1]), int(numbers[2])
+        step = 1 if last >= first else -1
+        width = len(numbers[1].lstrip("-"))
+        choices = [f"{n:0{width}d}" for n in range(first, last + step, step)]
+    elif "," in body:
+        choices = body.split(",")
+    else:
+        return [head + "{" + body + "}" + item for item in expand_braces(tail)]
+    return [item for choice in choices for item in expand_braces(head + choice + tail)]
+
+
+def split_inputs(text: str) -> list[str]:
+    """``--input``'s comma-separated values, commas inside braces kept (``{a,b}``)."""
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth <= 0:
+            parts.append(text[start:at])
+            start = at + 1
+    return [*parts, text[start:]]
 
 
 def has_wildcard(path: str) -> bool:
@@ -59,12 +99,14 @@ def with_identity(uri: str) -> tuple[str, str | None]:
 
 
 class MatchImages(beam.PTransform):
-    """patterns -> PCollection of file URIs (sorted within each pattern, deduplicated); with
-    ``identities``, of ``(uri, identity)`` pairs. A file named without a wildcard that is not
-    there fails the run, never a silent partial run; a glob or a folder may match nothing."""
+    """patterns (braces expanded) -> PCollection of file URIs (sorted within each pattern,
+    deduplicated); with ``identities``, of ``(uri, identity)`` pairs. A file named without a
+    wildcard that is not there fails the run, never a silent partial run; a glob or a folder
+    may match nothing."""
 
     def __init__(self, patterns: list[str], *, identities: bool = False):
         super().__init__()
+        patterns = [each for pattern in patterns for each in expand_braces(pattern)]
         self.files = [as_pattern(p) for p in patterns if _one_file(p)]
         self.globs = [as_pattern(p) for p in patterns if not _one_file(p)]
         self.identities = identities

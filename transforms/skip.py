@@ -7,6 +7,10 @@ been updated since. Caption rows written before identities were recorded (captio
 version 1) count the same way as failures: done unless the file changed after the caption.
 With ``model_id``, only that model's captions count (an image's failure counts whatever the
 model: it is the file's fault).
+
+A tar shard (``transforms.shards``) joins with its members' records and its own: it goes on as
+a ``ShardTask`` naming the members that are done, or done as a whole where an earlier failure
+of the shard itself covers it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 
 from transforms.match import updated_micros
+from transforms.shards import ShardTask, is_shard, split_member_uri
 
 _COLUMNS = ("image_uri", "image_identity", "model_id", "captioned_at", "failed_at")
 
@@ -59,9 +64,9 @@ def is_done(image_identity: str | None, record: tuple, model_id: str | None) -> 
 
 class SkipAlreadyDone(beam.PTransform):
     """``(uri, identity)`` pairs -> the pairs (deduplicated) that no record of the
-    ``done_files`` covers (:func:`is_done`). ``done_files`` are file patterns of captions and
-    failures Parquet files; ones matching nothing are fine. With ``model_id``, captions by
-    other models do not count."""
+    ``done_files`` covers (:func:`is_done`), a tar shard's as ``(uri, ShardTask)``.
+    ``done_files`` are file patterns of captions and failures Parquet files; ones matching
+    nothing are fine. With ``model_id``, captions by other models do not count."""
 
     def __init__(self, done_files: list[str], *, model_id: str | None = None):
         super().__init__()
@@ -81,11 +86,27 @@ class SkipAlreadyDone(beam.PTransform):
             )
         model_id = self.model_id
 
+        def by_shard(record):
+            """A member's record under its shard's URI, with the member's name."""
+            uri, done_record = record
+            member = split_member_uri(uri)
+            return (member[0], (member[1], done_record)) if member else (uri, (None, done_record))
+
         def new_ones(item):
             uri, grouped = item
+            own = [r for member, r in grouped["done"] if member is None]
             for image_identity in set(grouped["new"]):
-                if not any(is_done(image_identity, r, model_id) for r in grouped["done"]):
+                all_done = any(is_done(image_identity, r, model_id) for r in own)
+                if is_shard(uri):
+                    done_members = frozenset(
+                        member
+                        for member, r in grouped["done"]
+                        if member is not None and is_done(image_identity, r, model_id)
+                    )
+                    yield uri, ShardTask(image_identity, done_members, all_done)
+                elif not all_done:
                     yield uri, image_identity
 
+        done = done | "ByShard" >> beam.Map(by_shard)
         joined = {"new": images, "done": done} | "Join" >> beam.CoGroupByKey()
         return joined | "KeepNew" >> beam.FlatMap(new_ones)

@@ -37,6 +37,7 @@ def test_dry_run_builds_the_gpu_job(tmp_path, tiny_bundle):
     for step in (
         "MatchImages",
         "Redistribute",
+        "ReadShards",
         "ReadAndDecode",
         "CaptionImages",
         "CaptionImages/RunInference/BatchElements",

@@ -1,7 +1,11 @@
 """Photos as users have them: every file of a folder of varied real-world formats is captioned
-or dead-lettered with a reason a person can read (its format, what failed, no object repr)."""
+or dead-lettered with a reason a person can read (its format, what failed, no object repr).
+The HEIC is made here with pillow-heif (beamcap[heif], in the test extra); without it, a HEIC
+is a dead letter that says so."""
 
 import io
+import json
+import os
 import struct
 
 import numpy as np
@@ -9,7 +13,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.caption import run
-from tests.jobs import FNAPI, job_flags
+from tests.jobs import FNAPI, beamcap_job, job_flags
 from transforms.decode import decode_image
 
 
@@ -87,7 +91,10 @@ def photos(folder) -> dict[str, bytes]:
         "pages.tif": encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:]),
         "planar.tif": planar_tiff(picture),
         "photo.webp": encoded(picture, "WEBP"),
-        "notes.heic": b"\0\0\0\x18ftypheic" + bytes(40),  # a format Pillow does not read
+        "photo.avif": encoded(picture, "AVIF"),
+        "iphone.heic": encoded(picture, "HEIF", exif=exif.tobytes()),  # sideways, as a phone's
+        "broken.heic": b"\0\0\0\x18ftypheic" + bytes(40),  # a HEIC header and nothing else
+        "notes.xyz": b"\0\0\0\x18ftypxyz!" + bytes(40),  # a format Pillow does not read
     }
     folder.mkdir()
     for name, data in files.items():
@@ -105,12 +112,14 @@ def test_a_folder_of_real_world_formats_is_captioned_or_explained(tmp_path, tiny
     captioned = {row["image_uri"].rsplit("/", 1)[1]: row for row in captions}
     failed = {row["image_uri"].rsplit("/", 1)[1]: row for row in failures}
     assert set(captioned) | set(failed) == set(files) and not set(captioned) & set(failed)
-    assert set(captioned) == set(files) - {"notes.heic"}
-    assert (captioned["exif-rotated.jpg"]["width"], captioned["exif-rotated.jpg"]["height"]) == (
-        64,
-        96,
-    )  # as displayed: the orientation was applied before the encoder
-    assert failed["notes.heic"]["message"].startswith("not an image format Pillow can read (")
+    assert set(captioned) == set(files) - {"broken.heic", "notes.xyz"}
+    for rotated in ("exif-rotated.jpg", "iphone.heic"):
+        # as displayed: the orientation was applied before the encoder
+        assert (captioned[rotated]["width"], captioned[rotated]["height"]) == (64, 96)
+    assert failed["notes.xyz"]["message"].startswith("not an image format Pillow can read (")
+    assert failed["broken.heic"]["message"].startswith(
+        "a HEIC/HEIF file (brand heic) that pillow-heif cannot read: damaged or truncated"
+    )
     for row in failed.values():
         assert row["stage"] == "decode"
         assert " object at 0x" not in row["message"] and "<" not in row["message"], row["message"]
@@ -124,13 +133,39 @@ def test_each_format_decodes_to_the_scene_it_holds(tmp_path):
     gray = np.asarray(scene().convert("L").convert("RGB").resize((32, 32)), np.float64)
     upright = np.asarray(scene().transpose(Image.Transpose.ROTATE_270).resize((32, 32)), np.float64)
     for name, data in files.items():
-        if name in ("notes.heic", "alpha.png"):
+        if name in ("broken.heic", "notes.xyz", "alpha.png"):
             continue
-        want = {"gray.jpg": gray, "sixteen-bit.png": gray, "exif-rotated.jpg": upright}.get(
-            name, expected
+        rotated = name in ("exif-rotated.jpg", "iphone.heic")
+        want = (
+            upright if rotated else {"gray.jpg": gray, "sixteen-bit.png": gray}.get(name, expected)
         )
         pixels = decode_image(data, 32)[0].astype(np.float64)
         assert np.abs(pixels - want).mean() < 12, name
     alpha = decode_image(files["alpha.png"], 32)[0].astype(np.float64)
     assert alpha[0].min() > 230  # transparent at the top: white
     assert np.abs(alpha[-1] - expected[-1]).mean() < 12  # opaque at the bottom: the scene
+
+
+def test_a_heic_without_its_decoder_is_a_dead_letter_that_says_so(tmp_path, tiny_bundle):
+    """`beamcap caption` where pillow-heif is not installed (an import of it fails): the HEIC
+    fails at decode with the remedy, the JPEG beside it is captioned."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "iphone.heic").write_bytes(encoded(scene(), "HEIF"))
+    (folder / "camera.jpg").write_bytes(encoded(scene(), "JPEG"))
+    blocked = tmp_path / "no-heif"
+    blocked.mkdir()
+    (blocked / "pillow_heif.py").write_text("raise ImportError('not installed (test)')\n")
+    path = os.pathsep.join(filter(None, [str(blocked), os.environ.get("PYTHONPATH")]))
+    flags = job_flags(folder, tiny_bundle, tmp_path / "out", *FNAPI)
+    result = beamcap_job("caption", *flags, env={"PYTHONPATH": path})
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["captioned"] == 1 and summary["counts"]["failed"]["decode"] == 1
+    run_dir = tmp_path / "out" / "runs" / summary["run_id"]
+    (failed,) = pq.read_table(sorted(run_dir.glob("failures-*.parquet"))).to_pylist()
+    assert failed["image_uri"].endswith("iphone.heic")
+    assert failed["message"] == (
+        "a HEIC/HEIF image (brand heic), and its decoder, pillow-heif, is not installed here: "
+        "install beamcap[heif] (the worker image has it)"
+    )
