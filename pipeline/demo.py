@@ -1,8 +1,9 @@
 """``beamcap demo``: the whole product on beamcap's own synthetic dataset, offline.
 
-synth -> features -> train -> quantize (the int8 CPU engine) -> caption (the held-out test
-images plus a few broken files) -> evaluate -> report, each step the real command with the
-``demo`` preset, timed. Prints the headline metrics and the path of the HTML report.
+synth -> pretrain (the encoder learns the scenes' labels) -> features -> train -> quantize (the
+int8 CPU engine) -> caption (the held-out test images plus a few broken files) -> evaluate ->
+report, each step the real command with the ``demo`` preset, timed. Prints the headline
+metrics and the path of the HTML report.
 
     beamcap demo --workdir data/demo        # what `make demo` runs
 """
@@ -16,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from models.captioner.manifest import ENCODER_WEIGHTS
 from models.configs import setting
 from models.datasets.splits import split_for
 from models.datasets.synthetic import read_scenes
-from pipeline import caption, evaluate, features, quantize, report, synth, train
+from pipeline import caption, evaluate, features, pretrain, quantize, report, synth, train
 from pipeline.output_root import METRICS, REPORT, OutputRoot
 from pipeline.settings import parse_job
 
@@ -60,7 +62,8 @@ class DemoSettings(Walkthrough):
     encoder_weights: str = setting(
         None,
         "InceptionV3 weights for the features step: imagenet on a connected machine, a "
-        "weights file, or random:SEED (default: the preset's, random:0 in demo)",
+        "weights file, or random:SEED; given, the pretrain step is skipped (default: the "
+        "weights the pretrain step writes)",
         type=str,
     )
 
@@ -136,11 +139,22 @@ def main(argv: list[str] | None = None) -> int:
             str(synth_settings.get("seed", 0)),
         ],
     )
-    weights = ["--encoder-weights", args.encoder_weights] if args.encoder_weights else []
+    weights = args.encoder_weights
+    if not weights:
+        pretrained = work / "pretrained"
+        flags = ["--data", str(data), "--output", str(pretrained), "--config", config]
+        step("pretrain", pretrain.main, flags)
+        weights = str(pretrained / ENCODER_WEIGHTS)
     step(
         "features",
         features.run,
-        [*features_flags(data, feats, args.runner), "--config", config, *weights],
+        [
+            *features_flags(data, feats, args.runner),
+            "--config",
+            config,
+            "--encoder-weights",
+            weights,
+        ],
     )
     step("train", train.main, ["--data", str(feats), "--output", str(model), "--config", config])
     calibration = ["--calibration", str(data / "Images"), "--config", config]
@@ -172,15 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("bleu4", "cider_d", "rouge_l", "attribute_accuracy"):
         print(f"{key:<20}{metrics[key]:.4f}")
     print(f"encoder             {report.describe_encoder(encoder)}")
+    print(f"engine              {summary['precision']} (--precision auto)")
     print(f"report              {(run_dir / REPORT).resolve()}")
     if warning:
         print("WARNING: random, untrained encoder: the captions above do not describe the images")
-        print(REAL_CAPTIONS)
+    print(REAL_CAPTIONS)
     return 0
 
 
 REAL_CAPTIONS = (
-    "Real captions come from the published im2txt model: "
+    "Captions of photos come from the published im2txt model: "
     "beamcap caption --input photos/ --model data/im2txt --output out/captions, "
     "once it is imported with\n"
     "  beamcap import-im2txt --checkpoint model.ckpt-2000000 --vocab word_counts.txt "

@@ -1,8 +1,9 @@
 """``beamcap quality``: prove that the captions describe the scenes, both training phases, offline.
 
-synth -> features ``--with-images`` -> train phase 1 (the decoder on the random encoder's
-features) -> train phase 2 (``--init-from`` phase 1 ``--train-encoder``: encoder and decoder
-together) -> caption (the held-out test images, the caption job unchanged) -> evaluate -> report,
+synth -> pretrain (when the preset has a ``pretrain`` section: the encoder learns the scenes'
+labels) -> features ``--with-images`` -> train phase 1 (the decoder on the encoder's features)
+-> train phase 2 (``--init-from`` phase 1 ``--train-encoder``: encoder and decoder together) ->
+caption (the held-out test images, the caption job unchanged) -> evaluate -> report,
 each step the real command with the ``quality`` preset. Phase 2 gets the time the other steps
 leave of ``--minutes``. Writes ``WORKDIR/quality.json`` (machine, date, minutes per step, images
 seen, held-out attribute accuracy, BLEU-4, CIDEr-D, the accuracy-versus-images-seen curve) and
@@ -29,9 +30,10 @@ import yaml
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from models.backend import load_keras  # noqa: E402
+from models.captioner.manifest import ENCODER_WEIGHTS  # noqa: E402
 from models.configs import setting  # noqa: E402
 from models.evaluation.attributes import ACCURACY_KEYS, ATTRIBUTE_FIELDS  # noqa: E402
-from pipeline import features, synth, train  # noqa: E402
+from pipeline import features, pretrain, synth, train  # noqa: E402
 from pipeline.demo import (  # noqa: E402
     Steps,
     Walkthrough,
@@ -130,6 +132,7 @@ class Workdir:
     def __init__(self, root: Path):
         self.root = root
         self.data, self.features = root / "synth", root / "features"
+        self.pretrained = root / "pretrained"
         self.phase1, self.phase2 = root / "model-phase1", root / "model-phase2"
         self.captions, self.summary = root / "captions", root / "quality.json"
         self.preset = root / "preset.yaml"  # after the GPU overrides: what both phases read
@@ -146,6 +149,10 @@ def run_steps(args, step: Steps, preset: dict, work: Workdir, images: int) -> Pa
         seed = str(synth_settings.get("seed", 0))
         synth_flags = ["--output", str(work.data), "--images", str(images), "--seed", seed]
         step("synth", synth.main, synth_flags)
+    if "pretrain" in preset and not reuse:
+        pretrain_flags = ["--data", str(work.data), "--output", str(work.pretrained)]
+        step("pretrain", pretrain.main, [*pretrain_flags, *as_flags(preset["pretrain"])])
+        feature_settings["encoder_weights"] = str(work.pretrained / ENCODER_WEIGHTS)
     step(
         "features",
         lambda flags: None if reuse else features.run(flags),

@@ -106,7 +106,7 @@ def attribute_line(verdict: dict) -> str:
     """An image's attribute scores (``beamcap evaluate``'s ``per_image``) as one HTML line."""
     scene = "describes the scene" if verdict["describes"] else "does not describe the scene"
     parts = [
-        f"{field} {right}/{of}" for field, (right, of) in verdict.items() if field != "describes"
+        f"{field} {hits[0]}/{hits[1]}" for field, hits in verdict.items() if field != "describes"
     ]
     mark = "right" if verdict["describes"] else "wrong"
     return f"<div class='attributes {mark}'>{scene} · {' · '.join(parts)}</div>"
