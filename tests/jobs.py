@@ -120,6 +120,20 @@ def by_image(table):
     return {row["image_uri"]: row for row in table.to_pylist()}
 
 
+def log_probs(rows) -> dict:
+    """Caption rows' best log-probabilities by file name."""
+    return {posixpath.basename(row["image_uri"]): row["log_prob"] for row in rows}
+
+
+def assert_not_fp32(rows, fp32_rows) -> None:
+    """Caption rows of a run and of an fp32 run of the same model over the same images: the
+    scores differ, so the run's workers did not run the fp32 engine."""
+    assert {row["model_id"] for row in rows} == {row["model_id"] for row in fp32_rows}
+    scores, fp32 = log_probs(rows), log_probs(fp32_rows)
+    assert scores.keys() == fp32.keys()
+    assert max(abs(scores[name] - fp32[name]) for name in scores) > 1e-4
+
+
 def assert_same_captions(run_dir, direct_dir, must_fail):
     """``run_dir`` has the DirectRunner run's captions and scores, and its failures."""
     captions, failures, _ = RunDir(str(run_dir)).read()
