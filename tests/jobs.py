@@ -21,6 +21,10 @@ from tests.conftest import ROOT
 
 FNAPI = ["--runner", "FnApiRunner"]
 JOB_TIMEOUT = 240  # seconds; a job on a local cluster here takes about a minute on 2 cores
+# The one margin a fault test adds to a time bound the product documents (docs/reliability.md):
+# what a loaded 2-core machine adds after the promised moment (a cancel reaching the runner,
+# the clean-up, the process's exit). Tests assert no speed beyond that; benchmarks/ measure it.
+MARGIN = 15  # seconds
 
 
 def job_flags(images, bundle, output, *extra):
