@@ -2,6 +2,7 @@
 waiting for a server's port, and comparing two runs' outputs (another runner against the
 FnApiRunner)."""
 
+import datetime
 import glob
 import os
 import posixpath
@@ -44,6 +45,13 @@ def job_flags(images, bundle, output, *extra):
         "12",
         *extra,
     ]
+
+
+def logged_at(log: str, message: str) -> float:
+    """When the first line of a launcher's ``log`` that holds ``message`` was logged (its
+    ``asctime``, as pipeline.settings.configure_logging writes it), in seconds since the epoch."""
+    line = next(line for line in log.splitlines() if message in line)
+    return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def beamcap_job(*argv, timeout: float | None = None):
