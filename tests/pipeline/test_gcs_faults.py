@@ -24,11 +24,11 @@ FAST = ["--storage_timeout", "3", "--storage_deadline", str(DEADLINE)]  # the te
 
 
 @pytest.fixture(scope="module")
-def images_bucket(gcs, many_images):
+def images_bucket(gcs_servers, many_images):
     """IMAGES of ``many_images`` in their own bucket, gs://BUCKET/photos/, the first FEW of
     them under gs://BUCKET/few/ too."""
     assert MANY_IMAGES >= IMAGES
-    client = gcs.client(direct=True)
+    client = gcs_servers.client(direct=True)
     bucket = client.create_bucket("faults-images")
     for index, path in enumerate(sorted(many_images.iterdir())[:IMAGES]):
         for folder in ("photos", "few") if index < FEW else ("photos",):
