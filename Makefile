@@ -113,13 +113,14 @@ TEST_ARGS ?=
 test: install runners browser ## run the whole test suite (TEST_WORKERS=1: in one process)
 	$(BIN)/python -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(TEST_ARGS)
 
-browser: ## Debian's Chromium, for the test that renders the report (skips without it)
+browser: ## Debian's Chromium, for the test that renders the report (apt-get, as root)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  export DEBIAN_FRONTEND=noninteractive && \
 	  { apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && \
 	      apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }; } || \
-	  echo "Chromium not installed: the report's rendering test will skip"
+	  { echo "failed: browser: Chromium is not installed and only root with apt-get installs it"; \
+	    exit 1; }
 
 run-direct: install ## caption INPUT with MODEL into OUTPUT on this machine (DirectRunner, --only-new)
 	$(BIN)/beamcap caption --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --only-new \

@@ -457,9 +457,10 @@ def run(argv: list[str], *, wait: bool = True):
             metrics.get("load_model_latency_milli_secs", {}),
         )
         logging.info(
-            "inference: %d batches, mean %.2f s per batch, model load %.1f s",
+            "inference: %d batches, mean %.2f s per batch; %d model loads, mean %.1f s",
             batches["count"],
             batches["mean"] / 1e6,
+            load.get("count", 0),
             load.get("mean", 0) / 1e3,
         )
     return summary

@@ -50,9 +50,10 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def new_run_id() -> str:
-    """UTC time and a random suffix: ids sort by start time, and two launches never collide."""
+    """UTC time to the microsecond and a random suffix: ids sort by start time, a rerun within
+    a second included, and two launches never collide."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    return now.strftime("%Y%m%dT%H%M%S.%fZ-") + secrets.token_hex(3)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,23 @@ def wait_until_captioning(flink, process, since: float, timeout: float = 180) ->
     raise TimeoutError("the job did not reach CaptionImages")
 
 
+def wait_until_captioned(output: Path, process, timeout: float = 180) -> None:
+    """Waits until a run under ``output`` counts a captioned image in its live progress (what
+    the launcher's progress line reads). Fails if ``process`` (the launcher) ends first."""
+    from pipeline.output_root import RunDir
+    from transforms.progress import read_progress
+
+    deadline = time.time() + timeout
+    while not any(
+        counts.get("captioned")
+        for run in (output / "runs").glob("*")
+        for counts in read_progress(RunDir(str(run)).progress_dir).values()
+    ):
+        assert process.poll() is None, "the job ended before the fault"
+        assert time.time() < deadline, "no image captioned"
+        time.sleep(0.2)
+
+
 def task_failures(flink, job_id: str) -> list[str]:
     """The exceptions Flink recorded for the job's failed tasks (its REST exception history)."""
     entries = flink.rest(f"jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]

@@ -38,27 +38,33 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def gcs(tmp_path_factory):
-    """fake-gcs-server behind Toxiproxy (tests/gcs_servers.py), for the whole session: this
-    process and every process it starts reach it through ``$STORAGE_EMULATOR_HOST``, the
-    proxy's address, and carry the harness's batch work-around. Yields the ``GcsServers``."""
-    from tests.gcs_compat.sitecustomize import add_content_ids
+def gcs_servers(tmp_path_factory):
+    """fake-gcs-server behind Toxiproxy (tests/gcs_servers.py), started once for the session;
+    yields the ``GcsServers``. A test that uses them asks for ``gcs``."""
     from tests.gcs_servers import GcsServers
 
     servers = GcsServers(tmp_path_factory.mktemp("gcs-servers")).start()
-    saved = {name: os.environ.get(name) for name in servers.env()}
-    os.environ.update(servers.env())
-    add_content_ids()
-    storage.configure(storage.retries(), anonymous=True)
     try:
         yield servers
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         servers.stop()
+
+
+@pytest.fixture
+def gcs(gcs_servers, monkeypatch):
+    """The session's storage servers for this test: this process and every process it starts
+    reach them through ``$STORAGE_EMULATOR_HOST``, the proxy's address, anonymously, with the
+    harness's batch work-around. The environment and the storage setting are restored after
+    the test, so that a test without ``gcs`` runs alike whatever ran before it."""
+    from tests.gcs_compat.sitecustomize import add_content_ids
+
+    for name, value in gcs_servers.env().items():
+        monkeypatch.setenv(name, value)
+    add_content_ids()  # Content-IDs on batch parts: harmless to any other client
+    monkeypatch.setattr(storage, "_RETRIES", storage.retries())  # restored after the test
+    monkeypatch.setattr(storage, "_GCS_CLIENT", None)
+    storage.configure(storage.retries(), anonymous=True)
+    return gcs_servers
 
 
 @pytest.fixture

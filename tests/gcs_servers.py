@@ -113,7 +113,7 @@ class GcsServers:
             [
                 *(str(FAKE_GCS), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1"),
                 *("-port", str(self.server_port), "-external-url", self.endpoint),
-                *("-log-level", "warn"),
+                *("-log-level", "info"),  # a line per request answered: requests_answered
             ],
             self.server_port,
         )
@@ -128,6 +128,11 @@ class GcsServers:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+    def requests_answered(self) -> int:
+        """How many requests fake-gcs-server has answered so far (its log has a line each)."""
+        log = (self.log_dir / "fake-gcs-server.log").read_text(errors="replace")
+        return log.count(' HTTP/1.1\\" ')
 
     def client(self, *, direct: bool = False):
         """A google-cloud-storage client, anonymous, through the proxy (or around it)."""

@@ -109,12 +109,25 @@ def test_bf16_precision_keeps_weights_and_approximates_fp32(encoder):
         ImageEncoder(EncoderSpec("random:1", SIZE), precision="int8")
 
 
-def test_fixed_batch_size_pads_short_batches_without_changing_results(encoder):
+def test_fixed_batch_size_pads_short_batches_without_changing_results(encoder, monkeypatch):
+    """The path GPUs and JAX take, here on a CPU (no any-batch graph): a short batch is padded
+    with zeros to ``batch_size``, a longer one to a power of two, and the padding's rows are
+    cut off again; the features are those of the images alone."""
+    from models.captioner import encoder as module
+
+    monkeypatch.setattr(module, "_any_batch_function", lambda model, size: None)
     padded = ImageEncoder(EncoderSpec("random:1", SIZE), batch_size=8)
-    batch = images(3, seed=2)
-    np.testing.assert_allclose(
-        padded.encode(batch), encoder.encode(batch)["pooled"], rtol=1e-4, atol=1e-5
-    )
+    fed = []
+    predict = padded.model.predict_on_batch
+    monkeypatch.setattr(padded.model, "predict_on_batch", lambda b: fed.append(b) or predict(b))
+    for count in (3, 9):
+        batch = images(count, seed=2)
+        np.testing.assert_allclose(
+            padded.encode(batch), encoder.encode(batch)["pooled"], rtol=1e-4, atol=1e-5
+        )
+    assert [len(batch) for batch in fed] == [8, 16]
+    np.testing.assert_array_equal(fed[0][:3], images(3, seed=2))
+    assert not fed[0][3:].any() and not fed[1][9:].any()
 
 
 def test_on_a_cpu_every_batch_size_runs_one_trace_at_its_own_size():

@@ -63,7 +63,12 @@ def test_phase2_trains_both_resumes_after_an_interruption_and_says_so_in_the_bun
     data, dataset = tiny_image_features
     output = tmp_path / "phase2"
     config = phase2_config(phase1, encoder_precision="bf16")
-    judge = scene_judge(str(tiny_dataset / "scenes.jsonl"))
+    scenes, judged = scene_judge(str(tiny_dataset / "scenes.jsonl")), []
+
+    def judge(image_ids, captions):  # records what it said of each validation
+        judged.append(scenes(image_ids, captions))
+        return judged[-1]
+
     original = callbacks.Progress.on_epoch_begin
 
     def crash_in_the_second_epoch(self, epoch, logs=None):
@@ -81,7 +86,11 @@ def test_phase2_trains_both_resumes_after_an_interruption_and_says_so_in_the_bun
     assert metrics["resumed_after_epoch"] == 1
     assert metrics["phase"] == 2 and metrics["encoder_batchnorm"] == "train"  # random weights
     assert [row["images_seen"] for row in metrics["history"]] == [8, 16]
-    assert all(0 <= row["val_attribute_accuracy"] <= 1 for row in metrics["history"])
+    *per_epoch, final = judged  # each epoch's validation, across the interruption; the bundle's
+    assert [row["val_attribute_accuracy"] for row in metrics["history"]] == [
+        scores["attribute_accuracy"] for scores in per_epoch
+    ]
+    assert metrics["val_attribute_accuracy"] == final["attribute_accuracy"]
     assert metrics["images_seen"] == 16 and not metrics["stopped_by_time_budget"]
 
     before, after = load_bundle(phase1), load_bundle(str(output))

@@ -86,10 +86,10 @@ class FlinkCluster:
 
 
 @pytest.fixture(scope="session")
-def flink(tmp_path_factory, gcs):
-    """The cluster; its SDK workers reach the session's storage server (``gcs``)."""
+def flink(tmp_path_factory, gcs_servers):
+    """The cluster; its SDK workers reach the session's storage servers."""
     workdir = tmp_path_factory.mktemp("flink")
-    env = {HOLD_COMMIT: str(workdir / "hold-commit"), **gcs.env()}
+    env = {HOLD_COMMIT: str(workdir / "hold-commit"), **gcs_servers.env()}
     ports = local_flink.up(workdir, local_flink.free_ports(), timeout=180, env=env)
     groups = json.loads((workdir / "pids.json").read_text())["pids"].values()
     try:

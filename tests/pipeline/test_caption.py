@@ -9,7 +9,7 @@ import pytest
 from models.configs import SettingsError
 from pipeline.caption import run
 from tests.conftest import write_image_folder
-from tests.jobs import FNAPI, job_flags
+from tests.jobs import FNAPI, assert_not_fp32, job_flags
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.failures import FAILURE_SCHEMA
 
@@ -54,13 +54,15 @@ def test_broken_inputs_are_all_accounted_for(tmp_path, tiny_bundle, runner):
     assert {row["error_type"] for row in failures.to_pylist()} >= {"ImageTooLarge"}
 
 
-def test_each_run_gets_its_own_directory(tmp_path, tiny_bundle):
+def test_a_run_id_is_never_reused(tmp_path, tiny_bundle):
     images = tmp_path / "images"
     write_image_folder(images)
     first = run(job_flags(images, tiny_bundle, tmp_path / "out", "--run-id", "r1", *FNAPI))
     assert first["run_id"] == "r1"
+    files = {path: path.stat().st_mtime_ns for path in (tmp_path / "out").rglob("*")}
     with pytest.raises(SettingsError, match="never reused"):
         run(job_flags(images, tiny_bundle, tmp_path / "out", "--run-id", "r1", *FNAPI))
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "out").rglob("*")} == files
 
 
 def test_input_list_and_a_missing_file(tmp_path, tiny_bundle):
@@ -100,7 +102,9 @@ def test_several_inputs_as_a_shell_expands_them(tmp_path, tiny_bundle):
     assert not (tmp_path / "other").exists()
 
 
-def test_multi_process_direct_runner(tmp_path, tiny_bundle):
+def test_multi_process_direct_runner_shares_one_model(tmp_path, tiny_bundle, capsys):
+    """The two worker processes each set up the captioning step: with the flag the model is
+    loaded once for both (without it, twice: 2 loads here)."""
     images = tmp_path / "images"
     must_fail = write_image_folder(images)
     summary = run(
@@ -114,10 +118,11 @@ def test_multi_process_direct_runner(tmp_path, tiny_bundle):
             "2",
             "--direct_running_mode",
             "multi_processing",
-            "--share-model-across-processes",  # both workers call one model server
+            "--share-model-across-processes",
         )
     )
     assert_accounts_for_everything(images, tmp_path / "out", summary, must_fail)
+    assert "; 1 model loads, mean " in capsys.readouterr().err  # the launcher's log
 
 
 def test_precision_reaches_the_encoder(tmp_path, tiny_bundle):
@@ -125,19 +130,10 @@ def test_precision_reaches_the_encoder(tmp_path, tiny_bundle):
     runs would score every image identically."""
     images = tmp_path / "images"
     write_image_folder(images)
-    scores = {}
+    rows = {}
     for precision in ("fp32", "bf16"):
         output = tmp_path / precision
         summary = run(job_flags(images, tiny_bundle, output, "--precision", precision, *FNAPI))
         assert summary["counts"]["captioned"] == 7
-        _, captions, _ = read_run(output, summary)
-        scores[precision] = dict(
-            zip(
-                captions.column("image_uri").to_pylist(),
-                captions.column("log_prob").to_pylist(),
-                strict=True,
-            )
-        )
-    assert scores["fp32"].keys() == scores["bf16"].keys()
-    differences = [abs(scores["fp32"][uri] - scores["bf16"][uri]) for uri in scores["fp32"]]
-    assert max(differences) > 1e-4
+        rows[precision] = read_run(output, summary)[1].to_pylist()
+    assert_not_fp32(rows["bf16"], rows["fp32"])

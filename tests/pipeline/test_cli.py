@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from pipeline import cli
 
 
@@ -51,14 +53,25 @@ def test_commands_that_load_tensorflow_start_quietly(tmp_path, parts):
     assert "absl::InitializeLog" in inspect("--log-level", "debug")  # the lines exist here
 
 
-def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runs", "gs://bucket/captions"],
+        ["show", "gs://bucket/captions"],
+        ["inspect", "gs://bucket/model"],
+        ["report", "gs://bucket/captions/runs/r1", "--output", "report.html"],
+        ["evaluate", "--captions", "gs://bucket/captions", "--references", "gs://bucket/r.txt"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_storage_fault_ends_in_one_line(argv, monkeypatch, capsys):
     """Whatever the subcommand, a Cloud Storage fault is one line naming storage, no
     traceback."""
     import requests
 
-    from pipeline.output_root import OutputRoot
+    from models import storage
 
-    def unreachable(self, **_):
+    def unreachable():
         raise requests.exceptions.ConnectionError(
             "HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded "
             "with url: /storage/v1/b/bucket/o?prefix=captions%2Fruns%2F (Caused by "
@@ -66,12 +79,12 @@ def test_a_storage_fault_ends_in_one_line(monkeypatch, capsys):
             "refused'))"
         )
 
-    monkeypatch.setattr(OutputRoot, "list_runs", unreachable)
+    monkeypatch.setattr(storage, "_client", unreachable)  # every gs:// call
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)  # Cloud Storage itself
-    assert cli.main(["runs", "gs://bucket/captions"]) == 1
+    assert cli.main(argv) == 1
     assert capsys.readouterr().err == (
-        "beamcap runs: error: Cloud Storage at https://storage.googleapis.com did not answer "
-        "(connection refused)\n"
+        f"beamcap {argv[0]}: error: Cloud Storage at https://storage.googleapis.com did not "
+        "answer (connection refused)\n"
     )
 
 

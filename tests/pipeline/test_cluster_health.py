@@ -17,13 +17,21 @@ from pipeline import cluster_health
 from pipeline.cluster_health import check_slots, cluster_of, in_words
 
 
+class Overview(dict):
+    def __init__(self):
+        super().__init__()
+        self.asked: list[float] = []
+
+
 @pytest.fixture()
 def flink_rest():
-    """Serves ``overview`` (a dict the test sets) at /overview; yields (address, overview)."""
-    overview = {}
+    """Serves ``overview`` (a dict the test sets) at /overview; yields (address, overview).
+    ``overview.asked`` holds the time of each request."""
+    overview = Overview()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
+            overview.asked.append(time.time())
             body = json.dumps(overview).encode()
             self.send_response(200 if self.path == "/overview" else 404)
             self.send_header("Content-Type", "application/json")
@@ -131,7 +139,10 @@ def test_the_watch_cancels_a_job_whose_taskmanagers_stay_gone(flink_rest, monkey
     cluster = dataclasses.replace(flink_cluster(address), timeout=0.5)
     healthy = Result()
     with cluster_health.Watch(cluster, healthy, since=time.time()) as watch:
-        time.sleep(1)
+        deadline = time.time() + 10  # until it has asked for longer than the timeout
+        while len(overview.asked) < 2 or overview.asked[-1] - overview.asked[0] <= cluster.timeout:
+            assert time.time() < deadline, "the watch stopped asking"
+            time.sleep(0.05)
     assert watch.fault is None and not healthy.cancelled
 
     overview.update({"taskmanagers": 0, "slots-total": 0, "slots-available": 0})

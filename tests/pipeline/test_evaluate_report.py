@@ -1,11 +1,17 @@
+import datetime
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from models.datasets.caption_files import read_caption_file
 from models.datasets.synthetic import read_scenes
 from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
 from models.evaluation.metrics import caption_scores
@@ -13,8 +19,17 @@ from pipeline import evaluate, report
 from pipeline.output_root import RunDir
 
 
-def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
+def copy_run(run_dir: Path, root: Path, run_id: str | None = None) -> Path:
+    """A copy of ``run_dir`` as ROOT/runs/RUN_ID: evaluate and report write beside the run they
+    read, and the session's ``caption_run`` is shared."""
+    copy = root / "runs" / (run_id or run_dir.name)
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def test_evaluate_scores_the_run_against_its_references(caption_run, tmp_path, capsys):
     run_dir, references, scenes, _ = caption_run
+    run_dir = copy_run(run_dir, tmp_path)
     assert (
         evaluate.main(
             ["--captions", str(run_dir), "--references", str(references), "--scenes", str(scenes)]
@@ -49,19 +64,36 @@ def test_evaluate_scores_the_run_against_its_references(caption_run, capsys):
     assert "cider_d" in out and "attribute_accuracy" in out
 
 
-def test_evaluate_an_output_root_scores_the_latest_captions(caption_run):
+def test_evaluate_an_output_root_scores_the_latest_captions(caption_run, tmp_path):
+    """An earlier committed run captioned the same images with their references' words (it
+    would score far higher): the latest run's captions are the ones scored."""
     run_dir, references, scenes, _ = caption_run
-    root = run_dir.parent.parent  # OUTPUT, holding this one committed run
-    assert evaluate.evaluate(str(root), str(references), str(scenes)) == evaluate.evaluate(
-        str(run_dir), str(references), str(scenes)
-    )
+    latest = copy_run(run_dir, tmp_path)
+    earlier = copy_run(run_dir, tmp_path, "20000101T000000Z-earlier")
+    first = dict(reversed(read_caption_file(str(references)).pairs))
+    (shard,) = earlier.glob("captions-*.parquet")
+    table = pq.read_table(shard)
+    names = [uri.rsplit("/", 1)[1] for uri in table.column("image_uri").to_pylist()]
+    changed = {
+        "caption": [first.get(name, "a caption") for name in names],
+        "run_id": [earlier.name] * len(names),
+        "captioned_at": pc.subtract(table["captioned_at"], datetime.timedelta(days=1)),
+    }
+    for column, values in changed.items():
+        index = table.schema.get_field_index(column)
+        table = table.set_column(index, table.schema.field(index), pa.array(values))
+    pq.write_table(table, shard)
+    scored = evaluate.evaluate(str(tmp_path), str(references), str(scenes))
+    assert scored["run_id"] == latest.name
+    assert scored == evaluate.evaluate(str(latest), str(references), str(scenes))
+    assert scored["bleu4"] < evaluate.evaluate(str(earlier), str(references))["bleu4"]
 
 
 def chromium() -> str:
-    """Debian's Chromium, which `make test` installs (`make browser`); else the test skips."""
+    """Debian's Chromium, which `make test` installs (`make browser`); else the test fails."""
     path = shutil.which("chromium")
     if not path:
-        pytest.skip("Chromium is not installed: `make browser` installs it where apt-get can")
+        pytest.fail("Chromium is not installed: `make browser` installs it (root, apt-get)")
     return path
 
 

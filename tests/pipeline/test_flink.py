@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output_root import OutputRoot
+from pipeline.output_root import OutputRoot, RunDir
 from tests.conftest import ROOT, features_flags
-from tests.jobs import assert_same_captions, assert_same_features
+from tests.jobs import assert_not_fp32, assert_same_captions, assert_same_features
 from tests.pipeline.conftest import beamcap_on_flink
 from tests.pipeline.test_gcs import parquet_rows, upload_images
 
@@ -50,21 +50,25 @@ def test_caption_job_on_flink(flink, caption_run, nan_bundle, tiny_bundle, tmp_p
     assert_same_captions(output / "runs" / summary["run_id"], direct_dir, must_fail)
 
 
-def test_caption_job_on_flink_from_bucket_to_bucket(flink, gcs, new_bucket, int8_bundle, tmp_path):
+def test_caption_job_on_flink_from_bucket_to_bucket(
+    flink, gcs, new_bucket, int8_bundle, caption_run, tmp_path
+):
     """gs:// in, gs:// out, read, written and committed by the cluster's workers, which run
-    the bundle's int8 engine."""
+    the bundle's int8 engine: the same model and images as ``caption_run`` (fp32), other
+    scores."""
     images, must_fail = upload_images(gcs.client(), new_bucket("in"), tmp_path)
     output = f"gs://{new_bucket('out')}/captions"
     flags = ["--input", images, "--output", output, "--model", int8_bundle, "--only-new"]
-    done = beamcap_on_flink(
-        flink, "caption", *flags, "--max-pixels", "350000", "--precision", "int8"
-    )
+    search = ["--max-pixels", "350000", "--max-length", "12"]  # as caption_run's
+    done = beamcap_on_flink(flink, "caption", *flags, *search, "--precision", "int8")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{") :])
     assert summary["counts"]["captioned"] == 11 - len(must_fail)
     assert summary["precision"] == "int8"
     rows = parquet_rows(gcs.client(), f"{output}/runs/{summary['run_id']}/captions-")
     assert len({row["image_uri"] for row in rows}) == len(rows) == 11 - len(must_fail)
+    fp32_captions, _, _ = RunDir(str(caption_run[0])).read()
+    assert_not_fp32(rows, fp32_captions.to_pylist())
     assert [run["state"] for run in OutputRoot(output).list_runs()] == ["committed"]
 
 

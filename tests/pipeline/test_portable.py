@@ -118,5 +118,9 @@ def test_dead_workers_fail_the_job_instead_of_hanging(
         _, result = submit(tmp_path, tiny_bundle, job_port, pool_port, env, timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("the job hung for 120s with no workers instead of failing")
-    assert result.returncode != 0
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "beamcap caption: run failed: the SDK worker pool at "
+        f"localhost:{pool_port} is not reachable (unavailable)"
+    )
     assert not list((tmp_path / "out").rglob("_SUCCESS"))

@@ -5,8 +5,9 @@ import shutil
 from pathlib import Path
 
 from pipeline import cli
+from pipeline.output_root import RunDir
 from tests.conftest import QUANTIZE_OUTPUT, write_image_folder
-from tests.jobs import FNAPI, job_flags
+from tests.jobs import FNAPI, assert_not_fp32, job_flags
 from tests.pipeline.test_caption import assert_accounts_for_everything
 
 
@@ -57,7 +58,8 @@ def test_quantize_refuses_bad_input_in_one_line(tmp_path, tiny_bundle, capsys):
     assert status == 2 and "is not a model bundle: it has no manifest.json" in err
 
 
-def test_the_caption_job_runs_on_the_int8_engine(tmp_path, int8_bundle, capsys):
+def test_the_caption_job_runs_on_the_int8_engine(tmp_path, int8_bundle, caption_run, capsys):
+    """The same model and images as ``caption_run`` (fp32), with other scores: int8 ran."""
     images = tmp_path / "images"
     must_fail = write_image_folder(images)
     output = tmp_path / "out"
@@ -67,7 +69,9 @@ def test_the_caption_job_runs_on_the_int8_engine(tmp_path, int8_bundle, capsys):
     assert status == 0, err
     summary = json.loads(out)
     assert summary["precision"] == "int8"
-    assert_accounts_for_everything(images, output, summary, must_fail)
+    captions, _ = assert_accounts_for_everything(images, output, summary, must_fail)
+    fp32_captions, _, _ = RunDir(str(caption_run[0])).read()
+    assert_not_fp32(captions.to_pylist(), fp32_captions.to_pylist())
 
 
 def test_int8_without_an_engine_is_refused_and_auto_falls_back(tmp_path, tiny_bundle, capsys):

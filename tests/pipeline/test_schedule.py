@@ -22,7 +22,7 @@ from models.configs import SettingsError
 from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import caption as caption_module
 from pipeline import cli, evaluate, lease, runs
-from pipeline.output_root import OutputRoot, RunDir
+from pipeline.output_root import OutputRoot, RunDir, new_run_id
 from tests.jobs import FNAPI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,9 +122,7 @@ def test_a_killed_run_is_listed_unfinished_then_abandoned_and_rerun(tmp_path, ti
     assert "unfinished" in capsys.readouterr().out
     assert list(output.glob(f"runs/{killed['run_id']}/beam-temp-*"))
 
-    # Run ids order by their UTC second, then by a random suffix: a rerun within the killed
-    # run's second could list before it (it did, here, once the kill came within a second).
-    time.sleep(1.1)
+    # listed oldest first by run id, though the rerun may start within the killed run's second
     again = caption_module.run(flags(images, tiny_bundle, output))  # takes over, cleans, reruns
     log = capsys.readouterr().err
     assert f"process {process.pid} on this host no longer exists" in log
@@ -140,6 +138,14 @@ def test_a_killed_run_is_listed_unfinished_then_abandoned_and_rerun(tmp_path, ti
     assert not list(output.glob("runs/*/beam-temp-*"))
     assert not list(output.glob("runs/*/_LEASE")) and not (output / "_LEASE").exists()
     assert committed_uris(str(output)) == {str(images / f"img{i}.jpg"): 1 for i in range(12)}
+
+
+def test_run_ids_sort_by_start_time_within_a_second():
+    ids = []
+    for _ in range(20):
+        ids.append(new_run_id())
+        time.sleep(0.001)
+    assert ids == sorted(ids) and len({run_id[:15] for run_id in ids}) < len(ids)
 
 
 def dead_pid() -> int:
