@@ -13,7 +13,12 @@ from PIL import Image
 
 from models.datasets.caption_files import read_caption_file
 from models.datasets.synthetic import read_scenes
-from models.evaluation.attributes import ACCURACY_KEYS, attribute_scores
+from models.evaluation.attributes import (
+    ACCURACY_KEYS,
+    attribute_hits,
+    attribute_scores,
+    describes,
+)
 from models.evaluation.metrics import caption_scores
 from pipeline import evaluate, report
 from pipeline.output_root import RunDir
@@ -60,6 +65,13 @@ def test_evaluate_scores_the_run_against_its_references(caption_run, tmp_path, c
     truth = {scene.image: scene for scene in read_scenes(str(scenes))}
     judged = attribute_scores([(truth[n], rows[n]) for n in names])
     assert {key: metrics[key] for key in ACCURACY_KEYS} == pytest.approx(judged)
+    assert metrics["per_image"] == {  # each image's parts: what the report shows beside it
+        n: {
+            "describes": describes(truth[n], rows[n]),
+            **{f: [sum(v), len(v)] for f, v in attribute_hits(truth[n], rows[n]).items()},
+        }
+        for n in names
+    }
     out = capsys.readouterr().out
     assert "cider_d" in out and "attribute_accuracy" in out
 
@@ -111,6 +123,9 @@ HEADLESS = [
 
 def test_report_renders_in_chromium(caption_run, tmp_path):
     run_dir, references, scenes, must_fail = caption_run
+    run_dir = copy_run(run_dir, tmp_path)
+    flags = ["--references", str(references), "--scenes", str(scenes)]
+    assert evaluate.main(["--captions", str(run_dir), *flags]) == 0
     assert report.main([str(run_dir), "--output", str(tmp_path / "report.html")]) == 0
     browser = chromium()
     common = [browser, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}"]
@@ -126,6 +141,17 @@ def test_report_renders_in_chromium(caption_run, tmp_path):
         assert name in dom
     assert dom.count("data:image/jpeg;base64,") == captions.num_rows  # every thumbnail shown
     assert f"<td>{summary['counts']['matched']}</td>" in dom
+    truth = {scene.image: scene for scene in read_scenes(str(scenes))}
+    judged = 0
+    for row in captions.to_pylist():  # each scene's attribute scores beside its image
+        scene = truth.get(Path(row["image_uri"]).name)
+        if scene:
+            verdict = evaluate.image_verdict(scene, row["caption"])
+            line = report.attribute_line(verdict).replace("'", '"')
+            block = dom[dom.index(row["image_uri"]) - 3000 : dom.index(row["image_uri"])]
+            assert line in block and row["caption"] in block
+            judged += 1
+    assert judged == 6 and dom.count('class="attributes ') == judged
 
     shot = tmp_path / "report.png"
     subprocess.run(
