@@ -98,7 +98,8 @@ def describe_pretraining(pretraining: dict) -> str:
     return (
         f"pretrained on {dataset.get('data', '?')} ({dataset.get('kind', '?')}, "
         f"{dataset.get('train_images', '?')} images): {pretraining.get('images_seen')} seen, "
-        f"held-out accuracy {accuracy or 'not measured'}"
+        f"kept after {pretraining.get('kept_after_images', '?')}, held-out accuracy "
+        f"{accuracy or 'not measured'}"
     )
 
 

@@ -145,7 +145,8 @@ def pretraining_of(weights: str, fingerprint: str) -> dict | None:
     record = json.loads(storage.read_text(uri))
     if record.get("fingerprint") != fingerprint:
         return None
-    keys = ("images_seen", "minutes", "held_out_accuracy", "precision", "fingerprint")
+    keys = ("images_seen", "kept_after_images", "minutes", "held_out_accuracy", "precision")
+    keys += ("fingerprint",)
     dataset = {k: v for k, v in record.get("dataset", {}).items() if k != "heads"}
     return {"dataset": dataset, **{key: record.get(key) for key in keys}}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras.layers import BatchNormalization
 
 from models import storage
 from models.captioner.encoder import (
@@ -86,17 +87,41 @@ def held_out_accuracy(model: keras.Model, heads, examples: Examples) -> dict[str
     return {group: float(np.concatenate(parts).mean()) for group, parts in hits.items()}
 
 
-class HeldOut(keras.callbacks.Callback):
-    """Adds ``val_GROUP_accuracy`` for every head group to each epoch's logs."""
+def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, *, batch_size: int) -> None:
+    """Sets the moving statistics of the BatchNorm layers of ``model``'s backbone (the model
+    inside it) to those of the current weights, from forward passes in training mode over
+    ``images`` (momentum 0.8 for them: the last batches count). The moving averages of training
+    lag weights that still move fast, and the features job runs the encoder in inference mode,
+    on exactly those statistics."""
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    layers = [layer for layer in backbone.layers if isinstance(layer, BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.8
+    try:
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            model(images[start : start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
 
-    def __init__(self, heads, examples: Examples):
+
+class HeldOut(keras.callbacks.Callback):
+    """After each epoch: the BatchNorm statistics recalibrated on ``calibration`` images, then
+    ``val_GROUP_accuracy`` for every head group and their mean (``val_mean_accuracy``, what
+    picks the weights kept) added to the logs."""
+
+    def __init__(self, heads, examples: Examples, calibration: np.ndarray, batch_size: int):
         super().__init__()
         self.heads, self.examples = heads, examples
+        self.calibration, self.batch_size = calibration, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
+        recalibrate_batchnorm(self.model, self.calibration, batch_size=self.batch_size)
         if len(self.examples):
             scores = held_out_accuracy(self.model, self.heads, self.examples)
             logs.update({f"val_{group}_accuracy": value for group, value in scores.items()})
+            logs["val_mean_accuracy"] = float(np.mean(list(scores.values())))
 
 
 class ImagesBudget(keras.callbacks.Callback):
@@ -109,6 +134,32 @@ class ImagesBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.images and self.seen.seen >= self.images:
             self.model.stop_training = True
+
+
+WARMUP_STEPS = 100  # steps of linear warm-up before a cosine schedule's peak
+
+
+def learning_rate(config: PretrainConfig):
+    """Adam's rate: constant, or with ``--schedule cosine`` (which needs ``--images``) a
+    linear warm-up to ``--learning-rate`` and a cosine decay to zero at the images budget."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    steps = max(config.images // config.batch_size - WARMUP_STEPS, 1)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, steps, warmup_target=config.learning_rate, warmup_steps=WARMUP_STEPS
+    )
+
+
+CALIBRATION_BATCHES = 30  # training batches that set the BatchNorm statistics after an epoch
+
+
+def best_weights_kept() -> keras.callbacks.EarlyStopping:
+    """Keeps the weights of the best ``val_mean_accuracy`` for the end of training (an early
+    stop that never stops): inference-mode accuracy swings between evaluations while the
+    weights still move fast."""
+    return keras.callbacks.EarlyStopping(
+        monitor="val_mean_accuracy", mode="max", patience=10**9, restore_best_weights=True
+    )
 
 
 def batches(examples: Examples, batch_size: int, seed: int):
@@ -145,7 +196,7 @@ def pretrain(
     encoder = ImageEncoder(spec, precision=precision)
     model = classifier(encoder, heads)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate(config)),
         loss={head.name: masked_softmax_loss for head in heads},
     )
     work = _work_dir(output, work_dir)
@@ -162,8 +213,11 @@ def pretrain(
         minutes=resumed.get("minutes", 0.0),
     )
     minutes_left = config.time_budget_minutes - resumed.get("minutes", 0.0)
+    calibration = train_examples.images[: CALIBRATION_BATCHES * config.batch_size]
+    keeper = best_weights_kept() if len(val_examples) else None
     callbacks = [
-        HeldOut(heads, val_examples),
+        HeldOut(heads, val_examples, calibration, config.batch_size),
+        *([keeper] if keeper else []),
         seen,
         ImagesBudget(config.images, seen),
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
@@ -185,6 +239,9 @@ def pretrain(
     fingerprint = weights_fingerprint(encoder.backbone)
     encoder.save_weights(storage.join(output, ENCODER_WEIGHTS))
     final = history[-1] if history else {}
+    kept = final  # the weights written: the best held-out evaluation's of this run
+    if keeper and keeper.best_weights is not None:
+        kept = next(row for row in history if row["epoch"] == keeper.best_epoch)
     provenance = {
         "weights_file": ENCODER_WEIGHTS,
         "fingerprint": fingerprint,
@@ -194,10 +251,11 @@ def pretrain(
         "dataset": dataset,
         "images_seen": int(final.get("images_seen", 0)),
         "minutes": final.get("minutes", 0.0),
+        "kept_after_images": int(kept.get("images_seen", 0)),
         "held_out_accuracy": {
             key[len("val_") : -len("_accuracy")]: round(value, 4)
-            for key, value in final.items()
-            if key.startswith("val_") and key.endswith("_accuracy")
+            for key, value in kept.items()
+            if key.startswith("val_") and key.endswith("_accuracy") and key != "val_mean_accuracy"
         },
         "precision": precision,
         "config": dataclasses.asdict(config),

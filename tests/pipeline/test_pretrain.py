@@ -41,6 +41,9 @@ def test_pretrain_on_a_folder_per_class_trains_the_encoder_and_records_it(tmp_pa
     assert record["images_seen"] == 32 and set(record["held_out_accuracy"]) == {"class"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert [row["images_seen"] for row in metrics["history"]] == [16, 32]
+    best = max(metrics["history"], key=lambda row: row["val_mean_accuracy"])  # the first best
+    assert record["kept_after_images"] == best["images_seen"]  # its weights are the ones written
+    assert record["held_out_accuracy"]["class"] == round(best["val_class_accuracy"], 4)
     assert (out / "accuracy.png").stat().st_size > 0
     trained = ImageEncoder(
         EncoderSpec("random:0", 75), weights_file=str(out / "encoder.weights.h5")
