@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         config=settings.config,
         precision=precision,
         dataset=dataset,
-        work_dir=settings.checkpoint_dir,
+        checkpoint_dir=settings.checkpoint_dir,
     )
     summary = {key: provenance[key] for key in ("images_seen", "minutes", "held_out_accuracy")}
     print(

@@ -54,8 +54,9 @@ RANDOM_ENCODER_WARNING = (
     "The encoder is randomly initialised (weights {weights}) and was never trained, so its "
     "features do not describe the images and these captions cannot either: the decoder learned "
     "the captions' grammar, not the scenes. For real captions use --encoder-weights imagenet on "
-    "a connected machine, or train the encoder with the decoder (phase 2: `make quality`, or "
-    "`beamcap train --init-from BUNDLE --train-encoder` on features written --with-images)."
+    "a connected machine, pretrain the encoder on labelled images (`beamcap pretrain`, as "
+    "`make demo` and `make quality` do), or train it with the decoder (phase 2: `beamcap train "
+    "--init-from BUNDLE --train-encoder` on features written --with-images)."
 )
 
 

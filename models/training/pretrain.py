@@ -36,6 +36,7 @@ from models.configs import PretrainConfig
 from models.datasets.labels import Head
 from models.training.callbacks import Progress, Seen, TimeBudget
 from models.training.curve import plot_curve, read_history
+from models.training.trainer import work_dir
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def pretrain(
     config: PretrainConfig,
     precision: str,
     dataset: dict,
-    work_dir: str | None = None,
+    checkpoint_dir: str | None = None,
 ) -> dict:
     """Fits the classifier; writes ``output``/encoder.weights.h5, pretraining.json (the
     provenance), metrics.json and accuracy.png; returns pretraining.json's contents.
@@ -199,7 +200,7 @@ def pretrain(
         optimizer=keras.optimizers.Adam(learning_rate(config)),
         loss={head.name: masked_softmax_loss for head in heads},
     )
-    work = _work_dir(output, work_dir)
+    work = work_dir(output, checkpoint_dir)
     last = read_history(work / "history.csv") if (work / "backup").exists() else []
     resumed = last[-1] if last else {}
     if resumed:
@@ -266,18 +267,6 @@ def pretrain(
     if not any(work.iterdir()):
         work.rmdir()
     return provenance
-
-
-def _work_dir(output: str, work_dir: str | None) -> Path:
-    """Where checkpoints and the CSV history go: local, so Keras can write them."""
-    if work_dir:
-        work = Path(work_dir)
-    elif storage.is_gcs(output):
-        work = Path(tempfile.mkdtemp(prefix="beamcap-pretrain-"))
-    else:
-        work = Path(output) / "checkpoints"
-    work.mkdir(parents=True, exist_ok=True)
-    return work
 
 
 def _write_report(output: str, history: list[dict], metrics: dict) -> None:

@@ -63,7 +63,7 @@ def train(
     else:
         phase = decoder_phase(start.decoder, train_files, val_files, counts, config)
 
-    work = _work_dir(output, checkpoint_dir)
+    work = work_dir(output, checkpoint_dir)
     last = _resume_point(work)
     stepper = DecoderStepper(start.decoder, start_id=vocabulary.start_id, end_id=vocabulary.end_id)
     validation = Validation(
@@ -228,12 +228,13 @@ def _bundle_that_fits(
     return bundle
 
 
-def _work_dir(output: str, checkpoint_dir: str | None) -> Path:
-    """Where checkpoints and the CSV history go: local, so Keras can write them."""
+def work_dir(output: str, checkpoint_dir: str | None) -> Path:
+    """Where a trainer's checkpoints and CSV history go: local, so Keras can write them
+    (``checkpoint_dir``; OUTPUT/checkpoints; a temporary folder for a gs:// output)."""
     if checkpoint_dir:
         work = Path(checkpoint_dir)
     elif storage.is_gcs(output):
-        work = Path(tempfile.mkdtemp(prefix="beamcap-train-"))
+        work = Path(tempfile.mkdtemp(prefix="beamcap-checkpoints-"))
     else:
         work = Path(output) / "checkpoints"
     work.mkdir(parents=True, exist_ok=True)
