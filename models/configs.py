@@ -187,14 +187,7 @@ class PretrainConfig:
     """How ``beamcap pretrain`` fits the encoder as a classifier of labelled images."""
 
     batch_size: int = setting(32, "images per training step", minimum=1)
-    learning_rate: float = setting(
-        1e-3, "Adam learning rate (a cosine schedule's peak)", minimum=1e-8, maximum=1.0
-    )
-    schedule: str = setting(
-        "constant",
-        "learning-rate schedule: constant, or cosine (warm-up, then decay to 0 at --images)",
-        choices=("constant", "cosine"),
-    )
+    learning_rate: float = setting(1e-3, "Adam learning rate", minimum=1e-8, maximum=1.0)
     images: int = setting(
         0, "stop after this many training images (repeats included); 0: no limit", minimum=0
     )

@@ -94,8 +94,6 @@ class PretrainSettings(PretrainConfig):
 
     def check(self) -> None:
         check_input_size(self.encoder, self.image_size)
-        if self.schedule == "cosine" and not self.images:
-            raise SettingsError("--schedule cosine decays to 0 at --images: give --images")
         if self.val_fraction + self.test_fraction >= 1:
             raise SettingsError("--val-fraction and --test-fraction must add up to under 1")
 

@@ -137,20 +137,6 @@ class ImagesBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-WARMUP_STEPS = 100  # steps of linear warm-up before a cosine schedule's peak
-
-
-def learning_rate(config: PretrainConfig):
-    """Adam's rate: constant, or with ``--schedule cosine`` (which needs ``--images``) a
-    linear warm-up to ``--learning-rate`` and a cosine decay to zero at the images budget."""
-    if config.schedule == "constant":
-        return config.learning_rate
-    steps = max(config.images // config.batch_size - WARMUP_STEPS, 1)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=config.learning_rate, warmup_steps=WARMUP_STEPS
-    )
-
-
 CALIBRATION_BATCHES = 30  # training batches that set the BatchNorm statistics after an epoch
 
 
@@ -197,7 +183,7 @@ def pretrain(
     encoder = ImageEncoder(spec, precision=precision)
     model = classifier(encoder, heads)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate(config)),
+        optimizer=keras.optimizers.Adam(config.learning_rate),
         loss={head.name: masked_softmax_loss for head in heads},
     )
     work = work_dir(output, checkpoint_dir)
