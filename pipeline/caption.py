@@ -163,10 +163,10 @@ class CaptionSettings:
     )
     reuse_captions: bool = setting(
         True,
-        "with --only-new: a new image whose content (CRC-32C and size) this model captioned "
-        "in a committed run, under any name, gets that caption without running the model "
-        "(column reused_from); --reuse-captions=false captions it again. Identical images "
-        "within one run are captioned once either way",
+        "images with the same content (CRC-32C and size) are decoded and captioned once per "
+        "run, and with --only-new a new image whose content this model captioned in a "
+        "committed run, under any name, gets that caption without the model (column "
+        "reused_from); --reuse-captions=false captions every image itself",
     )
     quiet: bool = setting(False, "show no progress while the run goes")
     progress_seconds: float = setting(
@@ -365,7 +365,10 @@ def build(
         "failures", main="read"
     )
     once = hashed.read | "CaptionOncePerContent" >> CaptionOncePerContent(
-        list(known), model_id=manifest["model_id"], run_id=run.run_id
+        list(known),
+        model_id=manifest["model_id"],
+        run_id=run.run_id,
+        enabled=settings.reuse_captions,
     )
     decoded = once.to_caption | "ReadAndDecode" >> beam.ParDo(
         ReadAndDecode(

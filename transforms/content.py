@@ -127,17 +127,28 @@ class _OncePerContent(beam.DoFn):
         yield uri, Source(identity, content, copies), data
 
 
+class _EachOnItsOwn(beam.DoFn):
+    def process(self, element):
+        content, (uri, identity, data) = element
+        yield uri, Source(identity, content), data
+
+
 class CaptionOncePerContent(beam.PTransform):
     """``(content, (uri, identity, data))`` -> ``(uri, Source, data)`` once per content to
     caption, and tagged ``REUSED`` the rows of URIs whose content ``known_files`` (captions
     Parquet patterns of committed runs; none: reuse within this run only) hold captioned by
-    ``model_id``."""
+    ``model_id``. With ``enabled`` False, every URI goes on on its own, without a shuffle."""
 
-    def __init__(self, known_files: list[str], *, model_id: str, run_id: str):
+    def __init__(self, known_files: list[str], *, model_id: str, run_id: str, enabled: bool = True):
         super().__init__()
         self.known_files, self.model_id, self.run_id = known_files, model_id, run_id
+        self.enabled = enabled
 
     def expand(self, read):
+        if not self.enabled:
+            return read | "EachOnItsOwn" >> beam.ParDo(_EachOnItsOwn()).with_outputs(
+                REUSED, main="to_caption"
+            )
         if not self.known_files:
             known = read.pipeline | "NoKnownFiles" >> beam.Create([])
         else:

@@ -152,5 +152,6 @@ def test_an_image_is_known_by_its_content_under_any_name(tmp_path, tiny_bundle):
     assert bad3["image_uri"].endswith("bad3.jpg") and bad3["stage"] == "decode"
 
     (images / "a3.jpg").write_bytes(jpegs[0])
-    third = caption(images, tiny_bundle, output, "--reuse-captions=false")
-    assert (third["counts"]["captioned"], third["counts"]["reused"]) == (1, 0)
+    (images / "a4.jpg").write_bytes(jpegs[0])
+    third = caption(images, tiny_bundle, output, "--reuse-captions=false")  # each on its own
+    assert (third["counts"]["captioned"], third["counts"]["reused"]) == (2, 0)
