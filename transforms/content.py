@@ -34,6 +34,7 @@ import base64
 import dataclasses
 
 import apache_beam as beam
+import google_crc32c
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam import pvalue
@@ -48,8 +49,6 @@ REUSED = "reused"  # CaptionOncePerContent's tagged output: rows of known conten
 
 
 def content_hash(data: bytes) -> str:
-    import google_crc32c  # google-cloud-storage's own dependency, with its C extension
-
     return f"crc32c:{google_crc32c.value(data):08x}:{len(data)}"
 
 
