@@ -16,6 +16,7 @@ CORE = [
     "pillow==12.3.0",
     "pyarrow==25.0.1",
     "google-cloud-storage==3.17.1",
+    "google-crc32c==1.9.0",  # content hashes (transforms/content.py), with its C extension
     "pyyaml==6.0.3",
     "pycocoevalcap==1.2",  # the COCO-caption BLEU, ROUGE-L and CIDEr-D definitions
     "matplotlib==3.11.2",  # the trainer's loss.png and the evaluation report

@@ -1,9 +1,15 @@
 """``beamcap caption``: images -> captions with scores and N-best alternatives, in Parquet.
 
-    MatchImages -> [SkipAlreadyDone] -> Reshuffle -> ReadShards -> ReadAndDecode
+    MatchImages -> [SkipAlreadyDone] -> Reshuffle -> ReadShards -> ReadImages
+    -> CaptionOncePerContent -> ReadAndDecode
     -> CaptionImages (RunInference: batched InceptionV3 + beam search in one stage)
     -> WriteCaptions;  every stage's failures -> WriteFailures;  tallies + written files
     -> CommitRun
+
+An image is known by its content too (``transforms/content.py``): ReadImages hashes the bytes
+it reads (CRC-32C and size), identical contents in one run are decoded and captioned once, and
+with ``--only-new`` a new URI whose content this model captioned in a committed run gets that
+caption without the model (``reused_from`` names where it came from).
 
 Tar shards (WebDataset's, ``--input 'gs://B/shards/{00000..00099}.tar'``) cross the shuffle
 as one element each; ReadShards streams each on the worker it lands on, and each image member
@@ -60,6 +66,7 @@ from pipeline.runs import inference_metrics, run_to_commit
 from pipeline.settings import parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.commit import CommitRun, WriteRunParquet
+from transforms.content import REUSED, CaptionOncePerContent, ReadImages, failures_per_copy
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
 from transforms.inference import BundleHandler, CaptionImages, RunFault
@@ -153,6 +160,13 @@ class CaptionSettings:
     )
     retry_failures: bool = setting(
         False, "with --only-new: also retry images that failed in earlier runs"
+    )
+    reuse_captions: bool = setting(
+        True,
+        "images with the same content (CRC-32C and size) are decoded and captioned once per "
+        "run, and with --only-new a new image whose content this model captioned in a "
+        "committed run, under any name, gets that caption without the model (column "
+        "reused_from); --reuse-captions=false captions every image itself",
     )
     quiet: bool = setting(False, "show no progress while the run goes")
     progress_seconds: float = setting(
@@ -259,6 +273,7 @@ def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, s
         "matched": int(tally.get("matched", 0)),
         "skipped_as_done": int(tally.get("matched", 0)) - int(tally.get("to_caption", 0)),
         "captioned": int(tally.get("captioned", 0)),
+        "reused": int(tally.get("reused", 0)),
         "failed": {stage: int(tally.get(f"failed_{stage}", 0)) for stage in STAGES},
     }
     if tally.get("shards"):  # tar shards matched; their image members count as images above
@@ -323,9 +338,11 @@ def build(
     manifest: dict,
     started_at: float,
     done: list[str] = (),
+    known: list[str] = (),
 ):
     """The caption job's graph; with ``settings.only_new``, images listed in the ``done``
-    Parquet files (earlier committed runs) are skipped."""
+    Parquet files (earlier committed runs) are skipped, and images whose content the
+    ``known`` captions files hold get those captions."""
     if settings.input_list:
         matched = (
             pipeline
@@ -344,7 +361,16 @@ def build(
         | "Redistribute" >> beam.Reshuffle()
         | "ReadShards" >> beam.ParDo(ReadShards()).with_outputs("failures", TALLY, main="images")
     )
-    decoded = read.images | "ReadAndDecode" >> beam.ParDo(
+    hashed = read.images | "ReadImages" >> beam.ParDo(ReadImages()).with_outputs(
+        "failures", main="read"
+    )
+    once = hashed.read | "CaptionOncePerContent" >> CaptionOncePerContent(
+        list(known),
+        model_id=manifest["model_id"],
+        run_id=run.run_id,
+        enabled=settings.reuse_captions,
+    )
+    decoded = once.to_caption | "ReadAndDecode" >> beam.ParDo(
         ReadAndDecode(
             manifest["encoder"]["image_size"],
             max_pixels=settings.max_pixels,
@@ -360,11 +386,16 @@ def build(
         max_batch_size=settings.batch_size,
         share_across_processes=settings.share_model_across_processes,
     )
-    rows, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
+    captioned, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
         handler, run_id=run.run_id
     )
+    rows = (captioned, once[REUSED]) | "AllRows" >> beam.Flatten()
     written = rows | "WriteCaptions" >> WriteRunParquet(run.file("captions"), CAPTIONS_SCHEMA)
-    failures = (read.failures, decoded.failures, caption_failures) | "AllFailures" >> beam.Flatten()
+    failures = (
+        (read.failures, hashed.failures, decoded.failures, caption_failures)
+        | "AllFailures" >> beam.Flatten()
+        | "FailuresPerCopy" >> beam.FlatMap(failures_per_copy)
+    )
     failed_files = failures | "WriteFailures" >> WriteFailures(
         run.file("failures"), run_id=run.run_id
     )
@@ -383,7 +414,13 @@ def build(
             progress_dir=live,
         ),
         count(read[TALLY], lambda key: key, "TallyShardMembers", progress_dir=live),
-        count(rows, "captioned", "TallyCaptioned", progress_dir=live),
+        count(  # before the Flatten, which a runner may run after both its inputs: live
+            captioned,
+            lambda row: "reused" if row["reused_from"] else "captioned",
+            "TallyCaptioned",
+            progress_dir=live,
+        ),
+        count(once[REUSED], "reused", "TallyReused", progress_dir=live),
         count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", progress_dir=live),
     ]
 
@@ -427,6 +464,8 @@ def run(argv: list[str], *, wait: bool = True):
             logging.warning("marked %s failed: abandoned (no commit, no live lease)", abandoned)
         incremental = settings.incremental
         done = root.done_files(retry_failures=settings.retry_failures) if incremental else []
+        reuse = incremental and settings.reuse_captions
+        known = root.captions_files() if reuse else []
         started_at = time.time()
         pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
         build(
@@ -436,6 +475,7 @@ def run(argv: list[str], *, wait: bool = True):
             manifest=manifest,
             started_at=started_at,
             done=done,
+            known=known,
         )
     except BaseException:
         release()

@@ -169,6 +169,10 @@ class OutputRoot:
         stems = ("captions",) if retry_failures else ("captions", "failures")
         return [run.shard_pattern(stem) for run in self.committed_runs() for stem in stems]
 
+    def captions_files(self) -> list[str]:
+        """Parquet patterns of the committed runs' captions, whose contents a run reuses."""
+        return [run.shard_pattern("captions") for run in self.committed_runs()]
+
     def read_captions(self) -> pa.Table:
         """Every committed run's captions as one table: the latest caption (``captioned_at``)
         of each image by each model, so an image captioned again after it changed, or by a

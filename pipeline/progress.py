@@ -39,14 +39,15 @@ class _Line:
 
     def __call__(self, counts: collections.Counter, now: float) -> str:
         failed = sum(n for key, n in counts.items() if key.startswith("failed_"))
-        done, to_caption = counts["captioned"] + failed, counts["to_caption"]
+        done, to_caption = counts["captioned"] + counts["reused"] + failed, counts["to_caption"]
         if not self.history or done > self.history[-1][1]:  # the workers wrote new counts
             self.history.append((now, done))
         while len(self.history) > 2 and now - self.history[0][0] > RATE_WINDOW:
             self.history.popleft()
+        reused = f"{counts['reused']:,} reused, " if counts["reused"] else ""
         text = (
             f"progress: {done:,} of {to_caption:,} images ({counts['captioned']:,} captioned, "
-            f"{failed:,} failed; {counts['matched']:,} matched)"
+            f"{reused}{failed:,} failed; {counts['matched']:,} matched)"
         )
         (since, before), (latest, _) = self.history[0], self.history[-1]
         if latest > since:

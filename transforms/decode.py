@@ -149,42 +149,31 @@ def decode_image(
     return np.asarray(resized, dtype=np.uint8), width, height
 
 
-class ReadAndDecode(beam.DoFn):
-    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``. An
-    element ``(uri, payload, data)`` brings its bytes along (a tar shard's member,
-    ``transforms.shards.ReadShards``) and is not read again.
+class ReadAhead(beam.DoFn):
+    """Each element's ``work(*element)`` (a subclass's) on ``threads`` threads, up to ``ahead``
+    elements ahead of what the step has handed on: in a fused stage the model runs on the
+    thread that calls ``process``, so the next batch's images are read and decoded while it
+    runs (Pillow, numpy and file reads let go of the GIL). ``work`` returns the output or a
+    tagged failure; each output keeps its own element's window and timestamp. ``counted``
+    names the counter of outputs handed on."""
 
-    Files are read and decoded on ``threads`` threads, up to ``ahead`` images ahead of what
-    the step has handed on: in a fused stage the model runs on the thread that calls
-    ``process``, so the next batch's images are decoded while it runs (Pillow and numpy let go
-    of the GIL). Each output keeps its own element's window and timestamp."""
-
-    def __init__(
-        self,
-        image_size: int,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        preprocessing: dict | None = None,
-        *,
-        threads: int = 2,
-        ahead: int = 64,
-    ):
-        check_preprocessing(preprocessing, image_size)
-        self.image_size = image_size
-        self.max_pixels = max_pixels
-        self.preprocessing = preprocessing
+    def __init__(self, *, threads: int, ahead: int, counted: str):
         self.threads, self.ahead = threads, ahead
-        self.decoded = Metrics.counter(self.__class__, "images_decoded")
+        self.handed = Metrics.counter(self.__class__, counted)
         self.read_failed = Metrics.counter(self.__class__, "images_read_failed")
         self.decode_failed = Metrics.counter(self.__class__, "images_decode_failed")
 
+    def work(self, *element):
+        raise NotImplementedError
+
     def setup(self):
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads, "read-and-decode")
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads, "read-ahead")
 
     def start_bundle(self):
         self.pending = collections.deque()  # (future, window, timestamp), in arrival order
 
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        self.pending.append((self.pool.submit(self.read_and_decode, *element), window, timestamp))
+        self.pending.append((self.pool.submit(self.work, *element), window, timestamp))
         while len(self.pending) > self.ahead or (self.pending and self.pending[0][0].done()):
             yield self._handed_on(*self.pending.popleft())
 
@@ -197,29 +186,59 @@ class ReadAndDecode(beam.DoFn):
             self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _handed_on(self, future, window, timestamp):
-        """The decoded image, or its tagged failure, in its element's window; counted here,
-        on the bundle's thread, where Beam's metrics are kept."""
+        """The output, or its tagged failure, in its element's window; counted here, on the
+        bundle's thread, where Beam's metrics are kept."""
         outcome = future.result()
         is_failure = isinstance(outcome, pvalue.TaggedOutput)
         if not is_failure:
-            self.decoded.inc()
+            self.handed.inc()
             return WindowedValue(outcome, timestamp, [window])
         (self.read_failed if outcome.value["stage"] == "read" else self.decode_failed).inc()
         return pvalue.TaggedOutput(outcome.tag, WindowedValue(outcome.value, timestamp, [window]))
+
+
+def read_file(uri: str) -> bytes:
+    with FileSystems.open(uri) as handle:
+        return handle.read()
+
+
+class ReadAndDecode(ReadAhead):
+    """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``, the
+    payload in their record. An element ``(uri, payload, data)`` brings its bytes along (a tar
+    shard's member, ``transforms.shards.ReadShards``; an image the caption job has read and
+    hashed, ``transforms.content``) and is not read again. Read and decoded ahead on
+    ``threads`` threads (:class:`ReadAhead`)."""
+
+    def __init__(
+        self,
+        image_size: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        preprocessing: dict | None = None,
+        *,
+        threads: int = 2,
+        ahead: int = 64,
+    ):
+        super().__init__(threads=threads, ahead=ahead, counted="images_decoded")
+        check_preprocessing(preprocessing, image_size)
+        self.image_size = image_size
+        self.max_pixels = max_pixels
+        self.preprocessing = preprocessing
+
+    def work(self, uri: str, payload, data: bytes | None = None):
+        return self.read_and_decode(uri, payload, data)
 
     def read_and_decode(
         self, uri: str, payload, data: bytes | None = None
     ) -> DecodedImage | pvalue.TaggedOutput:
         try:
             if data is None:
-                with FileSystems.open(uri) as handle:
-                    data = handle.read()
+                data = read_file(uri)
         except Exception as error:  # noqa: BLE001 - any I/O error is this image's failure
-            return failure(uri, "read", error)
+            return failure(uri, "read", error, payload=payload)
         try:
             pixels, width, height = decode_image(
                 data, self.image_size, max_pixels=self.max_pixels, preprocessing=self.preprocessing
             )
         except Exception as error:  # noqa: BLE001 - Pillow raises many types on bad files
-            return failure(uri, "decode", error)
+            return failure(uri, "decode", error, payload=payload)
         return DecodedImage(uri, pixels, width, height, payload)

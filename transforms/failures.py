@@ -24,14 +24,19 @@ FAILURE_SCHEMA = pa.schema(
         ("stage", pa.string()),
         ("error_type", pa.string()),
         ("message", pa.string()),
+        ("content_hash", pa.string()),  # where the bytes were read (transforms.content)
         ("run_id", pa.string()),
         ("failed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 
 
-def failure(uri: str, stage: str, error: BaseException | str) -> pvalue.TaggedOutput:
-    """The tagged failure record of one image at one stage."""
+def failure(
+    uri: str, stage: str, error: BaseException | str, *, payload=None
+) -> pvalue.TaggedOutput:
+    """The tagged failure record of one image at one stage; ``payload``, what the job carries
+    with the image, rides along (the caption job's tells the image's content and its copies,
+    ``transforms.content``) and is not written."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
@@ -42,6 +47,7 @@ def failure(uri: str, stage: str, error: BaseException | str) -> pvalue.TaggedOu
             "stage": stage,
             "error_type": error_type,
             "message": str(error)[:MAX_MESSAGE],
+            "payload": payload,
         },
     )
 
@@ -60,7 +66,8 @@ class WriteFailures(beam.PTransform):
 
         def stamp(record):
             now = datetime.datetime.now(datetime.timezone.utc)
-            return {**record, "run_id": run_id, "failed_at": now}
+            row = {name: record.get(name) for name in FAILURE_SCHEMA.names}
+            return {**row, "run_id": run_id, "failed_at": now}
 
         return (
             failures

@@ -25,6 +25,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from models.backend import load_keras
 from models.faults import ModelFault, StageFailed
 from transforms.caption_schema import caption_row
+from transforms.content import rows_per_copy
 from transforms.decode import DecodedImage, Payload
 from transforms.failures import FAILURES, failure
 
@@ -162,9 +163,9 @@ class _SplitOutcomes(beam.DoFn):
     def process(self, result: PredictionResult):
         image, outcome = result.example, result.inference
         if isinstance(outcome, StageFailed):
-            yield failure(image.uri, outcome.stage, outcome.error)
+            yield failure(image.uri, outcome.stage, outcome.error, payload=image.payload)
         elif isinstance(outcome, Exception):
-            yield failure(image.uri, self.default_stage, outcome)
+            yield failure(image.uri, self.default_stage, outcome, payload=image.payload)
         else:
             yield self.to_output(image, outcome)
 
@@ -181,7 +182,8 @@ def run_model(images, handler: ModelHandler, to_output: Callable, *, stage: str)
 
 
 class CaptionImages(beam.PTransform):
-    """DecodedImage -> caption rows (``CAPTIONS_SCHEMA``); returns (rows, failures)."""
+    """DecodedImage -> caption rows (``CAPTIONS_SCHEMA``), and one for each copy its payload
+    names (``transforms.content.Source``); returns (rows, failures)."""
 
     def __init__(self, handler: BundleHandler, *, run_id: str):
         super().__init__()
@@ -189,12 +191,13 @@ class CaptionImages(beam.PTransform):
 
     def expand(self, images):
         model_id, run_id = self.handler.model_id, self.run_id
-        return run_model(
-            images,
-            self.handler,
-            lambda image, captions: caption_row(image, captions, model_id, run_id),
-            stage="caption",
-        )
+
+        def rows(image, captions):
+            row = caption_row(image, captions, model_id, run_id)
+            return rows_per_copy(row, image.payload, run_id)
+
+        rows, failures = run_model(images, self.handler, rows, stage="caption")
+        return rows | "RowsPerCopy" >> beam.FlatMap(lambda each: each), failures
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,8 @@ def test_dry_run_builds_the_gpu_job(tmp_path, tiny_bundle):
         "MatchImages",
         "Redistribute",
         "ReadShards",
+        "ReadImages",
+        "CaptionOncePerContent/Join",
         "ReadAndDecode",
         "CaptionImages",
         "CaptionImages/RunInference/BatchElements",

@@ -9,9 +9,11 @@ import posixpath
 
 import pyarrow.parquet as pq
 
+from models.datasets.synthetic import SynthConfig, make_example
 from pipeline import cli
 from tests.conftest import write_image_folder
 from tests.jobs import FNAPI, job_flags
+from transforms.content import gcs_content_hash
 
 
 def upload_images(client, bucket: str, tmp_path, prefix: str = "photos") -> tuple[str, dict]:
@@ -96,3 +98,38 @@ def test_a_named_file_that_is_not_there_fails_the_run(
     assert status == 1 and not out
     assert err.strip().splitlines()[-1].startswith("beamcap caption: run failed: ")
     assert gone in err.strip().splitlines()[-1]
+
+
+def test_a_copied_object_reuses_its_caption_by_the_listings_crc32c(
+    gcs, new_bucket, tmp_path, tiny_bundle, capsys
+):
+    """The content hash is the CRC-32C that the bucket's listing carries (fake-gcs-server
+    lists crc32c and md5Hash for every object, as Cloud Storage does); an object copied to a
+    new name is not captioned again."""
+    client = gcs.client()
+    bucket = new_bucket("in")
+    jpegs = [make_example(SynthConfig(seed=6), index)[2] for index in range(2)]
+    for name, data in (("a.jpg", jpegs[0]), ("b.jpg", jpegs[1]), ("copy-of-a.jpg", jpegs[0])):
+        client.bucket(bucket).blob(f"photos/{name}").upload_from_string(data)
+    output = f"gs://{new_bucket('out')}/captions"
+    flags = job_flags(f"gs://{bucket}/photos/", tiny_bundle, output, "--only-new", *FNAPI)
+    status, out, _ = beamcap(capsys, "caption", *flags)
+    first = json.loads(out)
+    assert status == 0 and (first["counts"]["captioned"], first["counts"]["reused"]) == (2, 1)
+    listed = {
+        f"gs://{bucket}/{blob.name}": blob for blob in client.list_blobs(bucket, prefix="photos/")
+    }
+    assert all(blob.crc32c and blob.md5_hash for blob in listed.values())
+    rows = {r["image_uri"]: r for r in parquet_rows(client, f"{output}/runs/{first['run_id']}/")}
+    for uri, blob in listed.items():
+        assert rows[uri]["content_hash"] == gcs_content_hash(blob.crc32c, blob.size)
+
+    source = client.bucket(bucket)
+    source.copy_blob(source.blob("photos/b.jpg"), source, "photos/renamed/b.jpg")
+    status, out, _ = beamcap(capsys, "caption", *flags)  # the next tick
+    second = json.loads(out)
+    assert status == 0 and (second["counts"]["captioned"], second["counts"]["reused"]) == (0, 1)
+    (row,) = parquet_rows(client, f"{output}/runs/{second['run_id']}/captions-")
+    assert row["image_uri"].endswith("photos/renamed/b.jpg")
+    assert row["reused_from"] == f"gs://{bucket}/photos/b.jpg"
+    assert row["reused_from_run"] == first["run_id"]

@@ -10,6 +10,7 @@ from pipeline.caption import run
 from pipeline.output_root import OutputRoot
 from tests.conftest import write_image_folder
 from tests.jobs import FNAPI, job_flags
+from transforms.content import content_hash
 
 
 def caption(images, bundle, output, *extra, runner=FNAPI):
@@ -97,3 +98,60 @@ def _tables(output, run_id):
     captions = [pq.read_table(p) for p in run_dir.glob("captions-*.parquet")]
     uris = [u for t in captions for u in t.column("image_uri").to_pylist()]
     return run_dir, uris, None
+
+
+def _rows(output, run_id, kind="captions"):
+    run_dir = output / "runs" / run_id
+    rows = [r for p in run_dir.glob(f"{kind}-*.parquet") for r in pq.read_table(p).to_pylist()]
+    return {row["image_uri"].rsplit("/", 1)[1]: row for row in rows}
+
+
+def test_an_image_is_known_by_its_content_under_any_name(tmp_path, tiny_bundle):
+    images, output = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    jpegs = [make_example(SynthConfig(seed=5), index)[2] for index in range(3)]
+    for name, data in zip("abc", jpegs, strict=True):
+        (images / f"{name}.jpg").write_bytes(data)
+    (images / "copy-of-a.jpg").write_bytes(jpegs[0])
+    (images / "bad.jpg").write_text("hello")
+    (images / "bad2.jpg").write_text("hello")
+    first = caption(images, tiny_bundle, output)
+    counts = first["counts"]
+    assert (counts["captioned"], counts["reused"], counts["failed"]["decode"]) == (3, 1, 2)
+    rows = _rows(output, first["run_id"])
+    assert rows["a.jpg"]["content_hash"] == content_hash(jpegs[0])
+    assert rows["a.jpg"]["reused_from"] is None
+    copy = rows["copy-of-a.jpg"]  # the same bytes in one run: decoded and captioned once
+    assert (copy["reused_from"], copy["reused_from_run"]) == (
+        str(images / "a.jpg"),
+        first["run_id"],
+    )
+    assert copy["candidates"] == rows["a.jpg"]["candidates"]
+    failed = _rows(output, first["run_id"], "failures")
+    assert {row["content_hash"] for row in failed.values()} == {content_hash(b"hello")}
+    assert failed["bad2.jpg"]["message"].startswith(
+        f"the same content as {images / 'bad.jpg'}, which failed: not an image format"
+    )
+
+    (images / "b.jpg").rename(images / "b-renamed.jpg")
+    (images / "c2.jpg").write_bytes(jpegs[2])
+    (images / "bad3.jpg").write_text("hello")  # failures are not reused: it fails on its own
+    second = caption(images, tiny_bundle, output)
+    counts = second["counts"]
+    assert (counts["captioned"], counts["reused"], counts["failed"]["decode"]) == (0, 2, 1)
+    assert counts["skipped_as_done"] == 5  # a, copy-of-a, c, bad, bad2: unchanged, never read
+    again = _rows(output, second["run_id"])
+    assert again.keys() == {"b-renamed.jpg", "c2.jpg"}
+    renamed = again["b-renamed.jpg"]
+    assert (renamed["reused_from"], renamed["reused_from_run"]) == (
+        str(images / "b.jpg"),
+        first["run_id"],
+    )
+    assert renamed["caption"] == rows["b.jpg"]["caption"] and renamed["run_id"] == second["run_id"]
+    (bad3,) = _rows(output, second["run_id"], "failures").values()
+    assert bad3["image_uri"].endswith("bad3.jpg") and bad3["stage"] == "decode"
+
+    (images / "a3.jpg").write_bytes(jpegs[0])
+    (images / "a4.jpg").write_bytes(jpegs[0])
+    third = caption(images, tiny_bundle, output, "--reuse-captions=false")  # each on its own
+    assert (third["counts"]["captioned"], third["counts"]["reused"]) == (2, 0)

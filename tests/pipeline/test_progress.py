@@ -37,8 +37,8 @@ def test_a_long_run_shows_progress_lines_while_it_goes(tmp_path, tiny_bundle):
     images = tmp_path / "images"
     images.mkdir()
     jpeg = make_example(SynthConfig(seed=1), 0)[2]
-    for index in range(IMAGES):
-        (images / f"{index:04d}.jpg").write_bytes(jpeg)
+    for index in range(IMAGES):  # bytes after the JPEG's end: distinct contents, each captioned
+        (images / f"{index:04d}.jpg").write_bytes(jpeg + index.to_bytes(2, "big"))
     (images / "broken.jpg").write_text("not a picture")
     stderr = caption(images, tiny_bundle, tmp_path / "out")
     lines = [LINE.match(line) for line in stderr.splitlines() if line.startswith("progress")]

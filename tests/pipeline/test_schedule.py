@@ -290,25 +290,33 @@ def test_what_counts_as_done():
     assert is_done(now, (None, 2_000_000, "m"), "m")  # a version-1 caption row, no identity
 
 
-def test_version_1_and_2_captions_files_stay_readable(tmp_path):
+def test_version_1_to_3_captions_files_stay_readable(tmp_path):
     from transforms.caption_schema import CAPTIONS_SCHEMA, CAPTIONS_VERSION
 
     run_dir = tmp_path / "runs" / "old"
     run_dir.mkdir(parents=True)
-    old_schema = pa.schema([f for f in CAPTIONS_SCHEMA if f.name not in ("image_identity", "key")])
+    version_3 = pa.schema([f for f in CAPTIONS_SCHEMA if f.name not in VERSION_4_COLUMNS])
+    old_schema = pa.schema([f for f in version_3 if f.name not in ("image_identity", "key")])
     row = {"image_uri": "a.jpg", "caption": "a red circle", "log_prob": -1.0, "score": -1.0,
            "candidates": [], "width": 1, "height": 1, "model_id": "m", "run_id": "old",
            "captioned_at": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)}  # fmt: skip
     pq.write_table(pa.Table.from_pylist([row], old_schema), run_dir / "captions-0.parquet")
-    version_2 = pa.schema([f for f in CAPTIONS_SCHEMA if f.name != "key"])
+    version_2 = pa.schema([f for f in version_3 if f.name != "key"])
     row_2 = {**row, "image_uri": "b.jpg", "image_identity": "1:1"}
     pq.write_table(pa.Table.from_pylist([row_2], version_2), run_dir / "captions-1.parquet")
+    row_3 = {**row_2, "image_uri": "c.jpg", "key": None}
+    pq.write_table(pa.Table.from_pylist([row_3], version_3), run_dir / "captions-2.parquet")
     (run_dir / "summary.json").write_text(json.dumps({"run_id": "old"}))
     (run_dir / "_SUCCESS").touch()
     captions, _, _ = RunDir(str(run_dir)).read()
     assert captions.schema == CAPTIONS_SCHEMA and captions.column("image_identity").null_count == 1
-    assert captions.column("key").null_count == 2  # version 3's: a tar member's WebDataset key
+    assert captions.column("key").null_count == 3  # version 3's: a tar member's WebDataset key
+    for name in VERSION_4_COLUMNS:  # content identity's
+        assert captions.column(name).null_count == 3
     read = OutputRoot(str(tmp_path)).read_captions().to_pylist()
-    assert [r["caption"] for r in read] == ["a red circle"] * 2
-    assert CAPTIONS_VERSION == 3
-    assert CAPTIONS_SCHEMA.metadata[b"beamcap.captions_version"] == b"3"
+    assert [r["caption"] for r in read] == ["a red circle"] * 3
+    assert CAPTIONS_VERSION == 4
+    assert CAPTIONS_SCHEMA.metadata[b"beamcap.captions_version"] == b"4"
+
+
+VERSION_4_COLUMNS = ("content_hash", "reused_from", "reused_from_run")

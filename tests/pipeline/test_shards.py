@@ -13,6 +13,7 @@ from pipeline import cli
 from tests.jobs import FNAPI, job_flags
 from tests.pipeline.test_gcs import parquet_rows
 from tests.pipeline.test_photos import encoded, scene
+from transforms.content import content_hash
 
 
 def tar_of(members: dict[str, bytes]) -> bytes:
@@ -57,7 +58,8 @@ def check_first_run(summary, captions, failures, shard_uri):
     assert summary["counts"] == {
         "matched": 6,  # 5 image members read, and the truncated shard's failure
         "skipped_as_done": 0,
-        "captioned": 4,
+        "captioned": 3,
+        "reused": 1,  # 000010.jpg holds 000000.jpg's bytes: captioned once
         "failed": {"read": 1, "decode": 1, "encode": 0, "caption": 0},
         "shards": 2,
     }
@@ -68,12 +70,22 @@ def check_first_run(summary, captions, failures, shard_uri):
         f"{first}#000003.heic": "000003",
         f"{second}#000010.jpg": "000010",
     }
+    by_uri = {row["image_uri"]: row for row in captions}
+    jpeg = by_uri[f"{first}#000000.jpg"]
+    assert jpeg["content_hash"] == content_hash(encoded(scene(), "JPEG"))  # the member's bytes
+    copy = by_uri[f"{second}#000010.jpg"]
+    assert (copy["reused_from"], copy["reused_from_run"]) == (jpeg["image_uri"], summary["run_id"])
+    assert copy["caption"] == jpeg["caption"] and copy["content_hash"] == jpeg["content_hash"]
+    assert jpeg["reused_from"] is None
     identities = {row["image_uri"].split("#")[0]: row["image_identity"] for row in captions}
     assert identities[first].startswith(f"{len(shards()['00000.tar'])}:")  # the shard's
     failed = {row["image_uri"]: row for row in failures}
     assert failed.keys() == {f"{first}#000002.jpg", second}
     assert failed[f"{first}#000002.jpg"]["stage"] == "decode"
     assert failed[f"{first}#000002.jpg"]["message"].startswith("not an image format Pillow")
+    assert failed[f"{first}#000002.jpg"]["content_hash"] == content_hash(
+        b"<html>404 Not Found</html>"
+    )
     assert failed[second]["stage"] == "read"
     assert failed[second]["error_type"] == "DamagedShard"
     assert failed[second]["message"] == (
