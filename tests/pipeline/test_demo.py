@@ -47,4 +47,3 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
         assert encoder["fingerprint"] == record["fingerprint"]
         assert encoder["pretraining"]["images_seen"] == record["images_seen"] == 16
         assert encoder["pretraining"]["held_out_accuracy"] == record["held_out_accuracy"]
-

@@ -3,9 +3,7 @@
 ``SHARD#MEMBER`` with its WebDataset key; a member that is not an image and a truncated shard
 are dead letters of their own; ``--only-new`` works per member."""
 
-import io
 import json
-import tarfile
 
 import pyarrow.parquet as pq
 
@@ -13,17 +11,8 @@ from pipeline import cli
 from tests.jobs import FNAPI, job_flags
 from tests.pipeline.test_gcs import parquet_rows
 from tests.pipeline.test_photos import encoded, scene
+from tests.transforms.test_shards import tar_of
 from transforms.content import content_hash
-
-
-def tar_of(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def shards() -> dict[str, bytes]:
