@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import posixpath
 
 import keras
@@ -138,8 +137,7 @@ def pretraining_of(weights: str, fingerprint: str) -> dict | None:
     None for imagenet, random:SEED and other files."""
     if weights == "imagenet" or random_seed(weights) is not None:
         return None
-    folder = posixpath.dirname(weights) if storage.is_gcs(weights) else os.path.dirname(weights)
-    uri = storage.join(folder or ".", PRETRAINING)
+    uri = storage.join(posixpath.dirname(weights) or ".", PRETRAINING)  # gs:// or a local path
     if not storage.exists(uri):
         return None
     record = json.loads(storage.read_text(uri))

@@ -88,13 +88,14 @@ def held_out_accuracy(model: keras.Model, heads, examples: Examples) -> dict[str
     return {group: float(np.concatenate(parts).mean()) for group, parts in hits.items()}
 
 
-def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, *, batch_size: int) -> None:
-    """Sets the moving statistics of the BatchNorm layers of ``model``'s backbone (the model
-    inside it) to those of the current weights, from forward passes in training mode over
-    ``images`` (momentum 0.8 for them: the last batches count). The moving averages of training
-    lag weights that still move fast, and the features job runs the encoder in inference mode,
-    on exactly those statistics."""
-    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+def recalibrate_batchnorm(
+    model: keras.Model, backbone: keras.Model, images: np.ndarray, *, batch_size: int
+) -> None:
+    """Sets the moving statistics of ``backbone``'s BatchNorm layers to those of the current
+    weights, from forward passes of ``model`` (which holds it) in training mode over ``images``
+    (momentum 0.8 for them: the last batches count). The moving averages of training lag
+    weights that still move fast, and the features job runs the encoder in inference mode, on
+    exactly those statistics."""
     layers = [layer for layer in backbone.layers if isinstance(layer, BatchNormalization)]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
@@ -108,17 +109,21 @@ def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, *, batch_size:
 
 
 class HeldOut(keras.callbacks.Callback):
-    """After each epoch: the BatchNorm statistics recalibrated on ``calibration`` images, then
-    ``val_GROUP_accuracy`` for every head group and their mean (``val_mean_accuracy``, what
-    picks the weights kept) added to the logs."""
+    """After each epoch: ``backbone``'s BatchNorm statistics recalibrated on ``calibration``
+    images, then ``val_GROUP_accuracy`` for every head group and their mean
+    (``val_mean_accuracy``, what picks the weights kept) added to the logs."""
 
-    def __init__(self, heads, examples: Examples, calibration: np.ndarray, batch_size: int):
+    def __init__(
+        self, heads, examples: Examples, backbone: keras.Model, calibration: np.ndarray, batch_size
+    ):
         super().__init__()
-        self.heads, self.examples = heads, examples
+        self.heads, self.examples, self.backbone = heads, examples, backbone
         self.calibration, self.batch_size = calibration, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        recalibrate_batchnorm(self.model, self.calibration, batch_size=self.batch_size)
+        recalibrate_batchnorm(
+            self.model, self.backbone, self.calibration, batch_size=self.batch_size
+        )
         if len(self.examples):
             scores = held_out_accuracy(self.model, self.heads, self.examples)
             logs.update({f"val_{group}_accuracy": value for group, value in scores.items()})
@@ -203,7 +208,7 @@ def pretrain(
     calibration = train_examples.images[: CALIBRATION_BATCHES * config.batch_size]
     keeper = best_weights_kept() if len(val_examples) else None
     callbacks = [
-        HeldOut(heads, val_examples, calibration, config.batch_size),
+        HeldOut(heads, val_examples, encoder.backbone, calibration, config.batch_size),
         *([keeper] if keeper else []),
         seen,
         ImagesBudget(config.images, seen),
