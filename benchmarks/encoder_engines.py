@@ -47,9 +47,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.cpu import bf16_units, machine  # noqa: E402
-from models.captioner.captioner import pad_rows  # noqa: E402
+from models.captioner.arrays import pad_rows  # noqa: E402
 from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
-from models.captioner.openvino_engine import feature_cosines  # noqa: E402
+from models.captioner.engine_build import feature_cosines  # noqa: E402
 from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
 from transforms.decode import decode_image  # noqa: E402
 

@@ -47,15 +47,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from models import storage
-from models.captioner.captioner import (
+from models.captioner.beam_search import BEAM_SIZE, MAX_LENGTH
+from models.captioner.engines import (
     AUTO,
-    INT8,
     PRECISION_HELP,
     PRECISIONS,
-    gpu_visible,
-    int8_problem,
+    choose,
     parts_read,
-    resolve_precision,
+    refuse_missing,
 )
 from models.captioner.manifest import read_manifest, verify_bundle
 from models.configs import SettingsError, setting
@@ -106,8 +105,10 @@ class CaptionSettings:
     output: str = setting(
         None, "output root; each run writes OUTPUT/runs/RUN_ID/", type=str, required=True, uris=True
     )
-    beam_size: int = setting(3, "beam width; 1 is greedy decoding", minimum=1, maximum=64)
-    max_length: int = setting(20, "most tokens per caption, <end> included", minimum=1, maximum=200)
+    beam_size: int = setting(BEAM_SIZE, "beam width; 1 is greedy decoding", minimum=1, maximum=64)
+    max_length: int = setting(
+        MAX_LENGTH, "most tokens per caption, <end> included", minimum=1, maximum=200
+    )
     length_penalty: float = setting(
         0.0, "score = log_prob / length**penalty", minimum=0.0, maximum=10.0
     )
@@ -223,20 +224,35 @@ class CaptionSettings:
         )
 
 
-def with_engine(settings: CaptionSettings, manifest: dict, beam_args: list[str]):
-    """The settings with ``--precision auto`` made concrete for the bundle and the runner (a
-    job that asks its runner for GPUs, as Dataflow's ``worker_accelerator`` or a resource hint
-    ``accelerator`` do, keeps fp32); a bundle without the int8 engine asked for is refused."""
-    gpu = gpu_visible() or any("accelerator" in arg for arg in beam_args)
-    precision = resolve_precision(settings.precision, manifest, gpu=gpu)
-    problem = int8_problem(manifest)
-    if precision == INT8 and problem:
-        raise SettingsError(
-            f"--precision int8: {settings.model} {problem}; make one with `beamcap "
-            f"quantize --model {settings.model} --calibration IMAGES`"
-        )
-    logging.info("encoder and decoder: %s engine", precision)
-    return dataclasses.replace(settings, precision=precision)
+def engine_here(settings: CaptionSettings, manifest: dict):
+    """The launch's part of the engine rule (``models.captioner.engines``): an engine asked for
+    by name that the bundle lacks is refused; returns the engine this machine would choose,
+    whose files the launch verifies (each worker chooses for its own CPU and GPU, and verifies
+    the files it reads)."""
+    refuse_missing(settings.precision, manifest, settings.model)
+    choice = choose(settings.precision, manifest)
+    logging.info(
+        "engine here: %s on %s (%s); each worker chooses for itself",
+        choice.precision, choice.runtime, choice.reason,
+    )  # fmt: skip
+    return choice
+
+
+ENGINE = "engine "  # a tally's key: the record of an engine that captioned, as JSON
+
+
+def engines_used(tally: dict, asked: str) -> dict:
+    """What ``summary.json`` says of the engines: ``precision``, the one that captioned the run's
+    images (several joined by "+" where workers chose differently; what was asked where the
+    model captioned none), and ``engines``: each one's choice, the CPU it was made on, and
+    its images."""
+    used = [
+        {**json.loads(key[len(ENGINE) :]), "images": int(images)}
+        for key, images in sorted(tally.items())
+        if key.startswith(ENGINE)
+    ]
+    precisions = sorted({engine["precision"] for engine in used})
+    return {"precision": "+".join(precisions) or asked, "engines": used}
 
 
 def read_input_list(uri: str) -> list[str]:
@@ -292,7 +308,7 @@ def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, s
         "model_id": manifest["model_id"],
         "encoder": manifest["encoder"],
         "search": settings.search,
-        "precision": settings.precision,
+        **engines_used(tally, settings.precision),
         "counts": counts,
         "started_at": datetime.datetime.fromtimestamp(
             started_at, datetime.timezone.utc
@@ -386,7 +402,7 @@ def build(
         max_batch_size=settings.batch_size,
         share_across_processes=settings.share_model_across_processes,
     )
-    captioned, caption_failures = decoded.decoded | "CaptionImages" >> CaptionImages(
+    captioned, caption_failures, engines = decoded.decoded | "CaptionImages" >> CaptionImages(
         handler, run_id=run.run_id
     )
     rows = (captioned, once[REUSED]) | "AllRows" >> beam.Flatten()
@@ -421,6 +437,7 @@ def build(
             progress_dir=live,
         ),
         count(once[REUSED], "reused", "TallyReused", progress_dir=live),
+        count(engines, lambda engine: f"{ENGINE}{engine}", "TallyEngines"),
         count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", progress_dir=live),
     ]
 
@@ -445,9 +462,8 @@ def run(argv: list[str], *, wait: bool = True):
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
-    manifest = read_manifest(job.settings.model)
-    settings = with_engine(job.settings, manifest, job.beam_args)
-    verify_bundle(settings.model, manifest, parts_read(settings.precision, manifest))
+    settings, manifest = job.settings, read_manifest(job.settings.model)
+    verify_bundle(settings.model, manifest, parts_read(engine_here(settings, manifest), manifest))
     root = OutputRoot(settings.output)
     run_id = settings.run_id or new_run_id()
     run = root.run(run_id)

@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
         print(f"training    {key}: {value}")
     for name, engine in manifest.get("engines", {}).items():
         versions = ", ".join(f"{k} {v.split('-')[0]}" for k, v in engine["versions"].items())
-        print(f"engine      {name} ({versions}), calibrated on {engine['calibration']['images']} "
-              f"images")  # fmt: skip
-        print(f"engine      {describe(engine)}")
+        calibrated = engine.get("calibration")
+        made = f", calibrated on {calibrated['images']} images" if calibrated else ""
+        print(f"engine      {name} ({versions}){made}")
+        print(f"engine      {describe(name, engine)}")
     return 0

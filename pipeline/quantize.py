@@ -1,17 +1,19 @@
-"""``beamcap quantize``: add the int8 CPU engine to a model bundle, calibrated on your images.
+"""``beamcap quantize``: add the CPU engines (int8, bf16) to a model bundle, checked on your images.
 
     beamcap quantize --model data/im2txt --calibration photos/
     beamcap quantize --model gs://B/models/v1 --calibration gs://B/incoming/ \\
         --calibration-images 500
 
-Exports the bundle's encoder and decoder to OpenVINO, quantizes the encoder to int8 on
-``--calibration-images`` of the images (NNCF's post-training quantization: images like the ones
-you will caption, never blank ones), then compares the engine with the fp32 model on
-``--check-images`` others: the cosine of their features and the share of identical best
-captions. The engine and those figures go into the bundle (its model id does not change).
-Where it meets the gate (mean cosine >= 0.99, >= 90 % identical best captions), ``beamcap
-caption`` uses it by default on CPUs (``--precision auto``); below it, only when asked with
-``--precision int8``. Run it again to replace the engine.
+Exports the bundle's encoder and decoder to OpenVINO and makes its CPU engines: int8, the
+encoder quantized on ``--calibration-images`` of the images (NNCF's post-training quantization:
+images like the ones you will caption, never blank ones), and bf16, the encoder at OpenVINO's
+bf16 precision (made only on a CPU with bf16 units, AVX512_BF16 or AMX, where it can be
+checked). Each is compared with the fp32 model on ``--check-images`` others: the cosine of their
+features, the share of identical best captions, and the images/s of each on this CPU. The
+engines and those figures go into the bundle (its model id does not change). ``beamcap caption
+--precision auto`` runs, on each worker's CPU, the fastest engine that met the gate (mean cosine
+>= 0.99, >= 90 % identical best captions) and that CPU runs well; one below it runs only when
+asked by name (``--precision int8``). Run it again to replace the engines.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import sys
 
 import numpy as np
 
-from models import storage
+from models import hardware, storage
+from models.captioner.beam_search import BEAM_SIZE, MAX_LENGTH
 from models.captioner.manifest import KERAS_PARTS, verify_bundle
 from models.configs import SettingsError, setting
 from pipeline.settings import parse_job
@@ -51,8 +54,8 @@ class QuantizeSettings:
     check_images: int = setting(
         100, "further images to compare the engine with the fp32 model on", minimum=1
     )
-    beam_size: int = setting(3, "the check's beam width: as you will caption", minimum=1)
-    max_length: int = setting(20, "the check's longest caption, <end> included", minimum=1)
+    beam_size: int = setting(BEAM_SIZE, "the check's beam width: as you will caption", minimum=1)
+    max_length: int = setting(MAX_LENGTH, "the check's longest caption, <end> included", minimum=1)
 
     @property
     def search(self) -> dict:
@@ -103,16 +106,16 @@ def decode_sample(uris: list[str], count: int, manifest: dict) -> np.ndarray:
     return np.stack(images)
 
 
-def add_int8_engine(
+def add_engines(
     model: str,
     calibration: list[str],
     *,
     calibration_images: int = 300,
     check_images: int = 100,
     search: dict | None = None,
-) -> dict:
-    """Builds, checks and stores the bundle's int8 engine (see the module docstring); returns
-    the manifest's ``engines.int8`` section."""
+) -> dict[str, dict]:
+    """Builds, checks and stores the bundle's CPU engines (see the module docstring); returns
+    the manifest's ``engines`` sections of those made."""
     if not importlib.util.find_spec("nncf"):
         raise SettingsError(MISSING_NNCF)
     manifest = verify_bundle(model, names=KERAS_PARTS)  # its Keras models: what it reads
@@ -129,44 +132,65 @@ def add_int8_engine(
     from models.backend import load_keras
 
     load_keras()
+    from models.captioner import engine_build
     from models.captioner.bundle import load_bundle
-    from models.captioner.openvino_engine import (
-        build_int8_engine,
-        engine_section,
-        int8_captioner,
-        measure_fidelity,
-        store_int8_engine,
-    )
+    from models.captioner.openvino_engine import openvino_captioner
 
-    bundle = load_bundle(model)
-    print(f"quantizing the encoder on {len(sample)} images ...", file=sys.stderr)
+    bundle, precisions = load_bundle(model), engine_precisions()
+    print(f"making the {' and '.join(precisions)} engines ({len(sample)} images to calibrate "
+          "int8) ...", file=sys.stderr)  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is results'
-        parts = build_int8_engine(bundle, sample)
-    engine = int8_captioner(parts, bundle.vocabulary, manifest)
+        built = engine_build.build_engines(bundle, sample, precisions)
+    engines = {
+        precision: openvino_captioner(parts, bundle.vocabulary, manifest, precision)
+        for precision, parts in built.items()
+    }
     print(f"comparing with the fp32 model on {len(check)} images ...", file=sys.stderr)
-    search = search or {"beam_size": 3, "max_length": 20}  # the caption job's defaults
-    fidelity = measure_fidelity(bundle, engine, check, **search)
+    measured = engine_build.measure(bundle, engines, check, **(search or {}))
     calibrated = {"images": len(sample), "sources": calibration}
-    section = engine_section(manifest, calibrated, {**fidelity, "search": search})
-    return store_int8_engine(model, parts, section)["engines"]["int8"]
+    sections = {}
+    for precision, parts in built.items():
+        used = calibrated if precision == "int8" else None
+        section = engine_build.engine_section(manifest, precision, used, measured[precision])
+        stored = engine_build.store_engine(model, precision, parts, section)
+        sections[precision] = stored["engines"][precision]
+    return sections
 
 
-def describe(section: dict) -> str:
-    """The engine's fidelity in one line, and what ``--precision auto`` makes of it."""
-    fidelity = section["fidelity"]
+def engine_precisions() -> list[str]:
+    """The engines to make here: int8 always, bf16 where this CPU has bf16 units to check it
+    on (elsewhere OpenVINO would run it in f32, and the check would measure that)."""
+    if hardware.bf16_units():
+        return ["int8", "bf16"]
+    logging.warning(
+        "no bf16 engine: this CPU has no bf16 units (AVX512_BF16 or AMX) to check one on; "
+        "quantize on one that has them to make it"
+    )
+    return ["int8"]
+
+
+def describe(precision: str, section: dict) -> str:
+    """An engine's fidelity and speed in one line, and what ``--precision auto`` makes of it."""
+    from models.captioner.engine_build import MIN_COSINE, MIN_SAME_CAPTION
+
+    fidelity, speed = section["fidelity"], section.get("speed")
     figures = (
         f"feature cosine {fidelity['feature_cosine_mean']:.4f} "
         f"(min {fidelity['feature_cosine_min']:.4f}), same best caption "
         f"{fidelity['same_best_caption']:.0%} of {fidelity['images']} images"
     )
+    if speed:
+        ratio = speed["images_per_second"] / speed["fp32_images_per_second"]
+        figures += (
+            f"; {speed['images_per_second']:.1f} images/s = {ratio:.2f}x fp32 on "
+            f"{speed['cpu']} ({' '.join(speed['cpu_flags'])})"
+        )
     if fidelity["passed"]:
-        return f"int8 engine: {figures}: the default on CPUs (--precision auto)"
-    from models.captioner.openvino_engine import MIN_COSINE, MIN_SAME_CAPTION
-
+        return f"{precision} engine: {figures}: --precision auto may run it on CPUs"
     return (
-        f"int8 engine: {figures}: below the gate (cosine >= {MIN_COSINE}, >= "
-        f"{MIN_SAME_CAPTION:.0%} same captions), so --precision auto keeps fp32 for this "
-        "bundle; --precision int8 still uses it"
+        f"{precision} engine: {figures}: below the gate (cosine >= {MIN_COSINE}, >= "
+        f"{MIN_SAME_CAPTION:.0%} same captions), so --precision auto never runs it; "
+        f"--precision {precision} still does"
     )
 
 
@@ -180,15 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         beam=False,
     )
     settings = job.settings
-    section = add_int8_engine(
+    sections = add_engines(
         settings.model,
         settings.calibration.split(","),
         calibration_images=settings.calibration_images,
         check_images=settings.check_images,
         search=settings.search,
     )
-    print(f"wrote it into {settings.model}")
-    print(describe(section))
+    print(f"wrote {' and '.join(sections)} into {settings.model}")
+    for precision, section in sections.items():
+        print(describe(precision, section))
     return 0
 
 

@@ -15,6 +15,8 @@ The caption job adds a last guard on the whole run (``--max-failed-fraction``).
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Generic
 
@@ -30,6 +32,7 @@ from transforms.decode import DecodedImage, Payload
 from transforms.failures import FAILURES, failure
 
 METRICS_NAMESPACE = "beamcap"
+ENGINES = "engines"
 
 
 class RunFault(RuntimeError):
@@ -108,24 +111,36 @@ class _ImageHandler(ModelHandler):
 
 
 class BundleHandler(_ImageHandler):
-    """Loads a model bundle's captioner for ``precision`` (its Keras models, or its int8
-    engine); each batch is encoded and beam-searched (``Captioner.caption``)."""
+    """Loads a model bundle's captioner on the engine that ``precision`` gives on this worker
+    (``models.captioner.engines``); each batch is encoded and beam-searched
+    (``Captioner.caption``), its results labelled with the engine's record (their
+    ``model_id``), which the job tallies into ``summary.json``."""
 
     def __init__(self, uri: str, *, model_id: str, search: dict, precision: str, **batching):
         super().__init__(**batching)
         self.uri, self.model_id, self.search, self.precision = uri, model_id, search, precision
 
     def load_model(self):
-        from models.captioner.captioner import load_captioner
+        from models.captioner.engines import choose, load_captioner
+        from models.captioner.manifest import read_manifest
 
-        captioner = load_captioner(
-            self.uri, precision=self.precision, batch_size=self.max_batch_size
-        )
+        choice = choose(self.precision, read_manifest(self.uri))
+        logging.info(
+            "engine: %s on %s (--precision %s: %s)",
+            choice.precision, choice.runtime, self.precision, choice.reason,
+        )  # fmt: skip
+        captioner = load_captioner(self.uri, choice, batch_size=self.max_batch_size)
         if captioner.model_id != self.model_id:
             raise RunFault(
                 f"{self.uri} now holds model {captioner.model_id}, not {self.model_id} as at launch"
             )
+        captioner.engine = choice.record()
         return captioner
+
+    def run_inference(self, batch, model, inference_args=None):
+        engine = json.dumps(model.engine_record(), sort_keys=True)
+        results = super().run_inference(batch, model, inference_args)
+        return [result._replace(model_id=engine) for result in results]
 
     def infer(self, captioner, pixels):
         return captioner.caption(pixels, **self.search)
@@ -155,7 +170,8 @@ class EncoderHandler(_ImageHandler):
 
 class _SplitOutcomes(beam.DoFn):
     """PredictionResult -> ``to_output(image, result)``, or a failure record: of its stage for
-    a :class:`StageFailed`, else of ``default_stage``."""
+    a :class:`StageFailed`, else of ``default_stage``; and, to :data:`ENGINES`, the engine
+    that made each output where the handler labels its results."""
 
     def __init__(self, to_output: Callable, default_stage: str):
         self.to_output, self.default_stage = to_output, default_stage
@@ -168,22 +184,26 @@ class _SplitOutcomes(beam.DoFn):
             yield failure(image.uri, self.default_stage, outcome, payload=image.payload)
         else:
             yield self.to_output(image, outcome)
+            if result.model_id:
+                yield beam.pvalue.TaggedOutput(ENGINES, result.model_id)
 
 
 def run_model(images, handler: ModelHandler, to_output: Callable, *, stage: str):
-    """``RunInference`` with ``handler``, then outcomes split; returns (outputs, failures)."""
+    """``RunInference`` with ``handler``, then outcomes split; returns (outputs, failures,
+    engines: one element per output, :class:`_SplitOutcomes`)."""
     split = (
         images
         | "RunInference" >> RunInference(handler, metrics_namespace=METRICS_NAMESPACE)
         | "SplitOutcomes"
-        >> beam.ParDo(_SplitOutcomes(to_output, stage)).with_outputs(FAILURES, main="main")
+        >> beam.ParDo(_SplitOutcomes(to_output, stage)).with_outputs(FAILURES, ENGINES, main="main")
     )
-    return split.main, split[FAILURES]
+    return split.main, split[FAILURES], split[ENGINES]
 
 
 class CaptionImages(beam.PTransform):
     """DecodedImage -> caption rows (``CAPTIONS_SCHEMA``), and one for each copy its payload
-    names (``transforms.content.Source``); returns (rows, failures)."""
+    names (``transforms.content.Source``); returns (rows, failures, engines: the record of
+    the engine that captioned each image, as JSON)."""
 
     def __init__(self, handler: BundleHandler, *, run_id: str):
         super().__init__()
@@ -196,8 +216,8 @@ class CaptionImages(beam.PTransform):
             row = caption_row(image, captions, model_id, run_id)
             return rows_per_copy(row, image.payload, run_id)
 
-        rows, failures = run_model(images, self.handler, rows, stage="caption")
-        return rows | "RowsPerCopy" >> beam.FlatMap(lambda each: each), failures
+        rows, failures, engines = run_model(images, self.handler, rows, stage="caption")
+        return rows | "RowsPerCopy" >> beam.FlatMap(lambda each: each), failures, engines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,4 +241,5 @@ class EncodeImages(beam.PTransform):
         self.handler = handler
 
     def expand(self, images):
-        return run_model(images, self.handler, _encoded, stage="encode")
+        encoded, failures, _ = run_model(images, self.handler, _encoded, stage="encode")
+        return encoded, failures

@@ -28,6 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
+BEAM_SIZE, MAX_LENGTH = 3, 20  # im2txt's search: every job's default
+
 
 class Stepper(Protocol):
     """What beam search needs of a decoder (shapes in docs/architecture.md)."""
@@ -141,8 +143,8 @@ def beam_search(
     stepper: Stepper,
     features,
     *,
-    beam_size: int = 3,
-    max_length: int = 20,
+    beam_size: int = BEAM_SIZE,
+    max_length: int = MAX_LENGTH,
     length_penalty: float = 0.0,
     num_candidates: int | None = None,
 ) -> list[list[Hypothesis]]:

@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 import keras
 import numpy as np
 
-from models.captioner.captioner import pad_rows
+from models.captioner.arrays import pad_rows
 from models.configs import DecoderConfig
 
 __all__ = ["Decoder", "DecoderConfig", "DecoderStepper", "ShowAndTell", "masked_cross_entropy"]

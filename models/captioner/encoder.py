@@ -34,7 +34,7 @@ from models.captioner.architectures import (
     check_input_size,
     random_seed,
 )
-from models.captioner.captioner import checked_images, pad_rows
+from models.captioner.arrays import checked_images, pad_rows
 from models.configs import PRECISIONS
 from models.faults import ModelFault
 

@@ -74,3 +74,21 @@ def verify_bundle(uri: str, manifest: dict | None = None, names=None) -> dict:
     for name in manifest["files"] if names is None else names:
         read_checked(uri, name, manifest)
     return manifest
+
+
+def built_from(manifest: dict) -> dict:
+    """The Keras weights an engine is made of: the manifest's encoder and decoder
+    fingerprints."""
+    return {part: manifest[part]["fingerprint"] for part in ("encoder", "decoder")}
+
+
+def engine_problem(manifest: dict, precision: str) -> str | None:
+    """Why the bundle's engine ``precision`` (``engines.<precision>``) cannot serve it (it has
+    none, or one built from other weights than the bundle's), or None when it can."""
+    section = manifest.get("engines", {}).get(precision)
+    if section is None:
+        return f"has no {precision} engine"
+    if section.get("built_from") != built_from(manifest):
+        article = "an" if precision[0] in "aeiou" else "a"
+        return f"has {article} {precision} engine built from other weights than its own"
+    return None

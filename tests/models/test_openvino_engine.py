@@ -1,5 +1,6 @@
-"""The int8 engine: built from a bundle's Keras models, stored in the bundle, loaded without
-TensorFlow; its decoder is the Keras decoder's arithmetic, its encoder close to fp32's."""
+"""The OpenVINO engines: built from a bundle's Keras models, stored in the bundle, loaded
+without TensorFlow; their decoder is the Keras decoder's arithmetic, their encoder close to
+fp32's; and the rule that picks an engine (``models.captioner.engines``)."""
 
 import json
 import shutil
@@ -10,18 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import hardware
 from models.captioner.beam_search import beam_search
 from models.captioner.bundle import BundleError, load_bundle
-from models.captioner.captioner import INT8, load_captioner, resolve_precision
-from models.captioner.openvino_engine import (
-    PARTS,
-    Int8Stepper,
-    feature_cosines,
-    file_names,
-    load_int8,
-)
+from models.captioner.engine_build import feature_cosines, file_names, store_engine
+from models.captioner.engines import choose, load_captioner
+from models.captioner.manifest import engine_problem
+from models.captioner.openvino_engine import OpenVinoStepper, load_engine, parts_of
 from models.datasets.synthetic import SynthConfig, make_example
 from tests.conftest import ROOT, SEARCH, TINY_SIZE
+
+INT8 = "int8"
 
 
 def scenes(count: int, seed: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def keras_bundle(int8_bundle):
 
 @pytest.fixture(scope="module")
 def engine(int8_bundle):
-    return load_int8(int8_bundle)
+    return load_engine(int8_bundle, INT8)
 
 
 def same_searches(ours, theirs) -> None:
@@ -64,17 +64,17 @@ def test_ties_go_to_the_lower_id_as_with_keras(keras_bundle, int8_bundle, tmp_pa
     cut too, where the engine takes the step again with the stable top-k."""
     import openvino as ov
 
-    from models.captioner.openvino_engine import _export
+    from models.captioner.engine_build import export
 
     decoder = keras_bundle.decoder
     saved = decoder.logits.get_weights()
     decoder.logits.set_weights([np.zeros_like(w) for w in saved])
     try:
         core = ov.Core()
-        start = _export(keras_bundle.stepper.initial_state_model, tmp_path, "start")
-        step = _export(keras_bundle.stepper.step_model, tmp_path, "step")
+        start = export(keras_bundle.stepper.initial_state_model, tmp_path, "start")
+        step = export(keras_bundle.stepper.step_model, tmp_path, "step")
         vocabulary = keras_bundle.vocabulary
-        flat = Int8Stepper(
+        flat = OpenVinoStepper(
             core, start, step, start_id=vocabulary.start_id, end_id=vocabulary.end_id
         )
         features = keras_bundle.encoder.encode(scenes(3, seed=12))
@@ -110,7 +110,10 @@ def test_the_manifest_records_the_engine_and_its_fidelity(int8_bundle, keras_bun
     assert fidelity["passed"] == (
         fidelity["feature_cosine_mean"] >= 0.99 and fidelity["same_best_caption"] >= 0.9
     )
-    assert set(section["parts"]) == set(PARTS)
+    assert set(section["parts"]) == set(parts_of(INT8))
+    speed = section["speed"]  # measured on the check images, with this CPU's flags
+    assert speed["images_per_second"] > 0 and speed["fp32_images_per_second"] > 0
+    assert speed["images"] == 8 and speed["cpu_flags"] == hardware.simd_flags()
     for part, names in section["parts"].items():
         contents = [Path(int8_bundle, name).read_bytes() for name in names]
         assert tuple(names) == file_names(part, *contents)  # named by their content
@@ -118,38 +121,87 @@ def test_the_manifest_records_the_engine_and_its_fidelity(int8_bundle, keras_bun
     assert engine.model_id == keras_bundle.model_id
 
 
-def test_auto_takes_the_engine_only_where_it_passed_and_no_gpu_shows(monkeypatch):
-    weights = {"encoder": {"fingerprint": "e"}, "decoder": {"fingerprint": "d"}}
-    engine = {"built_from": {"encoder": "e", "decoder": "d"}}
-    passed = {**weights, "engines": {INT8: {**engine, "fidelity": {"passed": True}}}}
-    failed = {**weights, "engines": {INT8: {**engine, "fidelity": {"passed": False}}}}
-    monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: False)
-    assert resolve_precision("auto", passed) == INT8
-    assert resolve_precision("auto", failed) == "fp32"
-    assert resolve_precision("auto", weights) == "fp32"
-    assert resolve_precision("bf16", passed) == "bf16"
-    monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: True)
-    assert resolve_precision("auto", passed) == "fp32"
+WEIGHTS = {"encoder": {"fingerprint": "e"}, "decoder": {"fingerprint": "d"}}
+
+
+def engines(**engines) -> dict:
+    """A manifest whose OpenVINO engines ``name=(passed, images/s or None)`` were built from
+    its weights."""
+    built = {"built_from": {"encoder": "e", "decoder": "d"}}
+    sections = {
+        name: {**built, "fidelity": {"passed": passed}}
+        | ({"speed": {"images_per_second": speed}} if speed else {})
+        for name, (passed, speed) in engines.items()
+    }
+    return {**WEIGHTS, "engines": sections}
+
+
+def on_cpu(monkeypatch, *flags) -> None:
+    monkeypatch.setattr(hardware, "simd_flags", lambda: list(flags))
+
+
+def test_auto_runs_the_fastest_engine_that_passed_and_suits_the_cpu(monkeypatch):
+    both = engines(int8=(True, 72.0), bf16=(True, 38.0))
+    on_cpu(monkeypatch, "avx2", "avx512f", "avx512_vnni", "avx512_bf16")
+    assert choose("auto", both, gpu=False).precision == "int8"
+    assert choose("auto", engines(int8=(True, 30.0), bf16=(True, 38.0)), gpu=False).precision == (
+        "bf16"
+    )
+    bf16_only = engines(int8=(False, 72.0), bf16=(True, 38.0))  # int8 failed its check
+    chosen = choose("auto", bf16_only, gpu=False)
+    assert (chosen.precision, chosen.runtime) == ("bf16", "openvino")
+    on_cpu(monkeypatch, "avx2")  # no bf16 units: bf16 is not run, int8 still is (AVX2)
+    assert choose("auto", bf16_only, gpu=False).precision == "fp32"
+    assert choose("auto", both, gpu=False).precision == "int8"
+    on_cpu(monkeypatch)  # neither AVX2 nor VNNI: int8 unmeasured there
+    assert choose("auto", both, gpu=False).precision == "fp32"
+
+
+def test_auto_on_a_gpu_or_without_passed_engines_is_fp32_on_keras(monkeypatch):
+    on_cpu(monkeypatch, "avx2", "avx512_vnni", "avx512_bf16")
+    both = engines(int8=(True, 72.0), bf16=(True, 38.0))
+    assert (choose("auto", both, gpu=True).precision, choose("auto", both, gpu=True).runtime) == (
+        "fp32",
+        "keras",
+    )
+    assert choose("auto", WEIGHTS, gpu=False).precision == "fp32"
+    assert choose("auto", engines(int8=(False, 9.0), bf16=(False, 9.0)), gpu=False).precision == (
+        "fp32"
+    )
+    monkeypatch.setattr(hardware, "gpu_visible", lambda: True)  # the worker's own GPU
+    assert choose("auto", both).precision == "fp32"
+
+
+def test_named_engines_and_bundles_from_before_speeds(monkeypatch):
+    on_cpu(monkeypatch, "avx2", "avx512_vnni", "avx512_bf16")
+    both = engines(int8=(False, 72.0), bf16=(False, 38.0))  # a name runs even below the gate
+    assert choose("int8", both, gpu=True).runtime == "openvino"
+    assert choose("bf16", both, gpu=False).runtime == "openvino"
+    assert choose("bf16", both, gpu=True).runtime == "keras"  # on GPUs: Keras in bf16
+    assert choose("bf16", WEIGHTS, gpu=False).runtime == "keras"  # no bf16 engine
+    assert choose("fp16", both, gpu=False).runtime == "keras"
+    unmeasured = engines(int8=(True, None), bf16=(True, None))  # quantized before speeds
+    assert choose("auto", unmeasured, gpu=False).precision == "int8"
 
 
 def test_a_bundle_without_the_engine_or_with_a_changed_file_is_refused(
     int8_bundle, tiny_bundle, tmp_path
 ):
     with pytest.raises(BundleError, match=r"has no int8 engine: make one with `beamcap quantize"):
-        load_int8(tiny_bundle)
+        load_engine(tiny_bundle, INT8)
     changed = tmp_path / "changed"
     shutil.copytree(int8_bundle, changed)
     weights = json.loads((changed / "manifest.json").read_text())["engines"][INT8]["parts"]
     (changed / weights["encoder.int8"][1]).write_bytes(b"not the weights")
     with pytest.raises(BundleError, match=r"encoder.int8.\w+.bin does not match the manifest"):
-        load_int8(str(changed))
+        load_engine(str(changed), INT8)
 
 
 def test_the_engine_loads_and_captions_without_tensorflow(int8_bundle):
     code = (
         "import sys, numpy as np\n"
-        "from models.captioner.captioner import load_captioner\n"
-        f"c = load_captioner({int8_bundle!r}, precision='int8')\n"
+        "from models.captioner.engines import load_captioner\n"
+        f"c = load_captioner({int8_bundle!r}, 'int8')\n"
         f"images = np.zeros((2, {TINY_SIZE}, {TINY_SIZE}, 3), np.uint8)\n"
         "assert len(c.caption(images, beam_size=2, max_length=5)) == 2\n"
         "loaded = {'tensorflow', 'keras', 'nncf'} & {m.split('.')[0] for m in sys.modules}\n"
@@ -161,58 +213,64 @@ def test_the_engine_loads_and_captions_without_tensorflow(int8_bundle):
 
 def test_load_captioner_gives_the_keras_models_at_fp32(int8_bundle, keras_bundle):
     images = scenes(3, seed=10)
-    captioner = load_captioner(int8_bundle, precision="fp32")
+    captioner = load_captioner(int8_bundle, "fp32")
     assert captioner.precision == "fp32"
     assert captioner.caption(images, **SEARCH) == keras_bundle.caption(images, **SEARCH)
 
 
 def test_quantizing_again_replaces_the_engine_files_after_the_manifest(int8_bundle, tmp_path):
     """Content-named files: the new engine's are written, then the manifest, then the old
-    engine's removed, so a crash between leaves a whole engine."""
-    from models.captioner.openvino_engine import store_int8_engine
-
+    engine's that no other engine shares removed, so a crash between leaves a whole engine."""
     bundle = tmp_path / "bundle"
     shutil.copytree(int8_bundle, bundle)
-    section = json.loads((bundle / "manifest.json").read_text())["engines"][INT8]
+    before = json.loads((bundle / "manifest.json").read_text())["engines"]
+    section = before[INT8]
     old = {part: tuple((bundle / name).read_bytes() for name in names)
            for part, names in section["parts"].items()}  # fmt: skip
     new = {part: (xml, weights + b"\0") for part, (xml, weights) in old.items()}
     kept = {key: value for key, value in section.items() if key not in ("parts", "files")}
-    manifest = store_int8_engine(str(bundle), new, kept)
+    manifest = store_engine(str(bundle), INT8, new, kept)
     listed = manifest["engines"][INT8]["files"]
-    assert set(listed).isdisjoint(section["files"]) and len(listed) == 2 * len(PARTS)
+    assert set(listed).isdisjoint(section["files"]) and len(listed) == 2 * len(parts_of(INT8))
     assert all((bundle / name).is_file() for name in listed)
-    assert not any((bundle / name).exists() for name in section["files"])
+    shared = {name for other, engine in before.items() if other != INT8 for name in engine["files"]}
+    still_there = {name for name in section["files"] if (bundle / name).exists()}
+    assert still_there == set(section["files"]) & shared
+    assert len(still_there) == (4 if len(before) == 2 else 0)  # bf16 shares the decoder's 4
     keras_parts = {"encoder.weights.h5", "decoder.weights.h5", "vocab.txt"}
-    assert set(manifest["files"]) == {*listed, *keras_parts}
+    assert set(manifest["files"]) == {*listed, *shared, *keras_parts}
 
 
 def test_an_engine_built_from_other_weights_is_not_used(int8_bundle, tmp_path, monkeypatch):
-    from models.captioner.captioner import int8_problem
-
     bundle = tmp_path / "bundle"
     shutil.copytree(int8_bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["engines"][INT8]["fidelity"]["passed"] = True
+    for engine in manifest["engines"].values():
+        engine["fidelity"]["passed"] = True
+    assert choose("auto", manifest, gpu=False).runtime == "openvino"
     manifest["encoder"]["fingerprint"] = "0" * 64  # as if retrained after quantize
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    assert int8_problem(manifest) == "has an int8 engine built from other weights than its own"
-    monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: False)
-    assert resolve_precision("auto", manifest) == "fp32"
+    problem = engine_problem(manifest, INT8)
+    assert problem == "has an int8 engine built from other weights than its own"
+    assert choose("auto", manifest, gpu=False).precision == "fp32"
     with pytest.raises(BundleError, match="built from other weights than its own: make one"):
-        load_int8(str(bundle))
+        load_engine(str(bundle), INT8)
 
 
-def test_auto_keeps_fp32_for_a_job_that_asks_its_runner_for_gpus(int8_bundle, monkeypatch):
-    from pipeline.caption import CaptionSettings, with_engine
-
+def test_the_bf16_engine_is_made_where_the_cpu_can_check_it(int8_bundle, keras_bundle):
+    """Where this CPU has bf16 units the bf16 engine is made, checked and close to fp32; where
+    it has none, it is not made (OpenVINO would run it in f32: the check would measure that)."""
     manifest = json.loads(Path(int8_bundle, "manifest.json").read_text())
-    manifest["engines"][INT8]["fidelity"]["passed"] = True
-    monkeypatch.setattr("models.captioner.captioner.gpu_visible", lambda: False)
-    monkeypatch.setattr("pipeline.caption.gpu_visible", lambda: False)
-    settings = CaptionSettings(input="photos/", model=int8_bundle, output="out/")
-    assert with_engine(settings, manifest, []).precision == INT8
-    gpus = ["--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1"]
-    assert with_engine(settings, manifest, gpus).precision == "fp32"
-    hinted = ["--resource_hints", "accelerator=type:nvidia-l4;count:1"]
-    assert with_engine(settings, manifest, hinted).precision == "fp32"
+    if not hardware.bf16_units():
+        assert set(manifest["engines"]) == {INT8}
+        return
+    section = manifest["engines"]["bf16"]
+    assert section["encoder"] == "bf16" and section["fidelity"]["images"] == 8
+    assert "calibration" not in section and set(section["versions"]) == {"openvino"}
+    shared = set(section["files"]) & set(manifest["engines"][INT8]["files"])
+    assert len(shared) == 4  # the decoder's two parts, xml and weights: written once
+    images = scenes(5, seed=9)
+    bf16 = load_captioner(int8_bundle, choose("bf16", manifest, gpu=False))
+    assert bf16.precision == "bf16" and type(bf16.stepper) is OpenVinoStepper
+    features = bf16.encoder.encode(images)
+    assert feature_cosines(features, keras_bundle.encoder.encode(images)).min() > 0.99

@@ -1,5 +1,6 @@
 import json
 
+from models.captioner.engines import choose
 from pipeline import demo
 
 TINY_PRESET = """
@@ -35,9 +36,8 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     assert summary["counts"]["captioned"] == tests - 3
     assert (run_dir / "report.html").exists() and (run_dir / "metrics.json").exists()
     manifest = json.loads((work / "model" / "manifest.json").read_text())
-    fidelity = manifest["engines"]["int8"]
-    precision = "int8" if fidelity["fidelity"]["passed"] else "fp32"
-    assert summary["precision"] == precision  # --precision auto, as the engine's check says
+    chosen = choose("auto", manifest, gpu=False)  # the rule, on the engines' recorded checks
+    assert summary["precision"] == chosen.precision  # --precision auto, applied by the worker
     page = (run_dir / "report.html").read_text()
     assert "encoder-warning" not in page and "pretrained on" in page
     record = json.loads((work / "pretrained" / "pretraining.json").read_text())

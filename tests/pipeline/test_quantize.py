@@ -1,9 +1,11 @@
-"""``beamcap quantize`` and the caption job on the int8 engine, as a user runs them."""
+"""``beamcap quantize`` and the caption job on its engines, as a user runs them."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+from models import hardware
 from pipeline import cli
 from pipeline.output_root import RunDir
 from tests.conftest import QUANTIZE_OUTPUT, write_image_folder
@@ -17,12 +19,15 @@ def beamcap(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def test_quantize_adds_the_engine_and_says_how_faithful_it_is(int8_bundle, capsys):
+def test_quantize_adds_the_engines_and_says_how_faithful_and_fast_they_are(int8_bundle, capsys):
     """The fixture ran `beamcap quantize` on a fresh bundle: what it printed and wrote."""
-    out = (Path(int8_bundle).parent / QUANTIZE_OUTPUT).read_text()
-    assert out.splitlines()[0] == f"wrote it into {int8_bundle}"
-    assert out.splitlines()[1].startswith("int8 engine: feature cosine 0.9")
-    assert "same best caption" in out and "of 8 images" in out
+    out = (Path(int8_bundle).parent / QUANTIZE_OUTPUT).read_text().splitlines()
+    made = ["int8", "bf16"] if hardware.bf16_units() else ["int8"]
+    assert out[0] == f"wrote {' and '.join(made)} into {int8_bundle}"
+    for line, precision in zip(out[1:], made, strict=True):
+        assert re.match(rf"{precision} engine: feature cosine (0\.9|1\.0)\d+ \(min ", line)
+        assert "same best caption" in line and "of 8 images" in line
+        assert "images/s = " in line and f"x fp32 on {hardware.cpu_name()} (" in line
     manifest = json.loads(Path(int8_bundle, "manifest.json").read_text())
     engine = manifest["engines"]["int8"]
     calibration = str(Path(int8_bundle).parents[1] / "int8-calibration0" / "Images")
@@ -69,6 +74,10 @@ def test_the_caption_job_runs_on_the_int8_engine(tmp_path, int8_bundle, caption_
     assert status == 0, err
     summary = json.loads(out)
     assert summary["precision"] == "int8"
+    [engine] = summary["engines"]  # chosen where the model loaded, with that CPU's flags
+    assert engine["precision"] == "int8" and engine["runtime"] == "openvino"
+    assert engine["images"] == summary["counts"]["captioned"]
+    assert engine["cpu_flags"] == hardware.simd_flags() and engine["reason"] == "asked for"
     captions, _ = assert_accounts_for_everything(images, output, summary, must_fail)
     fp32_captions, _, _ = RunDir(str(caption_run[0])).read()
     assert_not_fp32(captions.to_pylist(), fp32_captions.to_pylist())
@@ -91,11 +100,12 @@ def test_int8_without_an_engine_is_refused_and_auto_falls_back(tmp_path, tiny_bu
     assert json.loads(out)["precision"] == "fp32"
 
 
-def test_auto_keeps_fp32_where_the_engine_failed_its_check(tmp_path, int8_bundle, capsys):
+def test_auto_keeps_fp32_where_the_engines_failed_their_check(tmp_path, int8_bundle, capsys):
     bundle = tmp_path / "bundle"
     shutil.copytree(int8_bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["engines"]["int8"]["fidelity"]["passed"] = False
+    for engine in manifest["engines"].values():
+        engine["fidelity"]["passed"] = False
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     images = tmp_path / "images"
     write_image_folder(images)

@@ -107,7 +107,7 @@ def test_handler_returns_one_outcome_per_image():
 def test_transform_isolates_one_bad_image_in_a_batch():
     images = [image(f"img{i}", 10 * i) for i in range(4)]  # img0 is black
     with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
-        outputs, failures = run_model(
+        outputs, failures, _ = run_model(
             pipeline | "Images" >> beam.Create(images),
             FakeHandler(),
             lambda img, brightness: (img.uri, brightness),

@@ -1,0 +1,185 @@
+"""Making a bundle's OpenVINO engines (``beamcap quantize``): export its Keras models once,
+quantize the encoder to int8 on calibration images (NNCF's post-training quantization), keep the
+float32 export for the bf16 engine, measure each engine against the Keras fp32 models on other
+images (fidelity and speed), and store them in the bundle. Needs TensorFlow and NNCF; workers
+only load what this writes (``models.captioner.openvino_engine``)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models import hardware, storage
+from models.captioner.captioner import Captioner
+from models.captioner.manifest import MANIFEST, BundleError, built_from, read_manifest, sha256
+from models.captioner.openvino_engine import ENCODERS, START, STEP, parts_of
+
+# The fidelity an engine must show against the Keras fp32 models to be chosen by ``auto``
+MIN_COSINE, MIN_SAME_CAPTION = 0.99, 0.90
+
+
+def file_names(part: str, xml: bytes, weights: bytes) -> tuple[str, str]:
+    """A part's two file names, by its content: a new engine never overwrites the old one's."""
+    digest = sha256(xml + weights)[:12]
+    return f"{part}.{digest}.xml", f"{part}.{digest}.bin"
+
+
+def export(model, folder: Path, name: str):
+    """A Keras model -> an OpenVINO model, through Keras' own export."""
+    import openvino as ov
+
+    path = str(folder / f"{name}.xml")
+    model.export(path, format="openvino", verbose=False)
+    return ov.Core().read_model(path)
+
+
+def build_engines(bundle, calibration: np.ndarray, precisions) -> dict[str, dict]:
+    """A Keras :class:`~models.captioner.bundle.Bundle` -> its OpenVINO engines ``precisions``
+    (of ``int8``, ``bf16``), each part -> (xml, weights). ``calibration``: uint8 images
+    [N, S, S, 3] as the caption job decodes them, N >= 1 (int8's)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="beamcap-engines-") as tmp:
+        folder = Path(tmp)
+        encoder = export(bundle.encoder.model, folder, "encoder")
+        models = {
+            START: export(bundle.stepper.initial_state_model, folder, "start"),
+            STEP: export(bundle.stepper.step_model, folder, "step"),
+            ENCODERS["bf16"][0]: encoder,
+        }
+        if "int8" in precisions:
+            import nncf
+
+            samples = nncf.Dataset([image[None] for image in calibration])
+            models[ENCODERS["int8"][0]] = nncf.quantize(
+                encoder, samples, subset_size=len(calibration)
+            )
+        saved = {}
+        for part, model in models.items():
+            ov.save_model(model, str(folder / f"{part}.xml"), compress_to_fp16=False)
+            saved[part] = tuple((folder / f"{part}.{end}").read_bytes() for end in ("xml", "bin"))
+    return {
+        precision: {part: saved[part] for part in parts_of(precision)} for precision in precisions
+    }
+
+
+def engine_section(
+    manifest: dict, precision: str, calibration: dict | None, measured: dict
+) -> dict:
+    """The manifest's ``engines.<precision>`` but its files: what made the engine, from which
+    weights, and ``measured`` (:func:`measure`'s fidelity and speed)."""
+    import openvino as ov
+
+    versions = {"openvino": ov.get_version()}
+    if precision == "int8":
+        import nncf
+
+        versions["nncf"] = nncf.__version__
+    encoder = {"int8": "int8 (NNCF post-training quantization)", "bf16": "bf16"}[precision]
+    return {
+        "runtime": "openvino",
+        "versions": versions,
+        "encoder": encoder,
+        "decoder": "float32",
+        "built_from": built_from(manifest),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        **({"calibration": calibration} if calibration else {}),
+        **measured,
+    }
+
+
+def store_engine(uri: str, precision: str, engine: dict, section: dict) -> dict:
+    """Writes the engine's files into the bundle at ``uri``, then its manifest (the files'
+    sha256, ``engines.<precision>``: ``section`` with the parts' names), then removes the files
+    of its earlier version that no engine uses any more; returns the manifest. A bundle whose
+    weights changed since the engine was built from them is refused."""
+    manifest = read_manifest(uri)
+    if section["built_from"] != built_from(manifest):
+        raise BundleError(f"{uri} changed while its engine was being made: quantize it again")
+    engines = manifest.setdefault("engines", {})
+    earlier = engines.get(precision, {}).get("files", [])
+    names = {part: file_names(part, *files) for part, files in engine.items()}
+    for part, files in engine.items():
+        for name, data in zip(names[part], files, strict=True):
+            storage.write_bytes(storage.join(uri, name), data)
+            manifest["files"][name] = sha256(data)
+    listed = [name for part in parts_of(precision) for name in names[part]]
+    engines[precision] = {**section, "parts": names, "files": listed}
+    used = {name for other in engines.values() for name in other["files"]}
+    stale = set(earlier) - used
+    for name in stale:
+        manifest["files"].pop(name, None)
+    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    for name in stale:
+        storage.remove(storage.join(uri, name))
+    return manifest
+
+
+def feature_cosines(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each image's cosine between two engines' features [B, D]."""
+    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(reference, axis=1)
+    return (features * reference).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+def measure(
+    reference: Captioner,
+    engines: dict[str, Captioner],
+    images: np.ndarray,
+    *,
+    batch_size: int = 32,
+    **search,
+) -> dict[str, dict]:
+    """Each engine against ``reference`` (the Keras fp32 models) on ``images``: ``fidelity``,
+    the cosine of their features (mean, minimum) and the share of images whose best caption is
+    the same (``search``: beam search's settings), ``passed`` when both meet the gate; and
+    ``speed``, the images/s of encoding and searching, each engine's and fp32's, on this CPU."""
+    captioners = {"fp32": reference, **engines}
+    for captioner in captioners.values():  # compiled and traced before the clock starts
+        captioner.caption(images[:batch_size], **search)
+    seconds = dict.fromkeys(captioners, 0.0)
+    cosines, same = {name: [] for name in engines}, dict.fromkeys(engines, 0)
+    for start in range(0, len(images), batch_size):
+        batch, results = images[start : start + batch_size], {}
+        for name, captioner in captioners.items():
+            began = time.perf_counter()
+            features = captioner.encoder.encode(batch)
+            results[name] = features, captioner.caption_features(features, **search)
+            seconds[name] += time.perf_counter() - began
+        theirs, their_captions = results["fp32"]
+        for name in engines:
+            ours, our_captions = results[name]
+            cosines[name] += list(feature_cosines(ours, theirs))
+            pairs = zip(our_captions, their_captions, strict=True)
+            same[name] += sum(a[0].tokens == b[0].tokens for a, b in pairs)
+    rate = {name: round(len(images) / seconds[name], 2) for name in captioners}
+    cpu = {"cpu": hardware.cpu_name(), "cpu_flags": hardware.simd_flags()}
+    return {
+        name: {
+            "fidelity": _fidelity(cosines[name], same[name] / len(images), search),
+            "speed": {
+                "images_per_second": rate[name],
+                "fp32_images_per_second": rate["fp32"],
+                "images": len(images),
+                "batch_size": batch_size,
+                **cpu,
+            },
+        }
+        for name in engines
+    }
+
+
+def _fidelity(cosines: list[float], share: float, search: dict) -> dict:
+    mean, least = float(np.mean(cosines)), float(np.min(cosines))
+    return {
+        "images": len(cosines),
+        "feature_cosine_mean": round(mean, 6),
+        "feature_cosine_min": round(least, 6),
+        "same_best_caption": round(share, 4),
+        "passed": mean >= MIN_COSINE and share >= MIN_SAME_CAPTION,
+        "search": search,
+    }
