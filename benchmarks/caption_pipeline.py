@@ -1,23 +1,26 @@
-"""The caption job on a CPU against its limits, every figure from one run, each ratio against a
+"""The caption job on a CPU against its limits, every engine in one run, each ratio against a
 baseline measured in the same run (machines are noisy; run it on a quiet one).
 
 Models, random weights (no download): an im2txt-sized one (InceptionV3 at 299 px with im2txt's
 preprocessing, embedding and LSTM 512, 12,000 logits; the test suite's tf-slim reference model,
 so the test extra must be installed, with ``--end-bias`` on ``</S>``: -20 never ends a caption,
 so every search takes all 20 steps), and one with the demo's decoder at 299 px. Each gets its
-int8 engine here (``beamcap quantize``'s function, calibrated on other images than the ones
-measured). A trained demo bundle is also checked (``--demo-bundle``; else ``beamcap demo`` runs
-first, about 3 minutes).
+CPU engines here (``beamcap quantize``'s function: int8, and bf16 where the CPU has bf16 units,
+checked on other images than the ones measured). A trained demo bundle is checked too
+(``--demo-bundle``, copied and quantized again here; else ``beamcap demo`` runs first, about 11
+minutes).
 
-Rows: (1) the encoder alone, TF fp32 and the int8 engine; (2) beam search alone at V=12,001,
-beam 3, 20 steps, on each engine's decoder; (3) the int8 engine's fidelity to fp32, and TF's
-bf16 against fp32 for scale where the CPU has bf16 units (how much any rounding moves these
-random models' captions); (4) the job in this process on the im2txt-sized model: its marginal
-rate (from a half and a full run, each the better of two) against the bound 1/(1/encoder +
-1/search) of rows 1-2, the whole job, its fixed cost and the parts of it; (5) a whole ``beamcap
-caption`` over 10 images, start to exit; (6) the command's marginal rate from 100 to 400 images
-against plain Keras InceptionV3 fp32; (7) the job against a naive per-image loop; (8) a short
-batch's cost; (9) peak memory.
+Rows: (0) which engine ``--precision auto`` chooses on this CPU for the im2txt-sized bundle, and
+why; (1) every engine's encoder alone, TF fp32 and bf16, OpenVINO f32, bf16 and int8: speed and
+fidelity to TF fp32 (quantize's check for the engines it made; 64 images for the others), and
+whether it passed the gate; (2) beam search alone at V=12,001, beam 3, 20 steps, on Keras' and
+the engines' decoder; (3) the engines' fidelity on the trained demo bundle; (4) the job in this
+process on the engine auto chose: its marginal rate (from a half and a full run, each the
+better of two) against the bound 1/(1/encoder + 1/search) of rows 1-2 and against the same job
+on TF fp32, the whole job, its fixed cost and the parts of it; (5) a whole ``beamcap caption``
+over 10 images, start to exit; (6) the command's marginal rate from 100 to 400 images against
+plain Keras InceptionV3 fp32; (7) the job against a naive per-image loop; (8) a short batch's
+cost; (9) peak memory.
 
     python benchmarks/caption_pipeline.py [--images 300] [--demo-bundle data/demo/model]
 
@@ -55,15 +58,12 @@ from models.captioner.beam_search import beam_search  # noqa: E402
 from models.captioner.bundle import load_bundle, save_bundle  # noqa: E402
 from models.captioner.decoder import DecoderConfig, ShowAndTell  # noqa: E402
 from models.captioner.encoder import EncoderSpec, ImageEncoder  # noqa: E402
-from models.captioner.openvino_engine import (  # noqa: E402
-    MIN_COSINE,
-    MIN_SAME_CAPTION,
-    load_int8,
-    measure_fidelity,
-)
+from models.captioner.engine_build import MIN_COSINE, MIN_SAME_CAPTION, measure  # noqa: E402
+from models.captioner.engines import Choice, choose, load_captioner  # noqa: E402
+from models.captioner.openvino_engine import load_engine  # noqa: E402
 from models.captioner.vocabulary import Vocabulary  # noqa: E402
 from models.datasets.synthetic import SynthConfig, make_example  # noqa: E402
-from pipeline.quantize import add_int8_engine, decode_sample  # noqa: E402
+from pipeline.quantize import add_engines, decode_sample  # noqa: E402
 
 SEARCH = dict(beam_size=3, max_length=20)  # im2txt's
 DEMO_DECODER = dict(embedding_dim=256, lstm_units=256)  # configs/demo.yaml
@@ -114,10 +114,10 @@ def make_im2txt_bundle(folder: Path, end_bias: float) -> str:
     return bundle
 
 
-def quantized(bundle: str, calibration: Path, **search) -> dict:
-    """Adds the int8 engine (300 calibration images, 64 to check); its manifest section."""
+def quantized(bundle: str, calibration: Path, **search) -> dict[str, dict]:
+    """Adds the CPU engines (300 calibration images, 64 to check); their manifest sections."""
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        return add_int8_engine(
+        return add_engines(
             bundle, [str(calibration)], calibration_images=300, check_images=64, search=search
         )
 
@@ -166,24 +166,40 @@ def cli_seconds(images: Path, bundle: str, output: Path, *flags: str) -> float:
     return time.perf_counter() - started
 
 
-def fixed_cost_parts(bundle: str, pixels: np.ndarray) -> dict[str, float]:
+def fixed_cost_parts(bundle: str, choice: Choice, pixels: np.ndarray) -> dict[str, float]:
     """What a run pays before its first image, each part alone: the launch's bundle check,
     loading the engine, the first batch."""
-    from models.captioner.captioner import parts_read
+    from models.captioner.engines import parts_read
     from models.captioner.manifest import read_manifest, verify_bundle
 
     parts = {}
     started = time.perf_counter()
     manifest = read_manifest(bundle)
-    verify_bundle(bundle, manifest, parts_read("int8", manifest))
+    verify_bundle(bundle, manifest, parts_read(choice, manifest))
     parts["bundle check"] = time.perf_counter() - started
     started = time.perf_counter()
-    engine = load_int8(bundle)
+    engine = load_captioner(bundle, choice)
     parts["engine load"] = time.perf_counter() - started
     started = time.perf_counter()
     engine.caption(pixels[:1], **SEARCH)
     parts["first image"] = time.perf_counter() - started
     return parts
+
+
+def openvino_f32(bundle: str):
+    """The bf16 engine's encoder run at OpenVINO's f32 precision: for the table only."""
+    import openvino as ov
+
+    from models.captioner.openvino_engine import OpenVinoEncoder, _Compiled
+
+    captioner = load_engine(bundle, "bf16")
+    names = captioner.manifest["engines"]["bf16"]["parts"]["encoder.f32"]
+    xml, weights = (Path(bundle, name).read_bytes() for name in names)
+    core = ov.Core()
+    model = core.read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, np.uint8)))
+    size = captioner.manifest["encoder"]["image_size"]
+    captioner.encoder = OpenVinoEncoder(_Compiled(core, model, "f32"), size)
+    return captioner
 
 
 def naive_loop(paths: list[Path], bundle: str) -> float:
@@ -284,56 +300,91 @@ def print_fidelity(name: str, fidelity: dict) -> None:
     )
 
 
-def print_fidelity_rows(
-    quantize_check: dict, fp32, im2txt: str, trained: str, pixels: np.ndarray, work: Path
-) -> None:
-    """Row 3: the int8 engine against fp32 (quantize's own check, then a trained demo bundle
-    on other scenes), and TF bf16 for scale where the CPU has bf16 units."""
-    print("3. the int8 engine against fp32")
-    print_fidelity("im2txt-sized (quantize)", quantize_check)
-    trained_fp32 = load_bundle(trained)
-    scenes = make_images(work / "scenes", 100, 96, seed=99)
-    demo_search = {"beam_size": 3, "max_length": 30}
-    demo = measure_fidelity(
-        trained_fp32, load_int8(trained), decoded(scenes, trained_fp32.manifest), **demo_search
-    )
-    print_fidelity("trained demo bundle", demo)
+def engines_of(bundle: str) -> dict:
+    """Every engine the table measures for ``bundle``: TF fp32 first, the baseline."""
+    engines = {"TF fp32": load_bundle(bundle)}
     if bf16_units():
-        bf16 = measure_fidelity(fp32, load_bundle(im2txt, precision="bf16"), pixels[:64])
-        print_fidelity("for scale: TF bf16, im2txt", bf16)
-    else:
-        print("   for scale: TF bf16           skipped: no bf16 units in use on this CPU")
+        engines["TF bf16"] = load_bundle(bundle, precision="bf16")
+        engines["OpenVINO f32"] = openvino_f32(bundle)
+        engines["OpenVINO bf16"] = load_engine(bundle, "bf16")
+    engines["OpenVINO int8"] = load_engine(bundle, "int8")
+    return engines
+
+
+def print_engine_rows(bundle: str, sections: dict, pixels: np.ndarray) -> dict[str, float]:
+    """Row 1: each engine's encoder alone, its speed against TF fp32's and its fidelity;
+    returns the encoders' images/s by engine."""
+    engines = engines_of(bundle)
+    baseline = engines["TF fp32"]
+    others = {name: e for name, e in engines.items() if name in ("TF bf16", "OpenVINO f32")}
+    checked = measure(baseline, others, pixels[:64], **SEARCH) if others else {}
+    checked |= {f"OpenVINO {p}": section for p, section in sections.items()}  # quantize's
+    print("1. each engine's encoder alone, 299 px, batches of 32; fidelity to TF fp32")
+    rates = {name: rate(e.encoder.encode, pixels, 32) for name, e in engines.items()}
+    for name, speed in rates.items():
+        ratio = f"= {speed / rates['TF fp32']:.2f}x TF fp32" if name != "TF fp32" else ""
+        print(f"   {name:<14} {speed:7.1f} images/s {ratio}")
+        if name in checked:
+            print_fidelity(f"  {name}", checked[name]["fidelity"])
+    if not bf16_units():
+        print("   TF bf16, OpenVINO f32 and bf16: skipped, no bf16 units in use on this CPU")
+    return rates
+
+
+def print_demo_fidelity(trained: str, calibration: Path, work: Path) -> None:
+    """Row 3: the engines on a trained demo bundle (a copy, quantized again here), checked on
+    100 synthetic scenes it did not calibrate on."""
+    bundle = work / "trained"
+    shutil.copytree(trained, bundle)
+    scenes = make_images(work / "scenes", 400, 96, seed=99)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        sections = add_engines(
+            str(bundle), [str(work / "scenes")], calibration_images=300, check_images=100,
+            search={"beam_size": 3, "max_length": 30},
+        )  # fmt: skip
+    print(f"3. the engines on the trained demo bundle ({len(scenes) - 300} scenes checked)")
+    for precision, section in sections.items():
+        print_fidelity(f"OpenVINO {precision}", section["fidelity"])
 
 
 def print_job_rows(
-    im2txt: str, paths: list[Path], pixels: np.ndarray, bound: float, work: Path
+    im2txt: str, choice: Choice, paths: list[Path], pixels: np.ndarray, bound: float, work: Path
 ) -> None:
     """Row 4: the in-process job over ``paths`` and half of them (each the better of two runs)
-    against ``bound``; its fixed cost and the parts of it."""
-    run_job(listing(work, "warm", paths[:32]), im2txt, work / "o-warm", 32, "int8")
+    on the engine ``choice`` against ``bound`` and against TF fp32; its fixed cost, in parts."""
+    run_job(listing(work, "warm", paths[:32]), im2txt, work / "o-warm", 32, "auto")
     images, half = len(paths), len(paths) // 2
 
-    def best_of_two(count: int) -> float:
-        inputs = listing(work, f"first{count}", paths[:count])
-        return min(run_job(inputs, im2txt, work / f"o{count}-{i}", 32, "int8") for i in (1, 2))
+    def marginal_of(precision: str) -> tuple[float, float]:
+        def best_of_two(count: int) -> float:
+            inputs = listing(work, f"first{count}", paths[:count])
+            runs = (run_job(inputs, im2txt, work / f"o{precision}{count}-{i}", 32, precision)
+                    for i in (1, 2))  # fmt: skip
+            return min(runs)
 
-    half_seconds, whole = best_of_two(half), best_of_two(images)
-    marginal = (images - half) / (whole - half_seconds)
+        half_seconds, whole = best_of_two(half), best_of_two(images)
+        return (images - half) / (whole - half_seconds), whole
+
+    marginal, whole = marginal_of("auto")
+    fp32_marginal, _ = marginal_of("fp32")
     fixed = whole - images / marginal
-    print(f"4. the job, im2txt-sized, int8, in this process; bound 1/(1/encoder + 1/search) "
+    print(f"4. the job, im2txt-sized, --precision auto ({choice.precision} on "
+          f"{choice.runtime}), in this process; bound 1/(1/encoder + 1/search) "
           f"= {bound:.1f} images/s")  # fmt: skip
     print(f"   marginal   {marginal:7.1f} images/s = {marginal / bound:.2f} of the bound "
           f"{verdict(marginal / bound, 0.92)}")  # fmt: skip
+    speedup = marginal / fp32_marginal
+    print(f"   against the same job on TF fp32 ({fp32_marginal:.1f} images/s): {speedup:.2f}x "
+          f"{verdict(speedup, 2)}")  # fmt: skip
     whole_rate = images / whole
     share = whole_rate / bound
     print(f"   whole job  {whole_rate:7.1f} images/s = {share:.2f} of the bound "
           f"({images} images in {whole:.1f} s) {verdict(share, 0.8)}")  # fmt: skip
-    parts = fixed_cost_parts(im2txt, pixels)
+    parts = fixed_cost_parts(im2txt, choice, pixels)
     rest = fixed - sum(parts.values())
     listed = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
-    print(f"   fixed cost {fixed:.2f} s per run {verdict(fixed, 4, at_most=True)}: {listed} "
-          f"(each timed alone), the rest by difference {rest:.2f} s (Beam's pipeline, "
-          "writes, commit)")  # fmt: skip
+    print(f"   fixed cost {fixed:.2f} s per run: {listed} (each timed alone), the rest by "
+          f"difference {rest:.2f} s (Beam's pipeline, writes, commit)")  # fmt: skip
 
 
 def copied(paths: list[Path], folder: Path) -> Path:
@@ -344,17 +395,17 @@ def copied(paths: list[Path], folder: Path) -> Path:
 
 
 def print_command_rows(
-    im2txt: str, demo_sized: str, paths: list[Path], gate_passed: bool, work: Path
+    im2txt: str, demo_sized: str, paths: list[Path], choice: Choice, work: Path
 ) -> None:
     """Rows 5-7: whole ``beamcap caption`` commands: 10 images start to exit, the marginal
     rate from 100 to 400 images against plain Keras, the whole command against a naive loop."""
     ten = copied(paths[:10], work / "ten")
-    cli_int8 = cli_seconds(ten, im2txt, work / "c1", "--precision", "int8")
-    cli_auto = cli_seconds(ten, im2txt, work / "c2")
+    cli_auto = cli_seconds(ten, im2txt, work / "c1")
+    cli_fp32 = cli_seconds(ten, im2txt, work / "c2", "--precision", "fp32")
     print("5. beamcap caption over 10 images, start to exit (im2txt-sized)")
-    print(f"   --precision int8   {cli_int8:5.1f} s {verdict(cli_int8, 8, at_most=True)}")
-    print(f"   --precision auto   {cli_auto:5.1f} s (runs {'int8' if gate_passed else 'fp32'} "
-          "for this bundle)")  # fmt: skip
+    print(f"   --precision auto   {cli_auto:5.1f} s (runs {choice.precision} on {choice.runtime}) "
+          f"{verdict(cli_auto, 4, at_most=True)}")  # fmt: skip
+    print(f"   --precision fp32   {cli_fp32:5.1f} s")
 
     seconds = {
         n: cli_seconds(copied(paths[:n], work / f"cli{n}"), demo_sized, work / f"d{n}",
@@ -390,42 +441,44 @@ def main() -> None:
         calibration = work / "calibration"
         make_images(calibration, 364, 299, seed=2)
         im2txt = make_im2txt_bundle(work / "im2txt", args.end_bias)
-        im2txt_engine = quantized(im2txt, calibration, **SEARCH)
+        sections = quantized(im2txt, calibration, **SEARCH)
         demo_sized = make_bundle(work / "demo-sized", 299)
         quantized(demo_sized, calibration, **SEARCH)
         trained = demo_bundle(args.demo_bundle, work)
         print(f"beamcap caption benchmark, {datetime.date.today()}: {machine()}")
         print(f"keras {keras.__version__} on {keras.backend.backend()}; {args.images} images")
 
-        fp32, int8 = load_bundle(im2txt), load_int8(im2txt)
+        fp32 = load_bundle(im2txt)
+        choice = choose("auto", fp32.manifest, gpu=False)
+        print(f"0. --precision auto on this CPU, im2txt-sized bundle: {choice.precision} on "
+              f"{choice.runtime} ({choice.reason})")  # fmt: skip
         pixels = decoded(paths[: args.images], fp32.manifest)
-        encoder_tf, encoder_int8 = (rate(e.encoder.encode, pixels, 32) for e in (fp32, int8))
-        print("1. encoder alone, 299 px, batches of 32")
-        print(f"   TF fp32       {encoder_tf:7.1f} images/s")
-        ratio = encoder_int8 / encoder_tf
-        print(f"   int8 engine   {encoder_int8:7.1f} images/s = {ratio:.2f}x TF fp32 "
-              f"{verdict(ratio, 2.5)}")  # fmt: skip
+        rates = print_engine_rows(im2txt, sections, pixels)
 
+        chosen = load_captioner(im2txt, choice)
         features = features_of(fp32.encoder, pixels, 32)
-        search_tf, search_int8 = (
+        search_tf, search_engine = (
             rate(lambda f, s=e.stepper: beam_search(s, f, **SEARCH), features, 32)
-            for e in (fp32, int8)
+            for e in (fp32, load_engine(im2txt, "int8"))
         )
         print("2. beam search alone, V=12,001, beam 3, 20 steps")
-        print(f"   TF fp32 decoder            {search_tf:7.1f} images/s")
-        print(
-            f"   int8 engine (fp32 decoder) {search_int8:7.1f} images/s {verdict(search_int8, 120)}"
-        )
+        print(f"   TF fp32 decoder                   {search_tf:7.1f} images/s")
+        print(f"   the engines' decoder (OpenVINO f32) {search_engine:7.1f} images/s "
+              f"{verdict(search_engine, 120)}")  # fmt: skip
 
-        print_fidelity_rows(im2txt_engine["fidelity"], fp32, im2txt, trained, pixels, work)
-        bound = 1 / (1 / encoder_int8 + 1 / search_int8)
-        print_job_rows(im2txt, paths[: args.images], pixels, bound, work)
-        gate = im2txt_engine["fidelity"]["passed"]
-        print_command_rows(im2txt, demo_sized, paths, gate, work)
+        print_demo_fidelity(trained, calibration, work)
+        engine_name = "TF fp32" if choice.runtime == "keras" else f"OpenVINO {choice.precision}"
+        search = search_tf if choice.runtime == "keras" else search_engine
+        bound = 1 / (1 / rates[engine_name] + 1 / search)
+        print_job_rows(im2txt, choice, paths[: args.images], pixels, bound, work)
+        print_command_rows(im2txt, demo_sized, paths, choice, work)
 
         keras_encoder = load_bundle(im2txt, batch_size=32).encoder
         print("8. a short batch: time of 8 images / of 32 (ideal 0.25); its first call / next")
-        for name, encoder in (("int8 engine", int8.encoder), ("TF fp32", keras_encoder)):
+        for name, encoder in (
+            (f"{choice.precision} engine", chosen.encoder),
+            ("TF fp32", keras_encoder),
+        ):
             share, first = short_batch(encoder, pixels)
             print(f"   {name:<12} {share:.2f}; first call {first:.2f}x the next")
 

@@ -5,11 +5,15 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import socket  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from models import storage  # noqa: E402
+
+# The OpenVINO engines' compiled-model cache: one of the tests' own, never the user's
+os.environ.setdefault("BEAMCAP_CACHE_DIR", tempfile.mkdtemp(prefix="beamcap-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 PRISM = ROOT / "build" / "bin" / "prism"  # built by `make prism` from Beam's Go module

@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 import keras
 import numpy as np
 
-from models.captioner.arrays import pad_rows
+from models.captioner.arrays import pad_rows, padded_to
 from models.configs import DecoderConfig
 
 __all__ = ["Decoder", "DecoderConfig", "DecoderStepper", "ShowAndTell", "masked_cross_entropy"]
@@ -129,7 +129,7 @@ class DecoderStepper:
 
     def _run(self, model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
         rows = len(inputs[0])
-        padded_rows = -(-rows // self.row_multiple) * self.row_multiple
+        padded_rows = padded_to(rows, self.row_multiple)
         outputs = model.predict_on_batch([pad_rows(np.asarray(x), padded_rows) for x in inputs])
         return [np.asarray(output)[:rows] for output in keras.tree.flatten(outputs)]
 

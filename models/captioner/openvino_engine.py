@@ -38,6 +38,7 @@ from models.captioner.manifest import (
     read_checked,
     read_manifest,
 )
+from models.captioner.openvino_cache import compile_model
 from models.captioner.vocabulary import Vocabulary
 from models.faults import ModelFault
 
@@ -84,9 +85,9 @@ class _Compiled:
     (Beam may run several bundles at once in a worker, and a request serves one call at a
     time): as many requests as calls ever ran at once."""
 
-    def __init__(self, core, model, inference_precision: str = "f32"):
+    def __init__(self, core, model, inference_precision: str = "f32", key: str | None = None):
         config = {**LATENCY, "INFERENCE_PRECISION_HINT": inference_precision}
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = compile_model(core, model, config, key)  # ``key``: for the cache
         self.idle, self.lock = [], threading.Lock()
 
     def __call__(self, *inputs) -> list[np.ndarray]:
@@ -122,9 +123,10 @@ class OpenVinoStepper:
     (k+1)-th are equal (a tie across the cut, which only a degenerate model makes; that step
     is taken again with the stable top-k), and ties inside the k are ordered by id."""
 
-    def __init__(self, core, start, step, *, start_id: int, end_id: int):
-        self.start = _Compiled(core, start)
-        self.fast = _Compiled(core, _with_top_k(step, stable=False))
+    def __init__(self, core, start, step, *, start_id: int, end_id: int, keys=(None, None)):
+        start_key, self.step_key = keys  # the parts' names, for the compiled-model cache
+        self.start = _Compiled(core, start, key=start_key)
+        self.fast = _Compiled(core, _with_top_k(step, stable=False), key=self._key("top-k"))
         self.vocabulary_size = step.get_results()[0].get_output_partial_shape(0)[1].get_length()
         self.core, self.step, self.exact = core, step, None
         self.exact_lock = threading.Lock()
@@ -155,8 +157,12 @@ class OpenVinoStepper:
         """The step with OpenVINO's stable top-k, compiled the first time a tie needs it."""
         with self.exact_lock:
             if self.exact is None:
-                self.exact = _Compiled(self.core, _with_top_k(self.step, stable=True))
+                stable = _with_top_k(self.step, stable=True)
+                self.exact = _Compiled(self.core, stable, key=self._key("stable-top-k"))
             return self.exact
+
+    def _key(self, variant: str) -> str | None:
+        return f"{self.step_key}.{variant}" if self.step_key else None
 
 
 def load_engine(uri: str, precision: str) -> Captioner:
@@ -172,20 +178,25 @@ def load_engine(uri: str, precision: str) -> Captioner:
     names = [*manifest["engines"][precision]["files"], VOCAB]
     files = {name: read_checked(uri, name, manifest) for name in names}
     vocabulary = Vocabulary.from_text(files[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))
-    parts = {
-        part: tuple(files[name] for name in names)
-        for part, names in manifest["engines"][precision]["parts"].items()
-    }
-    return openvino_captioner(parts, vocabulary, manifest, precision)
+    named = manifest["engines"][precision]["parts"]  # part -> [xml, weights], by content
+    parts = {part: tuple(files[name] for name in pair) for part, pair in named.items()}
+    keys = {part: pair[0].removesuffix(".xml") for part, pair in named.items()}
+    return openvino_captioner(parts, vocabulary, manifest, precision, keys)
 
 
 def openvino_captioner(
-    engine: dict[str, tuple[bytes, bytes]], vocabulary: Vocabulary, manifest: dict, precision: str
+    engine: dict[str, tuple[bytes, bytes]],
+    vocabulary: Vocabulary,
+    manifest: dict,
+    precision: str,
+    names: dict[str, str] | None = None,
 ) -> Captioner:
     """The engine ``precision`` (part -> xml, weights) compiled for this CPU, as a
-    :class:`Captioner`."""
+    :class:`Captioner`; with ``names`` (part -> its content-named file in the bundle) its
+    compiled parts are kept in, and taken from, ``models.captioner.openvino_cache``."""
     import openvino as ov
 
+    names = names or {}
     core = ov.Core()
     models = {
         part: core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8)))
@@ -193,7 +204,7 @@ def openvino_captioner(
     }
     encoder_part, inference_precision = ENCODERS[precision]
     encoder = OpenVinoEncoder(
-        _Compiled(core, models[encoder_part], inference_precision),
+        _Compiled(core, models[encoder_part], inference_precision, names.get(encoder_part)),
         manifest["encoder"]["image_size"],
     )
     stepper = OpenVinoStepper(
@@ -202,5 +213,6 @@ def openvino_captioner(
         models[STEP],
         start_id=vocabulary.start_id,
         end_id=vocabulary.end_id,
+        keys=(names.get(START), names.get(STEP)),
     )
     return Captioner(encoder, stepper, vocabulary, manifest, precision)
