@@ -193,11 +193,11 @@ def openvino_f32(bundle: str):
     from models.captioner.openvino_engine import OpenVinoEncoder, _Compiled
 
     captioner = load_engine(bundle, "bf16")
-    names = captioner.manifest["engines"]["bf16"]["parts"]["encoder.f32"]
+    names = captioner.manifest.engines["bf16"].parts["encoder.f32"]
     xml, weights = (Path(bundle, name).read_bytes() for name in names)
     core = ov.Core()
     model = core.read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, np.uint8)))
-    size = captioner.manifest["encoder"]["image_size"]
+    size = captioner.manifest.encoder.image_size
     captioner.encoder = OpenVinoEncoder(_Compiled(core, model, "f32"), size)
     return captioner
 
@@ -290,13 +290,13 @@ def verdict(value: float, goal: float, *, at_most: bool = False) -> str:
     return f"(goal {'<=' if at_most else '>='} {goal:g}: {'met' if met else 'NOT met'})"
 
 
-def print_fidelity(name: str, fidelity: dict) -> None:
+def print_fidelity(name: str, fidelity) -> None:
     print(
-        f"   {name:<28} cosine mean {fidelity['feature_cosine_mean']:.5f}, min "
-        f"{fidelity['feature_cosine_min']:.5f}; same best caption "
-        f"{fidelity['same_best_caption']:.0%} of {fidelity['images']} "
+        f"   {name:<28} cosine mean {fidelity.feature_cosine_mean:.5f}, min "
+        f"{fidelity.feature_cosine_min:.5f}; same best caption "
+        f"{fidelity.same_best_caption:.0%} of {fidelity.images} "
         f"(gate: {MIN_COSINE} and {MIN_SAME_CAPTION:.0%}: "
-        f"{'passed' if fidelity['passed'] else 'NOT passed'})"
+        f"{'passed' if fidelity.passed else 'NOT passed'})"
     )
 
 
@@ -318,7 +318,7 @@ def print_engine_rows(bundle: str, sections: dict, pixels: np.ndarray) -> dict[s
     baseline = engines["TF fp32"]
     others = {name: e for name, e in engines.items() if name in ("TF bf16", "OpenVINO f32")}
     checked = measure(baseline, others, pixels[:64], **SEARCH) if others else {}
-    checked |= {f"OpenVINO {p}": section for p, section in sections.items()}  # quantize's
+    checked |= {f"OpenVINO {p}": {"fidelity": e.fidelity} for p, e in sections.items()}
     print("1. each engine's encoder alone, 299 px, batches of 32; fidelity to TF fp32")
     rates = {name: rate(e.encoder.encode, pixels, 32) for name, e in engines.items()}
     for name, speed in rates.items():
@@ -344,7 +344,7 @@ def print_demo_fidelity(trained: str, calibration: Path, work: Path) -> None:
         )  # fmt: skip
     print(f"3. the engines on the trained demo bundle ({len(scenes) - 300} scenes checked)")
     for precision, section in sections.items():
-        print_fidelity(f"OpenVINO {precision}", section["fidelity"])
+        print_fidelity(f"OpenVINO {precision}", section.fidelity)
 
 
 def print_job_rows(

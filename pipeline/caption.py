@@ -305,8 +305,8 @@ def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, s
         fail_run(root, run.run_id, reason)
     summary = {
         "run_id": run.run_id,
-        "model_id": manifest["model_id"],
-        "encoder": manifest["encoder"],
+        "model_id": manifest.model_id,
+        "encoder": manifest.encoder.to_json(),
         "search": settings.search,
         **engines_used(tally, settings.precision),
         "counts": counts,
@@ -370,7 +370,7 @@ def build(
         matched = pipeline | "MatchImages" >> MatchImages(patterns, identities=True)
     uris = matched  # (uri, identity): the identity rides along as the image's payload
     if settings.incremental:
-        model_id = manifest["model_id"] if settings.only_new_for_model else None
+        model_id = manifest.model_id if settings.only_new_for_model else None
         uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done), model_id=model_id)
     read = (
         uris
@@ -382,20 +382,20 @@ def build(
     )
     once = hashed.read | "CaptionOncePerContent" >> CaptionOncePerContent(
         list(known),
-        model_id=manifest["model_id"],
+        model_id=manifest.model_id,
         run_id=run.run_id,
         enabled=settings.reuse_captions,
     )
     decoded = once.to_caption | "ReadAndDecode" >> beam.ParDo(
         ReadAndDecode(
-            manifest["encoder"]["image_size"],
+            manifest.encoder.image_size,
             max_pixels=settings.max_pixels,
-            preprocessing=manifest["encoder"].get("preprocessing"),
+            preprocessing=manifest.encoder.preprocessing,
         )
     ).with_outputs("failures", main="decoded")
     handler = BundleHandler(
         settings.model,
-        model_id=manifest["model_id"],
+        model_id=manifest.model_id,
         search=settings.search,
         precision=settings.precision,
         min_batch_size=settings.min_batch_size,
@@ -506,6 +506,12 @@ def run(argv: list[str], *, wait: bool = True):
         return result
     summary = run.record(SUMMARY)
     logging.info("run %s committed to %s: %s", run_id, run.path, summary["counts"])
+    for engine in summary["engines"]:
+        logging.info(
+            "%d images on %s (%s) on %s: %s",
+            engine["images"], engine["precision"], engine["runtime"], engine["cpu"],
+            engine["reason"],
+        )  # fmt: skip
     metrics = inference_metrics(result)
     if "inference_batch_latency_micro_secs" in metrics:
         batches, load = (

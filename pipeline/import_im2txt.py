@@ -61,12 +61,12 @@ def main(argv: list[str]) -> int:
 
     model = read_checkpoint(prefix) if prefix else read_graph(args.graph)
     manifest = import_im2txt(model, args.vocab, args.output)
-    decoder, source = manifest["decoder"], manifest["source"]
-    vocab = source["vocabulary"]
-    step = f", global step {source['global_step']}" if source["global_step"] is not None else ""
+    decoder, source = manifest.decoder.config, manifest.source
+    vocab = source.vocabulary
+    step = f", global step {source.global_step}" if source.global_step is not None else ""
     print(
-        f"wrote {args.output}: model {manifest['model_id']} from {source['kind']} "
-        f"{', '.join(source['files'])}{step}"
+        f"wrote {args.output}: model {manifest.model_id} from {source.kind} "
+        f"{', '.join(source.files)}{step}"
     )
     print(
         f"  InceptionV3 299px (im2txt preprocessing), embedding {decoder['embedding_dim']}, "

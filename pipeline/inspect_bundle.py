@@ -28,36 +28,34 @@ def main(argv: list[str]) -> int:
 
     bundle = load_bundle(args.bundle)
     if args.json:
-        print(json.dumps(manifest, indent=2))
+        print(json.dumps(manifest.to_json(), indent=2))
         return 0
-    encoder, decoder = manifest["encoder"], manifest["decoder"]
-    print(f"model_id    {bundle.model_id}  (format {manifest['format_version']}, verified)")
+    encoder, decoder = manifest.encoder, manifest.decoder
+    print(f"model_id    {bundle.model_id}  (format {manifest.format_version}, verified)")
     print(
-        f"encoder     {encoder['architecture']} {encoder['image_size']}px, weights "
-        f"{encoder['weights']}, fingerprint {encoder['fingerprint'][:12]}"
+        f"encoder     {encoder.architecture} {encoder.image_size}px, weights "
+        f"{encoder.weights}, fingerprint {encoder.fingerprint[:12]}"
     )
-    hidden = ("kind", "vocab_size", "fingerprint")
-    sizes = ", ".join(f"{key} {value}" for key, value in decoder.items() if key not in hidden)
-    print(
-        f"decoder     {decoder.get('kind', 'show_and_tell')}: {sizes}, "
-        f"fingerprint {decoder['fingerprint'][:12]}"
+    sizes = ", ".join(
+        f"{key} {value}" for key, value in decoder.config.items() if key != "vocab_size"
     )
-    print(f"vocabulary  {manifest['vocabulary']['size']} words")
-    if encoder.get("pretraining"):
-        print(f"pretrain    {describe_pretraining(encoder['pretraining'])}")
-    if "preprocessing" in encoder:
-        print(f"preprocess  {json.dumps(encoder['preprocessing'])}")
-    source = manifest.get("source")
+    print(f"decoder     {decoder.kind}: {sizes}, fingerprint {decoder.fingerprint[:12]}")
+    print(f"vocabulary  {manifest.vocabulary.size} words")
+    if encoder.pretraining:
+        print(f"pretrain    {describe_pretraining(encoder.pretraining)}")
+    if encoder.preprocessing:
+        print(f"preprocess  {json.dumps(encoder.preprocessing)}")
+    source = manifest.source
     if source:
-        files = ", ".join(f"{name} ({digest[:12]})" for name, digest in source["files"].items())
-        print(f"source      {source['format']} {source['kind']}: {files}")
-        if source.get("global_step") is not None:
-            print(f"source      global step {source['global_step']}")
-    for key, value in manifest.get("training", {}).items():
+        files = ", ".join(f"{name} ({digest[:12]})" for name, digest in source.files.items())
+        print(f"source      {source.format} {source.kind}: {files}")
+        if source.global_step is not None:
+            print(f"source      global step {source.global_step}")
+    for key, value in manifest.training.items():
         print(f"training    {key}: {value}")
-    for name, engine in manifest.get("engines", {}).items():
-        versions = ", ".join(f"{k} {v.split('-')[0]}" for k, v in engine["versions"].items())
-        calibrated = engine.get("calibration")
+    for name, engine in manifest.engines.items():
+        versions = ", ".join(f"{k} {v.split('-')[0]}" for k, v in engine.versions.items())
+        calibrated = engine.calibration
         made = f", calibrated on {calibrated['images']} images" if calibrated else ""
         print(f"engine      {name} ({versions}){made}")
         print(f"engine      {describe(name, engine)}")

@@ -29,7 +29,7 @@ import numpy as np
 
 from models import hardware, storage
 from models.captioner.beam_search import BEAM_SIZE, MAX_LENGTH
-from models.captioner.manifest import KERAS_PARTS, verify_bundle
+from models.captioner.manifest import KERAS_PARTS, EngineSection, Manifest, verify_bundle
 from models.configs import SettingsError, setting
 from pipeline.settings import parse_job
 
@@ -80,13 +80,12 @@ def list_images(values: list[str]) -> list[str]:
     return sorted(set(found), key=lambda uri: hashlib.sha1(uri.encode()).hexdigest())
 
 
-def decode_sample(uris: list[str], count: int, manifest: dict) -> np.ndarray:
+def decode_sample(uris: list[str], count: int, manifest: Manifest) -> np.ndarray:
     """The first ``count`` of ``uris`` that decode, as the caption job decodes them for this
     bundle: uint8 [N, S, S, 3]. Files that are not images are passed over."""
     from transforms.decode import decode_image
 
-    encoder = manifest["encoder"]
-    size, preprocessing = encoder["image_size"], encoder.get("preprocessing")
+    size, preprocessing = manifest.encoder.image_size, manifest.encoder.preprocessing
     images, skipped = [], 0
     for uri in uris:
         if len(images) == count:
@@ -113,7 +112,7 @@ def add_engines(
     calibration_images: int = 300,
     check_images: int = 100,
     search: dict | None = None,
-) -> dict[str, dict]:
+) -> dict[str, EngineSection]:
     """Builds, checks and stores the bundle's CPU engines (see the module docstring); returns
     the manifest's ``engines`` sections of those made."""
     if not importlib.util.find_spec("nncf"):
@@ -153,7 +152,7 @@ def add_engines(
         used = calibrated if precision == "int8" else None
         section = engine_build.engine_section(manifest, precision, used, measured[precision])
         stored = engine_build.store_engine(model, precision, parts, section)
-        sections[precision] = stored["engines"][precision]
+        sections[precision] = stored.engines[precision]
     return sections
 
 
@@ -169,23 +168,23 @@ def engine_precisions() -> list[str]:
     return ["int8"]
 
 
-def describe(precision: str, section: dict) -> str:
+def describe(precision: str, section: EngineSection) -> str:
     """An engine's fidelity and speed in one line, and what ``--precision auto`` makes of it."""
     from models.captioner.engine_build import MIN_COSINE, MIN_SAME_CAPTION
 
-    fidelity, speed = section["fidelity"], section.get("speed")
+    fidelity, speed = section.fidelity, section.speed
     figures = (
-        f"feature cosine {fidelity['feature_cosine_mean']:.4f} "
-        f"(min {fidelity['feature_cosine_min']:.4f}), same best caption "
-        f"{fidelity['same_best_caption']:.0%} of {fidelity['images']} images"
+        f"feature cosine {fidelity.feature_cosine_mean:.4f} "
+        f"(min {fidelity.feature_cosine_min:.4f}), same best caption "
+        f"{fidelity.same_best_caption:.0%} of {fidelity.images} images"
     )
     if speed:
-        ratio = speed["images_per_second"] / speed["fp32_images_per_second"]
+        ratio = speed.images_per_second / speed.fp32_images_per_second
         figures += (
-            f"; {speed['images_per_second']:.1f} images/s = {ratio:.2f}x fp32 on "
-            f"{speed['cpu']} ({' '.join(speed['cpu_flags'])})"
+            f"; {speed.images_per_second:.1f} images/s = {ratio:.2f}x fp32 on "
+            f"{speed.cpu} ({' '.join(speed.cpu_flags)})"
         )
-    if fidelity["passed"]:
+    if fidelity.passed:
         return f"{precision} engine: {figures}: --precision auto may run it on CPUs"
     return (
         f"{precision} engine: {figures}: below the gate (cosine >= {MIN_COSINE}, >= "

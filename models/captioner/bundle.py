@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import tempfile
 from pathlib import Path
 
@@ -22,22 +21,23 @@ from models.captioner.encoder import EncoderSpec, ImageEncoder, weights_fingerpr
 from models.captioner.manifest import (
     DECODER_WEIGHTS,
     ENCODER_WEIGHTS,
-    FORMAT,
-    FORMAT_VERSION,
     KERAS_PARTS,
     MANIFEST,
     VOCAB,
     BundleError,
+    DecoderSection,
+    EncoderSection,
+    Manifest,
+    SourceSection,
+    VocabularySection,
     read_checked,
-    read_manifest,
     sha256,
 )
 from models.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
 
-# The decoders a bundle can hold, by the manifest's ``decoder.kind``; a manifest without one
-# (written before kinds) holds a Show-and-Tell decoder.
+# The decoders a bundle can hold, by the manifest's ``decoder.kind`` (a manifest without one,
+# written before kinds, holds a Show-and-Tell decoder: ``manifest.DEFAULT_DECODER``).
 DECODERS: dict[str, type[Decoder]] = {ShowAndTell.kind: ShowAndTell}
-DEFAULT_DECODER = ShowAndTell.kind
 
 
 @dataclasses.dataclass
@@ -59,7 +59,7 @@ def save_bundle(
     training: dict | None = None,
     encoder_extras: dict | None = None,
     source: dict | None = None,
-) -> dict:
+) -> Manifest:
     """Writes a bundle to a directory path or ``gs://`` prefix; returns its manifest.
 
     The manifest's encoder section holds the spec, the architecture's ``preprocessing`` when it
@@ -79,33 +79,31 @@ def save_bundle(
         Path(tmp, VOCAB).write_text(vocabulary.to_text(), encoding="utf-8")
         files = {name: Path(tmp, name).read_bytes() for name in KERAS_PARTS}
     decoder_fingerprint = weights_fingerprint(decoder.training_model)
-    encoder_section = {**dataclasses.asdict(encoder.spec), "fingerprint": encoder.fingerprint}
-    if encoder.spec.entry.preprocessing:
-        encoder_section["preprocessing"] = encoder.spec.entry.preprocessing
-    encoder_section |= {"phase": 1, **(encoder_extras or {})}
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model_id": f"{decoder.id_prefix}-"
-        + sha256((encoder.fingerprint + decoder_fingerprint + sha256(files[VOCAB])).encode())[:12],
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "encoder": encoder_section,
-        "decoder": {
-            "kind": decoder.kind,
-            **dataclasses.asdict(decoder.config),
-            "fingerprint": decoder_fingerprint,
-        },
-        "vocabulary": {
-            "size": len(vocabulary),
-            "special_tokens": {token: vocabulary.id(token) for token in SPECIAL_TOKENS},
-        },
-        "training": training or {},
-        **({"source": source} if source else {}),
-        "files": {name: sha256(data) for name, data in files.items()},
+    encoder_section = {
+        **dataclasses.asdict(encoder.spec),
+        "fingerprint": encoder.fingerprint,
+        "preprocessing": encoder.spec.entry.preprocessing or None,
+        "phase": 1,
+        **(encoder_extras or {}),
     }
+    content = encoder.fingerprint + decoder_fingerprint + sha256(files[VOCAB])
+    manifest = Manifest(
+        model_id=f"{decoder.id_prefix}-{sha256(content.encode())[:12]}",
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        encoder=EncoderSection.from_json(encoder_section),
+        decoder=DecoderSection(
+            decoder.kind, dataclasses.asdict(decoder.config), decoder_fingerprint
+        ),
+        vocabulary=VocabularySection(
+            len(vocabulary), {token: vocabulary.id(token) for token in SPECIAL_TOKENS}
+        ),
+        training=training or {},
+        source=SourceSection(**source) if source else None,
+        files={name: sha256(data) for name, data in files.items()},
+    )
     for name, data in files.items():
         storage.write_bytes(storage.join(uri, name), data)
-    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    manifest.write(uri)
     return manifest
 
 
@@ -114,35 +112,32 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
 
     ``precision`` and ``batch_size`` are passed to :class:`ImageEncoder`.
     """
-    manifest = read_manifest(uri)
-    decoder_type = _decoder_type(uri, manifest["decoder"])
+    manifest = Manifest.read(uri)
+    decoder_type = _decoder_type(uri, manifest.decoder.kind)
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
         for name in KERAS_PARTS:
             Path(tmp, name).write_bytes(read_checked(uri, name, manifest))
         vocabulary = Vocabulary.from_text(
             Path(tmp, VOCAB).read_text(encoding="utf-8"), source=storage.join(uri, VOCAB)
         )
-        spec_fields = {field.name for field in dataclasses.fields(EncoderSpec)}
-        encoder_fields = {k: v for k, v in manifest["encoder"].items() if k in spec_fields}
         encoder = ImageEncoder(
-            EncoderSpec(**encoder_fields),
+            EncoderSpec(**manifest.encoder.spec),
             weights_file=str(Path(tmp, ENCODER_WEIGHTS)),
             precision=precision,
             batch_size=batch_size,
         )
-        fields = {k: v for k, v in manifest["decoder"].items() if k not in ("kind", "fingerprint")}
-        decoder = decoder_type(decoder_type.config_type(**fields))
+        decoder = decoder_type(decoder_type.config_type(**manifest.decoder.config))
         decoder.training_model.load_weights(str(Path(tmp, DECODER_WEIGHTS)))
-    if len(vocabulary) != manifest["vocabulary"]["size"]:
+    if len(vocabulary) != manifest.vocabulary.size:
         raise BundleError(
             f"{storage.join(uri, VOCAB)} has {len(vocabulary)} words, the manifest says "
-            f"{manifest['vocabulary']['size']}"
+            f"{manifest.vocabulary.size}"
         )
     for part, section, fingerprint in (
-        (ENCODER_WEIGHTS, "encoder", encoder.fingerprint),
-        (DECODER_WEIGHTS, "decoder", weights_fingerprint(decoder.training_model)),
+        (ENCODER_WEIGHTS, manifest.encoder, encoder.fingerprint),
+        (DECODER_WEIGHTS, manifest.decoder, weights_fingerprint(decoder.training_model)),
     ):
-        expected = manifest[section]["fingerprint"]
+        expected = section.fingerprint
         if fingerprint != expected:
             raise BundleError(
                 f"{storage.join(uri, part)} holds weights with fingerprint {fingerprint[:12]}, "
@@ -152,9 +147,8 @@ def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = N
     return Bundle(encoder, stepper, vocabulary, manifest, precision, decoder=decoder)
 
 
-def _decoder_type(uri: str, section: dict) -> type[Decoder]:
-    """The manifest's decoder class, from :data:`DECODERS` by its kind (show_and_tell if none)."""
-    kind = section.get("kind", DEFAULT_DECODER)
+def _decoder_type(uri: str, kind: str) -> type[Decoder]:
+    """The manifest's decoder class, from :data:`DECODERS` by its kind."""
     if kind not in DECODERS:
         raise BundleError(
             f"{storage.join(uri, MANIFEST)} names decoder kind {kind!r}, which this beamcap does "

@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from models.captioner.beam_search import Stepper, beam_search
+from models.captioner.manifest import Manifest
 from models.captioner.vocabulary import Vocabulary
 from models.faults import ModelFault, StageFailed
 
@@ -36,7 +37,7 @@ class Captioner:
     encoder: Encoder
     stepper: Stepper
     vocabulary: Vocabulary
-    manifest: dict
+    manifest: Manifest
     precision: str = "fp32"
     engine: dict = dataclasses.field(default_factory=dict)  # its Choice's record, once chosen
 
@@ -47,7 +48,7 @@ class Captioner:
 
     @property
     def model_id(self) -> str:
-        return self.manifest["model_id"]
+        return self.manifest.model_id
 
     def caption(self, images: np.ndarray, **search) -> list[list[Caption]]:
         """uint8 images [B, S, S, 3] -> N-best captions per image, best first (``search``:

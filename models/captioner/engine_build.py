@@ -6,8 +6,8 @@ only load what this writes (``models.captioner.openvino_engine``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +16,14 @@ import numpy as np
 
 from models import hardware, storage
 from models.captioner.captioner import Captioner
-from models.captioner.manifest import MANIFEST, BundleError, built_from, read_manifest, sha256
+from models.captioner.manifest import (
+    BundleError,
+    EngineSection,
+    Fidelity,
+    Manifest,
+    Speed,
+    sha256,
+)
 from models.captioner.openvino_engine import ENCODERS, START, STEP, parts_of
 
 # The fidelity an engine must show against the Keras fp32 models to be chosen by ``auto``
@@ -69,9 +76,9 @@ def build_engines(bundle, calibration: np.ndarray, precisions) -> dict[str, dict
 
 
 def engine_section(
-    manifest: dict, precision: str, calibration: dict | None, measured: dict
+    manifest: Manifest, precision: str, calibration: dict | None, measured: dict
 ) -> dict:
-    """The manifest's ``engines.<precision>`` but its files: what made the engine, from which
+    """An :class:`EngineSection`'s fields but its files: what made the engine, from which
     weights, and ``measured`` (:func:`measure`'s fidelity and speed)."""
     import openvino as ov
 
@@ -86,35 +93,36 @@ def engine_section(
         "versions": versions,
         "encoder": encoder,
         "decoder": "float32",
-        "built_from": built_from(manifest),
+        "built_from": manifest.built_from,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        **({"calibration": calibration} if calibration else {}),
+        "calibration": calibration,
         **measured,
     }
 
 
-def store_engine(uri: str, precision: str, engine: dict, section: dict) -> dict:
+def store_engine(uri: str, precision: str, engine: dict, section: dict) -> Manifest:
     """Writes the engine's files into the bundle at ``uri``, then its manifest (the files'
     sha256, ``engines.<precision>``: ``section`` with the parts' names), then removes the files
     of its earlier version that no engine uses any more; returns the manifest. A bundle whose
     weights changed since the engine was built from them is refused."""
-    manifest = read_manifest(uri)
-    if section["built_from"] != built_from(manifest):
+    manifest = Manifest.read(uri)
+    if section["built_from"] != manifest.built_from:
         raise BundleError(f"{uri} changed while its engine was being made: quantize it again")
-    engines = manifest.setdefault("engines", {})
-    earlier = engines.get(precision, {}).get("files", [])
-    names = {part: file_names(part, *files) for part, files in engine.items()}
-    for part, files in engine.items():
-        for name, data in zip(names[part], files, strict=True):
+    earlier = manifest.engines[precision].files if precision in manifest.engines else []
+    names = {part: list(file_names(part, *files)) for part, files in engine.items()}
+    files = dict(manifest.files)
+    for part, contents in engine.items():
+        for name, data in zip(names[part], contents, strict=True):
             storage.write_bytes(storage.join(uri, name), data)
-            manifest["files"][name] = sha256(data)
+            files[name] = sha256(data)
     listed = [name for part in parts_of(precision) for name in names[part]]
-    engines[precision] = {**section, "parts": names, "files": listed}
-    used = {name for other in engines.values() for name in other["files"]}
-    stale = set(earlier) - used
+    made = EngineSection(**section, parts=names, files=listed)
+    engines = {**manifest.engines, precision: made}
+    stale = set(earlier) - {name for other in engines.values() for name in other.files}
     for name in stale:
-        manifest["files"].pop(name, None)
-    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2) + "\n")
+        files.pop(name, None)
+    manifest = dataclasses.replace(manifest, files=files, engines=engines)
+    manifest.write(uri)
     for name in stale:
         storage.remove(storage.join(uri, name))
     return manifest
@@ -161,25 +169,13 @@ def measure(
     return {
         name: {
             "fidelity": _fidelity(cosines[name], same[name] / len(images), search),
-            "speed": {
-                "images_per_second": rate[name],
-                "fp32_images_per_second": rate["fp32"],
-                "images": len(images),
-                "batch_size": batch_size,
-                **cpu,
-            },
+            "speed": Speed(rate[name], rate["fp32"], len(images), batch_size, **cpu),
         }
         for name in engines
     }
 
 
-def _fidelity(cosines: list[float], share: float, search: dict) -> dict:
+def _fidelity(cosines: list[float], share: float, search: dict) -> Fidelity:
     mean, least = float(np.mean(cosines)), float(np.min(cosines))
-    return {
-        "images": len(cosines),
-        "feature_cosine_mean": round(mean, 6),
-        "feature_cosine_min": round(least, 6),
-        "same_best_caption": round(share, 4),
-        "passed": mean >= MIN_COSINE and share >= MIN_SAME_CAPTION,
-        "search": search,
-    }
+    passed = mean >= MIN_COSINE and share >= MIN_SAME_CAPTION
+    return Fidelity(len(cosines), round(mean, 6), round(least, 6), round(share, 4), passed, search)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 from models import hardware
-from models.captioner.manifest import KERAS_PARTS, VOCAB, BundleError, engine_problem
+from models.captioner.manifest import KERAS_PARTS, VOCAB, BundleError, Manifest
 from models.configs import PRECISIONS as KERAS_PRECISIONS
 
 AUTO = "auto"
@@ -56,13 +56,13 @@ class Choice:
         }
 
 
-def choose(precision: str, manifest: dict, *, gpu: bool | None = None) -> Choice:
+def choose(precision: str, manifest: Manifest, *, gpu: bool | None = None) -> Choice:
     """The engine for ``precision`` on this machine (``gpu``: whether the model runs on a GPU,
     by default whether this machine shows one), by the rule in the module docstring."""
     gpu = hardware.gpu_visible() if gpu is None else gpu
     if precision == "int8":
         return Choice("int8", OPENVINO, "asked for")
-    if precision == "bf16" and not gpu and not engine_problem(manifest, "bf16"):
+    if precision == "bf16" and not gpu and not manifest.engine_problem("bf16"):
         return Choice("bf16", OPENVINO, "asked for; the bundle's bf16 engine")
     if precision != AUTO:
         return Choice(precision, KERAS, "asked for")
@@ -79,23 +79,23 @@ def choose(precision: str, manifest: dict, *, gpu: bool | None = None) -> Choice
     return Choice(fastest, OPENVINO, f"auto: passed its check, suits this CPU{beaten}")
 
 
-def _usable(manifest: dict, precision: str) -> bool:
-    section = manifest.get("engines", {}).get(precision, {})
-    passed = section.get("fidelity", {}).get("passed", False)
-    return passed and not engine_problem(manifest, precision) and CPU_UNITS[precision]()
+def _usable(manifest: Manifest, precision: str) -> bool:
+    if manifest.engine_problem(precision):
+        return False
+    return manifest.engines[precision].fidelity.passed and CPU_UNITS[precision]()
 
 
-def _speed(manifest: dict, precision: str) -> float:
+def _speed(manifest: Manifest, precision: str) -> float:
     """The images/s ``beamcap quantize`` measured the engine at; engines built before speeds
     were recorded (int8 alone) rank by :data:`CPU_UNITS`' order."""
-    speed = manifest["engines"][precision].get("speed", {}).get("images_per_second")
-    return speed if speed is not None else -list(CPU_UNITS).index(precision)
+    speed = manifest.engines[precision].speed
+    return speed.images_per_second if speed else -list(CPU_UNITS).index(precision)
 
 
-def refuse_missing(precision: str, manifest: dict, uri: str) -> None:
+def refuse_missing(precision: str, manifest: Manifest, uri: str) -> None:
     """A launch's check: an OpenVINO engine asked for by name that the bundle cannot serve is
     refused (:class:`BundleError`), naming the command that makes one."""
-    problem = engine_problem(manifest, precision) if precision == "int8" else None
+    problem = manifest.engine_problem(precision) if precision == "int8" else None
     if problem:
         raise BundleError(
             f"--precision {precision}: {uri} {problem}; make one with `beamcap quantize "
@@ -103,11 +103,11 @@ def refuse_missing(precision: str, manifest: dict, uri: str) -> None:
         )
 
 
-def parts_read(choice: Choice, manifest: dict) -> list[str]:
+def parts_read(choice: Choice, manifest: Manifest) -> list[str]:
     """The bundle files the engine of ``choice`` reads: a launch checks those alone (a
     bundle's other engines may weigh hundreds of MB)."""
     if choice.runtime == OPENVINO:
-        return [*manifest["engines"][choice.precision]["files"], VOCAB]
+        return [*manifest.engines[choice.precision].files, VOCAB]
     return list(KERAS_PARTS)
 
 
@@ -115,9 +115,7 @@ def load_captioner(uri: str, choice: Choice | str = AUTO, *, batch_size: int | N
     """A bundle's :class:`~models.captioner.captioner.Captioner` on the engine of ``choice``
     (a :class:`Choice`, or a ``--precision`` made one here by :func:`choose`)."""
     if not isinstance(choice, Choice):
-        from models.captioner.manifest import read_manifest
-
-        choice = choose(choice, read_manifest(uri))
+        choice = choose(choice, Manifest.read(uri))
     return LOADERS[choice.runtime](uri, choice.precision, batch_size)
 
 

@@ -262,7 +262,7 @@ def build_encoder(source: Source, *, mapping=None):
         return ImageEncoder(spec, weights_file=weights)
 
 
-def import_im2txt(source: Source, vocab_uri: str, output: str, *, mapping=None) -> dict:
+def import_im2txt(source: Source, vocab_uri: str, output: str, *, mapping=None):
     """Writes ``output`` as a verified bundle from an im2txt model; returns its manifest."""
     from models.captioner.bundle import save_bundle
 

@@ -31,13 +31,7 @@ import numpy as np
 from models import storage
 from models.captioner.arrays import checked_images, pad_rows, padded_to
 from models.captioner.captioner import Captioner
-from models.captioner.manifest import (
-    VOCAB,
-    BundleError,
-    engine_problem,
-    read_checked,
-    read_manifest,
-)
+from models.captioner.manifest import VOCAB, BundleError, Manifest, read_checked
 from models.captioner.openvino_cache import compile_model
 from models.captioner.vocabulary import Vocabulary
 from models.faults import ModelFault
@@ -168,17 +162,17 @@ class OpenVinoStepper:
 def load_engine(uri: str, precision: str) -> Captioner:
     """The bundle's OpenVINO engine ``precision``, compiled for this CPU; raises
     ``BundleError`` (a refusal) when the bundle has none, naming the command that makes one."""
-    manifest = read_manifest(uri)
-    problem = engine_problem(manifest, precision)
+    manifest = Manifest.read(uri)
+    problem = manifest.engine_problem(precision)
     if problem:
         raise BundleError(
             f"{uri} {problem}: make one with `beamcap quantize --model {uri} "
             "--calibration IMAGES`, or caption with --precision fp32"
         )
-    names = [*manifest["engines"][precision]["files"], VOCAB]
+    names = [*manifest.engines[precision].files, VOCAB]
     files = {name: read_checked(uri, name, manifest) for name in names}
     vocabulary = Vocabulary.from_text(files[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))
-    named = manifest["engines"][precision]["parts"]  # part -> [xml, weights], by content
+    named = manifest.engines[precision].parts  # part -> [xml, weights], by content
     parts = {part: tuple(files[name] for name in pair) for part, pair in named.items()}
     keys = {part: pair[0].removesuffix(".xml") for part, pair in named.items()}
     return openvino_captioner(parts, vocabulary, manifest, precision, keys)
@@ -187,7 +181,7 @@ def load_engine(uri: str, precision: str) -> Captioner:
 def openvino_captioner(
     engine: dict[str, tuple[bytes, bytes]],
     vocabulary: Vocabulary,
-    manifest: dict,
+    manifest: Manifest,
     precision: str,
     names: dict[str, str] | None = None,
 ) -> Captioner:
@@ -205,7 +199,7 @@ def openvino_captioner(
     encoder_part, inference_precision = ENCODERS[precision]
     encoder = OpenVinoEncoder(
         _Compiled(core, models[encoder_part], inference_precision, names.get(encoder_part)),
-        manifest["encoder"]["image_size"],
+        manifest.encoder.image_size,
     )
     stepper = OpenVinoStepper(
         core,

@@ -111,7 +111,7 @@ def train(
         training={**headline(metrics), "data": data_dir, "init_from": config.init_from or None},
         encoder_extras=extras,
     )
-    metrics["model_id"] = manifest["model_id"]
+    metrics["model_id"] = manifest.model_id
     _write_report(output, history, metrics)
     (work / "history.csv").unlink()  # now in metrics.json; a rerun starts afresh
     if not any(work.iterdir()):
@@ -152,7 +152,8 @@ def _start(
                 "decoder settings %s ignored: the decoder comes from %s", ignored, config.init_from
             )
         known = {f.name for f in dataclasses.fields(EncoderSpec)} | {"fingerprint"}
-        extras = {k: v for k, v in bundle.manifest["encoder"].items() if k not in known}
+        encoder_section = bundle.manifest.encoder.to_json()
+        extras = {k: v for k, v in encoder_section.items() if k not in known}
         return Start(bundle.encoder, bundle.decoder, extras, bundle.model_id)
     encoder = ImageEncoder(
         EncoderSpec(

@@ -54,8 +54,8 @@ def sha256(data):
 def test_round_trip_gives_identical_captions(saved, parts, images):
     bundle = load_bundle(saved)
     assert bundle.vocabulary == parts["vocabulary"]
-    assert bundle.manifest["training"] == {"epochs": 1}
-    assert bundle.manifest["encoder"]["weights"] == "random:7"
+    assert bundle.manifest.training == {"epochs": 1}
+    assert bundle.manifest.encoder.weights == "random:7"
     assert bundle.model_id.startswith("showtell-")
     assert bundle.caption(images, **SEARCH) == expected_captions(parts, images)
 
@@ -73,7 +73,7 @@ def test_round_trip_through_gcs(gcs, new_bucket, parts, images):
     uri = f"gs://{bucket}/models/v1"
     manifest = save_bundle(uri, **parts)
     assert {blob.name for blob in gcs.client().list_blobs(bucket, prefix="models/")} == {
-        f"models/v1/{name}" for name in [*manifest["files"], "manifest.json"]
+        f"models/v1/{name}" for name in [*manifest.files, "manifest.json"]
     }
     assert load_bundle(uri).caption(images, **SEARCH) == expected_captions(parts, images)
 

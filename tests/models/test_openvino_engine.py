@@ -2,6 +2,7 @@
 without TensorFlow; their decoder is the Keras decoder's arithmetic, their encoder close to
 fp32's; and the rule that picks an engine (``models.captioner.engines``)."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,7 +17,15 @@ from models.captioner.beam_search import beam_search
 from models.captioner.bundle import BundleError, load_bundle
 from models.captioner.engine_build import feature_cosines, file_names, store_engine
 from models.captioner.engines import choose, load_captioner
-from models.captioner.manifest import engine_problem
+from models.captioner.manifest import (
+    DecoderSection,
+    EncoderSection,
+    EngineSection,
+    Fidelity,
+    Manifest,
+    Speed,
+    VocabularySection,
+)
 from models.captioner.openvino_engine import OpenVinoStepper, load_engine, parts_of
 from models.datasets.synthetic import SynthConfig, make_example
 from tests.conftest import ROOT, SEARCH, TINY_SIZE
@@ -121,19 +130,28 @@ def test_the_manifest_records_the_engine_and_its_fidelity(int8_bundle, keras_bun
     assert engine.model_id == keras_bundle.model_id
 
 
-WEIGHTS = {"encoder": {"fingerprint": "e"}, "decoder": {"fingerprint": "d"}}
+WEIGHTS = Manifest(
+    model_id="showtell-0",
+    created_at="",
+    encoder=EncoderSection("random:0", 75, "InceptionV3", fingerprint="e"),
+    decoder=DecoderSection("show_and_tell", {}, fingerprint="d"),
+    vocabulary=VocabularySection(4, {}),
+    files={},
+)
 
 
-def engines(**engines) -> dict:
+def engines(**engines) -> Manifest:
     """A manifest whose OpenVINO engines ``name=(passed, images/s or None)`` were built from
     its weights."""
-    built = {"built_from": {"encoder": "e", "decoder": "d"}}
-    sections = {
-        name: {**built, "fidelity": {"passed": passed}}
-        | ({"speed": {"images_per_second": speed}} if speed else {})
-        for name, (passed, speed) in engines.items()
-    }
-    return {**WEIGHTS, "engines": sections}
+
+    def engine(passed: bool, speed: float | None) -> EngineSection:
+        fidelity = Fidelity(8, 1.0, 1.0, 1.0 if passed else 0.5, passed, {})
+        measured = Speed(speed, 10.0, 8, 32, "a CPU", []) if speed else None
+        built = WEIGHTS.built_from
+        return EngineSection("openvino", {}, "", "", built, "", fidelity, {}, [], measured)
+
+    sections = {name: engine(*figures) for name, figures in engines.items()}
+    return dataclasses.replace(WEIGHTS, engines=sections)
 
 
 def on_cpu(monkeypatch, *flags) -> None:
@@ -228,9 +246,11 @@ def test_quantizing_again_replaces_the_engine_files_after_the_manifest(int8_bund
     old = {part: tuple((bundle / name).read_bytes() for name in names)
            for part, names in section["parts"].items()}  # fmt: skip
     new = {part: (xml, weights + b"\0") for part, (xml, weights) in old.items()}
-    kept = {key: value for key, value in section.items() if key not in ("parts", "files")}
+    stored = Manifest.read(str(bundle)).engines[INT8]
+    kept = {f.name: getattr(stored, f.name) for f in dataclasses.fields(stored)}
+    kept = {key: value for key, value in kept.items() if key not in ("parts", "files")}
     manifest = store_engine(str(bundle), INT8, new, kept)
-    listed = manifest["engines"][INT8]["files"]
+    listed = manifest.engines[INT8].files
     assert set(listed).isdisjoint(section["files"]) and len(listed) == 2 * len(parts_of(INT8))
     assert all((bundle / name).is_file() for name in listed)
     shared = {name for other, engine in before.items() if other != INT8 for name in engine["files"]}
@@ -238,19 +258,21 @@ def test_quantizing_again_replaces_the_engine_files_after_the_manifest(int8_bund
     assert still_there == set(section["files"]) & shared
     assert len(still_there) == (4 if len(before) == 2 else 0)  # bf16 shares the decoder's 4
     keras_parts = {"encoder.weights.h5", "decoder.weights.h5", "vocab.txt"}
-    assert set(manifest["files"]) == {*listed, *shared, *keras_parts}
+    assert set(manifest.files) == {*listed, *shared, *keras_parts}
+    assert Manifest.read(str(bundle)) == manifest  # what it wrote
 
 
 def test_an_engine_built_from_other_weights_is_not_used(int8_bundle, tmp_path, monkeypatch):
     bundle = tmp_path / "bundle"
     shutil.copytree(int8_bundle, bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    for engine in manifest["engines"].values():
+    data = json.loads((bundle / "manifest.json").read_text())
+    for engine in data["engines"].values():
         engine["fidelity"]["passed"] = True
-    assert choose("auto", manifest, gpu=False).runtime == "openvino"
-    manifest["encoder"]["fingerprint"] = "0" * 64  # as if retrained after quantize
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-    problem = engine_problem(manifest, INT8)
+    assert choose("auto", Manifest.from_json(data), gpu=False).runtime == "openvino"
+    data["encoder"]["fingerprint"] = "0" * 64  # as if retrained after quantize
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    manifest = Manifest.read(str(bundle))
+    problem = manifest.engine_problem(INT8)
     assert problem == "has an int8 engine built from other weights than its own"
     assert choose("auto", manifest, gpu=False).precision == "fp32"
     with pytest.raises(BundleError, match="built from other weights than its own: make one"):
@@ -270,7 +292,7 @@ def test_the_bf16_engine_is_made_where_the_cpu_can_check_it(int8_bundle, keras_b
     shared = set(section["files"]) & set(manifest["engines"][INT8]["files"])
     assert len(shared) == 4  # the decoder's two parts, xml and weights: written once
     images = scenes(5, seed=9)
-    bf16 = load_captioner(int8_bundle, choose("bf16", manifest, gpu=False))
+    bf16 = load_captioner(int8_bundle, choose("bf16", Manifest.read(int8_bundle), gpu=False))
     assert bf16.precision == "bf16" and type(bf16.stepper) is OpenVinoStepper
     features = bf16.encoder.encode(images)
     assert feature_cosines(features, keras_bundle.encoder.encode(images)).min() > 0.99

@@ -94,10 +94,10 @@ def test_phase2_trains_both_resumes_after_an_interruption_and_says_so_in_the_bun
     assert metrics["images_seen"] == 16 and not metrics["stopped_by_time_budget"]
 
     before, after = load_bundle(phase1), load_bundle(str(output))
-    encoder = after.manifest["encoder"]
-    assert encoder["phase"] == 2 and before.manifest["encoder"]["phase"] == 1
-    assert encoder["weights"] == "random:3" and encoder["image_size"] == TINY_SIZE
-    assert encoder["fine_tuning"] == {
+    encoder = after.manifest.encoder
+    assert encoder.phase == 2 and before.manifest.encoder.phase == 1
+    assert encoder.weights == "random:3" and encoder.image_size == TINY_SIZE
+    assert encoder.fine_tuning == {
         "from_model": before.model_id,
         "from_fingerprint": dataset["encoder"]["fingerprint"],
         "images_seen": 16,
@@ -105,9 +105,9 @@ def test_phase2_trains_both_resumes_after_an_interruption_and_says_so_in_the_bun
         "batchnorm": "train",
         "precision": "bf16",
     }
-    assert encoder["fingerprint"] != before.manifest["encoder"]["fingerprint"]
-    assert after.manifest["decoder"]["fingerprint"] != before.manifest["decoder"]["fingerprint"]
-    assert after.manifest["training"]["phase"] == 2
+    assert encoder.fingerprint != before.manifest.encoder.fingerprint
+    assert after.manifest.decoder.fingerprint != before.manifest.decoder.fingerprint
+    assert after.manifest.training["phase"] == 2
     assert any(not np.allclose(a, b) for a, b in zip(kernels(before), kernels(after), strict=True))
     assert any(  # BatchNorm trained: its moving statistics followed the batches
         not np.allclose(a, b)
@@ -132,7 +132,7 @@ def test_frozen_batchnorm_keeps_its_statistics_and_the_time_budget_stops(
     for a, b in zip(moving_means(before), moving_means(after), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.allclose(a, b) for a, b in zip(kernels(before), kernels(after), strict=True))
-    assert after.manifest["encoder"]["fine_tuning"]["batchnorm"] == "frozen"
+    assert after.manifest.encoder.fine_tuning["batchnorm"] == "frozen"
 
 
 def test_phase2_needs_features_written_with_images(tiny_features, phase1, tmp_path):

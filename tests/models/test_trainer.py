@@ -34,8 +34,8 @@ def test_overfits_a_tiny_dataset_and_writes_a_working_bundle(tiny_features, tmp_
     assert saved["model_id"] == metrics["model_id"]
 
     bundle = load_bundle(str(tmp_path / "model"))
-    assert bundle.manifest["encoder"]["fingerprint"] == dataset["encoder"]["fingerprint"]
-    assert bundle.manifest["training"]["epochs_run"] == 60
+    assert bundle.manifest.encoder.fingerprint == dataset["encoder"]["fingerprint"]
+    assert bundle.manifest.training["epochs_run"] == 60
     images = np.random.default_rng(0).integers(0, 256, (2, TINY_SIZE, TINY_SIZE, 3), np.uint8)
     captions = bundle.caption(images, beam_size=2, max_length=30)
     assert all(image and image[0].tokens for image in captions)

@@ -19,10 +19,10 @@ def test_inspect_verifies_a_bundle(tmp_path, parts, capsys):
     manifest = save_bundle(str(tmp_path / "b"), **parts, training={"val_bleu4": 0.5})
     assert cli.main(["inspect", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert manifest["model_id"] in out and "verified" in out and "val_bleu4: 0.5" in out
+    assert manifest.model_id in out and "verified" in out and "val_bleu4: 0.5" in out
     assert (
         "decoder     show_and_tell: embedding_dim 16, lstm_units 16, dropout 0.3, feature_dim "
-        f"2048, fingerprint {manifest['decoder']['fingerprint'][:12]}\n" in out
+        f"2048, fingerprint {manifest.decoder.fingerprint[:12]}\n" in out
     )
     (tmp_path / "b" / "vocab.txt").write_text("<pad> 0\n")
     assert cli.main(["inspect", str(tmp_path / "b")]) == 2

@@ -1,6 +1,7 @@
 import json
 
 from models.captioner.engines import choose
+from models.captioner.manifest import Manifest
 from pipeline import demo
 
 TINY_PRESET = """
@@ -36,7 +37,9 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     assert summary["counts"]["captioned"] == tests - 3
     assert (run_dir / "report.html").exists() and (run_dir / "metrics.json").exists()
     manifest = json.loads((work / "model" / "manifest.json").read_text())
-    chosen = choose("auto", manifest, gpu=False)  # the rule, on the engines' recorded checks
+    chosen = choose(
+        "auto", Manifest.from_json(manifest), gpu=False
+    )  # the rule, on the engines' recorded checks
     assert summary["precision"] == chosen.precision  # --precision auto, applied by the worker
     page = (run_dir / "report.html").read_text()
     assert "encoder-warning" not in page and "pretrained on" in page

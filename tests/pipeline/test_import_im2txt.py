@@ -156,7 +156,7 @@ def test_features_with_the_im2txt_architecture_see_what_the_imported_model_sees(
 
     written = records(output)["train"]
     assert sorted(written) == ["photo0.jpg", "photo1.jpg"]
-    fingerprint = read_manifest(bundle)["encoder"]["fingerprint"]
+    fingerprint = read_manifest(bundle).encoder.fingerprint
     for name, record in written.items():
         expected = decode_image((images / name).read_bytes(), 299, preprocessing=PREPROCESSING)
         np.testing.assert_array_equal(decode_png(record.image_data), expected[0])
@@ -186,27 +186,28 @@ def test_the_manifest_records_the_source_and_inspect_shows_it(capsys, im2txt_mod
     from models.captioner.manifest import verify_bundle
 
     manifest = verify_bundle(im2txt_bundles["checkpoint"])
-    assert manifest["format_version"] == 4
-    assert manifest["encoder"]["architecture"] == "im2txt-InceptionV3"
-    assert manifest["encoder"]["preprocessing"] == PREPROCESSING
-    assert manifest["encoder"]["weights"] == "im2txt:model.ckpt-1234"
-    assert (manifest["decoder"]["embedding_dim"], manifest["decoder"]["lstm_units"]) == (16, 16)
-    source = manifest["source"]
+    assert manifest.format_version == 4
+    assert manifest.encoder.architecture == "im2txt-InceptionV3"
+    assert manifest.encoder.preprocessing == PREPROCESSING
+    assert manifest.encoder.weights == "im2txt:model.ckpt-1234"
+    decoder = manifest.decoder.config
+    assert (decoder["embedding_dim"], decoder["lstm_units"]) == (16, 16)
+    source = manifest.source
     folder = Path(im2txt_model.checkpoint).parent
-    assert source["files"] == {
+    assert source.files == {
         path.name: hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(folder.glob("model.ckpt-1234.*"))
     }
-    assert (source["kind"], source["global_step"]) == ("checkpoint", 1234)
-    assert source["vocabulary"] == {
+    assert (source.kind, source.global_step) == ("checkpoint", 1234)
+    assert source.vocabulary == {
         "file": "word_counts.txt",
         "sha256": hashlib.sha256(Path(im2txt_model.vocab).read_bytes()).hexdigest(),
         "words": len(im2txt_model.words),
         "unk_appended": True,
         "unused_ids": im2txt_model.vocab_size - len(im2txt_model.words),
     }
-    graph = verify_bundle(im2txt_bundles["graph"])["source"]
-    assert (graph["kind"], graph["global_step"], list(graph["files"])) == (
+    graph = verify_bundle(im2txt_bundles["graph"]).source
+    assert (graph.kind, graph.global_step, list(graph.files)) == (
         "graph",
         None,
         ["show-and-tell.pb"],
