@@ -10,8 +10,8 @@ per private name it relies on, which fails when Beam changes it:
 
 Importing it checks that the installed Beam is one these were written for (:data:`WRITTEN_FOR`,
 the pin in constraints.txt); with another the import fails in one line. The version is read from
-the installed distribution, which is ``apache_beam.__version__`` without importing Beam (a second
-of start-up that ``configure_logging`` of commands without Beam would pay).
+the installed distribution: ``apache_beam.__version__`` without importing Beam, which
+``logs.py`` (set up by every command's flag parser) does not need.
 """
 
 from __future__ import annotations

@@ -20,12 +20,17 @@ def job_id(result) -> str | None:
     return getattr(result, "_job_id", None)
 
 
-def _pool_stub(address: str):
+@contextlib.contextmanager
+def _pool(address: str):
+    """A client of the SDK worker pool at ``address``."""
     import grpc
     from apache_beam.portability.api import beam_fn_api_pb2_grpc
 
     channel = grpc.insecure_channel(address)
-    return channel, beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
+    try:
+        yield beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
+    finally:
+        channel.close()
 
 
 def _rpc_fault(address: str, error, waited: float) -> str:
@@ -67,37 +72,34 @@ def probe_pool(address: str, timeout: float) -> str | None:
     import grpc
     from apache_beam.portability.api import beam_fn_api_pb2, endpoints_pb2
 
-    worker_id = f"beamcap-probe-{secrets.token_hex(4)}"
-    started, asked = time.time(), False
-    with _control_server(worker_id) as (control, connected):
-        channel, pool = _pool_stub(address)
+    worker_id, started = f"beamcap-probe-{secrets.token_hex(4)}", time.time()
+    with _control_server(worker_id) as (control, connected), _pool(address) as pool:
+        endpoint = endpoints_pb2.ApiServiceDescriptor(url=control)
+        request = beam_fn_api_pb2.StartWorkerRequest(worker_id=worker_id, control_endpoint=endpoint)
         try:
-            endpoint = endpoints_pb2.ApiServiceDescriptor(url=control)
-            request = beam_fn_api_pb2.StartWorkerRequest(
-                worker_id=worker_id, control_endpoint=endpoint
-            )
-            try:
-                answer = pool.StartWorker(request, timeout=timeout)
-            except grpc.RpcError as error:
-                return _rpc_fault(address, error, timeout)
-            asked = True
-            if answer.error:
-                last = answer.error.strip().splitlines()[-1]
-                return f"the SDK worker pool at {address} cannot start a worker: {last}"
-            if not connected.wait(max(timeout - (time.time() - started), 1)):
-                return (
-                    f"the SDK worker pool at {address} did not start a worker within "
-                    f"{timeout:.0f} s (can its `python` import apache_beam? see the pool's log)"
-                )
-            took = time.time() - started
-            logging.info("SDK worker pool at %s: a worker started in %.1f s", address, took)
-            return None
+            answer = pool.StartWorker(request, timeout=timeout)
+        except grpc.RpcError as error:
+            return _rpc_fault(address, error, timeout)
+        try:
+            return _worker_fault(address, answer.error, connected, timeout, started)
         finally:
             with contextlib.suppress(grpc.RpcError):
-                if asked:
-                    stop = beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id)
-                    pool.StopWorker(stop, timeout=5)
-            channel.close()
+                pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id), timeout=5)
+
+
+def _worker_fault(address: str, error: str, connected, timeout: float, started: float):
+    """Why the worker the pool was asked for did not connect in time, or None."""
+    if error:
+        last = error.strip().splitlines()[-1]
+        return f"the SDK worker pool at {address} cannot start a worker: {last}"
+    if not connected.wait(max(timeout - (time.time() - started), 1)):
+        return (
+            f"the SDK worker pool at {address} did not start a worker within {timeout:.0f} s "
+            "(can its `python` import apache_beam? see the pool's log)"
+        )
+    took = time.time() - started
+    logging.info("SDK worker pool at %s: a worker started in %.1f s", address, took)
+    return None
 
 
 def pool_answers(address: str) -> bool:
@@ -105,11 +107,9 @@ def pool_answers(address: str) -> bool:
     import grpc
     from apache_beam.portability.api import beam_fn_api_pb2
 
-    channel, pool = _pool_stub(address)
-    try:
-        pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id="beamcap-ping"), timeout=5)
-        return True
-    except grpc.RpcError:
-        return False
-    finally:
-        channel.close()
+    with _pool(address) as pool:
+        try:
+            pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id="beamcap-ping"), timeout=5)
+            return True
+        except grpc.RpcError:
+            return False
