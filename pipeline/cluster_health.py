@@ -26,12 +26,10 @@ import http.client
 import json
 import logging
 import re
-import secrets
 import threading
 import time
 import urllib.parse
 import urllib.request
-from concurrent import futures
 
 from apache_beam.options.pipeline_options import (
     FlinkRunnerOptions,
@@ -41,6 +39,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from models.configs import SettingsError
+from transforms.beam_internals import portable
 from transforms.inference import RunFault
 
 DEFAULT_TIMEOUT = 120  # seconds
@@ -172,88 +171,12 @@ def check_slots(cluster: Cluster | None) -> None:
         )
 
 
-def _pool_stub(address: str):
-    import grpc
-    from apache_beam.portability.api import beam_fn_api_pb2_grpc
-
-    channel = grpc.insecure_channel(address)
-    return channel, beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
-
-
-def _rpc_fault(address: str, error, waited: float) -> str:
-    import grpc
-
-    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"the SDK worker pool at {address} did not answer within {waited:.0f} s"
-    return f"the SDK worker pool at {address} is not reachable ({error.code().name.lower()})"
-
-
 def probe_pool(address: str, timeout: float) -> None:
     """Asks the pool at ``address`` for a worker that connects back to a control server here,
     then stops it; raises :class:`ClusterUnavailable` naming the pool when that fails."""
-    import grpc
-    from apache_beam.portability.api import (
-        beam_fn_api_pb2,
-        beam_fn_api_pb2_grpc,
-        endpoints_pb2,
-    )
-
-    worker_id = f"beamcap-probe-{secrets.token_hex(4)}"
-    connected = threading.Event()
-
-    class Control(beam_fn_api_pb2_grpc.BeamFnControlServicer):
-        def Control(self, requests, context):  # noqa: N802 - gRPC's name
-            if dict(context.invocation_metadata()).get("worker_id") == worker_id:
-                connected.set()
-            return iter(())  # no work: the probe worker's stream ends
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    beam_fn_api_pb2_grpc.add_BeamFnControlServicer_to_server(Control(), server)
-    port = server.add_insecure_port("localhost:0")
-    server.start()
-    channel, pool = _pool_stub(address)
-    started, asked = time.time(), False
-    try:
-        control = endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{port}")
-        request = beam_fn_api_pb2.StartWorkerRequest(worker_id=worker_id, control_endpoint=control)
-        try:
-            answer = pool.StartWorker(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise ClusterUnavailable(_rpc_fault(address, error, timeout)) from None
-        asked = True
-        if answer.error:
-            last = answer.error.strip().splitlines()[-1]
-            fault = f"the SDK worker pool at {address} cannot start a worker: {last}"
-            raise ClusterUnavailable(fault)
-        if not connected.wait(max(timeout - (time.time() - started), 1)):
-            raise ClusterUnavailable(
-                f"the SDK worker pool at {address} did not start a worker within {timeout:.0f} s "
-                "(can its `python` import apache_beam? see the pool's log)"
-            )
-        took = time.time() - started
-        logging.info("SDK worker pool at %s: a worker started in %.1f s", address, took)
-    finally:
-        with contextlib.suppress(grpc.RpcError):
-            if asked:
-                stop = beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id)
-                pool.StopWorker(stop, timeout=5)
-        channel.close()
-        server.stop(0)
-
-
-def _pool_answers(address: str) -> bool:
-    """A cheap liveness ask: stopping a worker the pool never had is a no-op that it answers."""
-    import grpc
-    from apache_beam.portability.api import beam_fn_api_pb2
-
-    channel, pool = _pool_stub(address)
-    try:
-        pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id="beamcap-ping"), timeout=5)
-        return True
-    except grpc.RpcError:
-        return False
-    finally:
-        channel.close()
+    fault = portable.probe_pool(address, timeout)
+    if fault:
+        raise ClusterUnavailable(fault)
 
 
 def before_run(cluster: Cluster | None) -> None:
@@ -281,7 +204,7 @@ class Watch:
 
     def _missing(self) -> str | None:
         cluster = self.cluster
-        if cluster.pool and not _pool_answers(cluster.pool):
+        if cluster.pool and not portable.pool_answers(cluster.pool):
             return f"the SDK worker pool at {cluster.pool} has not answered"
         if cluster.flink_rest:
             try:
@@ -314,7 +237,7 @@ class Watch:
     def cancel(self) -> None:
         """Cancels the job: on Flink through its REST API first, since Beam's job server
         cancels only its own wait for the job, which would run on once the cluster is back."""
-        rest, job_id = self.cluster.flink_rest, getattr(self.result, "_job_id", None)
+        rest, job_id = self.cluster.flink_rest, portable.job_id(self.result)
         if rest and job_id:
             name = job_id.rsplit("_", 1)[0]  # Beam's invocation id: JOBNAME_UUID
             with contextlib.suppress(*_UNREADABLE):

@@ -190,16 +190,11 @@ def as_flags(settings: dict, *, hyphens: bool = True) -> list[str]:
 def unknown_beam_args(args: list[str]) -> list[str]:
     """The arguments in ``args`` that no Beam ``PipelineOptions`` class takes: unknown flags
     and stray values, which Beam itself would only log as "Discarding unparseable args"."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     import pipeline.cluster_health  # noqa: F401 - declares --cluster_timeout
     import transforms.gcs  # noqa: F401 - declares --storage_timeout, --storage_deadline
+    from transforms.beam_internals import options
 
-    parsers = []
-    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
-    parsers[0].error = _refuse  # e.g. "--no_auth=true": one line, not Beam's whole usage
-    _, unknown = parsers[0].parse_known_args(args)
-    return unknown
+    return options.unknown_args(args, _refuse)  # "--no_auth=true": one line, not Beam's usage
 
 
 def _refuse(message: str):
@@ -299,21 +294,10 @@ def configure_logging(level: str = "info") -> None:
     )
     if level == "debug":
         return
-    quiet = {
-        "absl": logging.WARNING,
-        "apache_beam.runners.portability": logging.WARNING,
-        "apache_beam.runners.worker": logging.WARNING,
-        "apache_beam.typehints": logging.WARNING,  # "Converting string literal type hint"
-        "apache_beam.io.iobase": logging.WARNING,  # "WriteImpl min_shards undef"
-        "apache_beam.runners.common": logging.CRITICAL,  # a failing step's traceback
-        "apache_beam.runners.worker.sdk_worker": logging.CRITICAL,  # the same, on portable runners
-        "PrismRunner": logging.CRITICAL,  # Prism's log of a failed bundle: the same traceback
-    }
-    for name, floor in quiet.items():
-        logging.getLogger(name).setLevel(max(floor, logging.getLogger().level))
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_spurious_beam_warning)
-        handler.addFilter(_portable_job_traceback)
+    from transforms.beam_internals import logs
+
+    logging.getLogger("absl").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logs.quieten(logging.getLogger())
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -328,22 +312,3 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value):
         pass
-
-
-def _spurious_beam_warning(record: logging.LogRecord) -> bool:
-    """RunInference warns on every model load that it cannot read the RSS when an optional
-    import of its (torch-only) model manager fails, although ``resource`` is there; Beam warns
-    as it stops its own Prism or job server at exit ("Really destroying service")."""
-    return not record.getMessage().startswith(
-        ("Resource module is not available", "Really destroying service")
-    )
-
-
-def _portable_job_traceback(record: logging.LogRecord) -> bool:
-    """Portable runners (Prism, Flink, Spark) send a failed step's traceback as a job message,
-    which Beam logs at ERROR on the root logger; the run's one-line reason already says it."""
-    return not (
-        record.levelno >= logging.ERROR
-        and record.module == "portable_runner"
-        and record.funcName == "read_messages"
-    )

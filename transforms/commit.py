@@ -8,32 +8,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import apache_beam as beam
-from apache_beam.io import parquetio
 
 from models import storage
 from transforms import gcs
-
-
-class _RerunSafeParquetSink(parquetio._ParquetSink):
-    """Beam's Parquet sink without ``pre_finalize``'s clean-up. That step deletes the shards
-    already at the destination, which only an earlier attempt of the same run can have put
-    there, since each run writes into a directory of its own. When a cluster re-runs the
-    finalize of a sink that has already finalized (Flink restarts the failed region, e.g.
-    after the commit's worker is killed), it would delete the renamed shards, whose temporary
-    files are gone, and fail with "src and dst files do not exist". Without it, finalize
-    finds them in place and skips them."""
-
-    def pre_finalize(self, init_result, writer_results):
-        return None
+from transforms.beam_internals import parquet_sink
 
 
 class WriteRunParquet(beam.io.WriteToParquet):
     """``beam.io.WriteToParquet`` of a run's shards, ``PREFIX-SSSSS-of-NNNNN.parquet``; safe
-    to finalize twice (:class:`_RerunSafeParquetSink`)."""
+    to finalize twice (:func:`transforms.beam_internals.parquet_sink.rerun_safe`)."""
 
     def __init__(self, file_path_prefix: str, schema, **kwargs):
         super().__init__(file_path_prefix, schema, file_name_suffix=".parquet", **kwargs)
-        self._sink.__class__ = _RerunSafeParquetSink  # the same sink, one step changed
+        parquet_sink.rerun_safe(self)
 
 
 class CommitRun(beam.PTransform):

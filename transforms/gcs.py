@@ -1,9 +1,8 @@
 """Cloud Storage as beamcap's jobs use it: one retry policy for Beam's ``gs://`` I/O and for
 ``models.storage``, and ``--no_auth`` honoured.
 
-Beam's ``GcsIO`` builds its client and its retry for every call, through
-``gcsio.create_storage_client`` and ``gcsio_retry.get_retry``. This module wraps both, so that
-Beam's I/O
+Beam's ``GcsIO`` builds its client and its retry for every call, through two functions of its
+own that this module wraps (``transforms.beam_internals.gcs_client``), so that Beam's I/O
 
 - connects anonymously with ``--no_auth`` or ``$STORAGE_EMULATOR_HOST`` (Beam looks up
   credentials regardless, with a backoff of about 20 s when there are none), and
@@ -24,7 +23,6 @@ from __future__ import annotations
 import os
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.gcp import gcsio, gcsio_retry
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
@@ -33,6 +31,7 @@ from apache_beam.options.pipeline_options import (
 
 from models import storage
 from models.configs import SettingsError
+from transforms.beam_internals import gcs_client
 
 PLUGIN = __name__  # what --beam_plugins names, so that workers import this module too
 _DEFAULTS = storage.Retries()
@@ -99,9 +98,6 @@ def prepare(beam_args: list[str]) -> list[str]:
     return args
 
 
-_beams_client = gcsio.create_storage_client
-
-
 def _is_beamcap_job(options: PipelineOptions) -> bool:
     return PLUGIN in (options.view_as(SetupOptions).beam_plugins or [])
 
@@ -110,18 +106,16 @@ def _storage_client(pipeline_options, use_credentials=True):
     fresh = pipeline_options is not _configured_from[0]  # a worker's first gs:// call of a job
     if fresh and _is_beamcap_job(pipeline_options):
         configure(pipeline_options)
-    return _beams_client(pipeline_options, use_credentials and not anonymous(pipeline_options))
-
-
-_beams_retry = gcsio_retry.get_retry
+    return gcs_client.beams_client(
+        pipeline_options, use_credentials and not anonymous(pipeline_options)
+    )
 
 
 def _retry(pipeline_options):
     """Beam's retry, for models.storage's deadline (set from these options by
     ``_storage_client``, which GcsIO calls first; :func:`models.storage.one_try` shortens
     it)."""
-    return _beams_retry(pipeline_options).with_timeout(storage.retries().deadline)
+    return gcs_client.beams_retry(pipeline_options).with_timeout(storage.retries().deadline)
 
 
-gcsio.create_storage_client = _storage_client
-gcsio_retry.get_retry = _retry
+gcs_client.route(_storage_client, _retry)
