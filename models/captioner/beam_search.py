@@ -1,7 +1,7 @@
 """Batched beam search over the decoder step protocol (docs/architecture.md), in plain numpy.
 
 The semantics are im2txt's ``caption_generator.beam_search`` with its top-k bug fixed, run for
-every image and every beam in one ``stepper.step`` call per time step:
+every image and every beam in one ``stepper.step_top_k`` call per time step:
 
 * each live hypothesis expands to its ``beam_size`` most probable next words;
 * a word equal to ``end_id`` completes the hypothesis, scored
@@ -18,7 +18,7 @@ probability (``-inf``) are never expanded.
 An image stops early, with an identical result, once its completed set is full and no live
 hypothesis can still beat the worst completed one: log-probabilities only fall as words are
 added, so ``log_prob / max(length ** length_penalty)`` over the lengths still reachable bounds
-every later score. This needs ``step`` to return log-probabilities (all <= 0).
+every later score. This needs the stepper to return log-probabilities (all <= 0).
 """
 
 from __future__ import annotations
@@ -32,22 +32,31 @@ BEAM_SIZE, MAX_LENGTH = 3, 20  # im2txt's search: every job's default
 
 
 class Stepper(Protocol):
-    """What beam search needs of a decoder (shapes in docs/architecture.md)."""
+    """What beam search needs of a decoder (shapes in docs/architecture.md): the state of
+    each image's features, then, per step, the ``k`` most probable next words of each row,
+    ``k' = min(k, V)`` of them, best first, ties to the lower id (:func:`ties_to_lower_id`),
+    with their log-probabilities and the next state. The full [N, V] log-probabilities need
+    never leave a compiled model."""
 
     start_id: int
     end_id: int
 
     def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]: ...  # [B, ...]
 
-    def step(
-        self, tokens: np.ndarray, state: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]: ...
+    def step_top_k(
+        self, tokens: np.ndarray, state: tuple[np.ndarray, ...], k: int
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]: ...  # [N, k'], [N, k'], state
 
 
-# A stepper may also offer ``step_top_k(tokens, state, k) -> (log_probs[N, k'], words[N, k'],
-# state)``, k' = min(k, V): the k most probable words per row, best first, ties to the lower id.
-# Beam search then uses it instead of ``step``, so the full [N, V] log-probabilities never leave
-# the compiled model. Results are the same either way.
+class TopKOfStep:
+    """``step_top_k`` for a stepper whose ``step(tokens, state) -> (log_probs[N, V], state)``
+    gives every word's log-probability."""
+
+    def step_top_k(self, tokens, state, k: int):
+        log_probs, state = self.step(tokens, state)
+        log_probs = np.asarray(log_probs)
+        words = top_k(log_probs, k)
+        return np.take_along_axis(log_probs, words, 1), words, state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,20 +79,20 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     tied = (values >= kth[:, None]).sum(axis=1) > k  # a tie straddles the cut: sort fully
     if tied.any():
         chosen[tied] = np.argsort(-values[tied], axis=1, kind="stable")[:, :k]
-    order = np.lexsort((chosen, -np.take_along_axis(values, chosen, 1)), axis=-1)
-    return np.take_along_axis(chosen, order, 1)
+    return ties_to_lower_id(np.take_along_axis(values, chosen, 1), chosen)[1]
+
+
+def ties_to_lower_id(values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's (values, ids) ordered best first, equal values by the lower id: beam
+    search's one tie rule, which every stepper's top-k keeps."""
+    order = np.lexsort((ids, -values), axis=-1)
+    return np.take_along_axis(values, order, 1), np.take_along_axis(ids, order, 1)
 
 
 def expand(stepper: Stepper, tokens: np.ndarray, state, k: int):
     """One decoder step: the ``k`` best next words per row, their log-probs, the new state."""
-    if hasattr(stepper, "step_top_k"):
-        log_probs, words, state = stepper.step_top_k(tokens, state, k)
-        log_probs, words = np.asarray(log_probs), np.asarray(words)
-    else:
-        all_log_probs, state = stepper.step(tokens, state)
-        all_log_probs = np.asarray(all_log_probs)
-        words = top_k(all_log_probs, k)
-        log_probs = np.take_along_axis(all_log_probs, words, 1)
+    log_probs, words, state = stepper.step_top_k(tokens, state, k)
+    log_probs, words = np.asarray(log_probs), np.asarray(words)
     if np.isnan(log_probs).any():
         raise FloatingPointError("the decoder returned NaN log-probabilities")
     return log_probs, words, state

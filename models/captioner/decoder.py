@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from models.captioner.arrays import pad_rows, padded_to
+from models.captioner.beam_search import ties_to_lower_id
 from models.configs import DecoderConfig
 
 __all__ = ["Decoder", "DecoderConfig", "DecoderStepper", "ShowAndTell", "masked_cross_entropy"]
@@ -151,4 +152,4 @@ class DecoderStepper:
             self._top_k_models[k] = keras.Model(step.inputs, [values, ids, *step.outputs[1:]])
         tokens = np.asarray(tokens, dtype="int32")
         values, ids, *state = self._run(self._top_k_models[k], [tokens, *state])
-        return values, ids, tuple(state)
+        return (*ties_to_lower_id(values, ids), tuple(state))

@@ -30,6 +30,7 @@ import numpy as np
 
 from models import storage
 from models.captioner.arrays import checked_images, pad_rows, padded_to
+from models.captioner.beam_search import ties_to_lower_id
 from models.captioner.captioner import Captioner
 from models.captioner.manifest import VOCAB, BundleError, Manifest, read_checked
 from models.captioner.openvino_cache import compile_model
@@ -108,8 +109,8 @@ class OpenVinoEncoder:
 
 
 class OpenVinoStepper:
-    """Beam search's stepper (``models.captioner.beam_search``: ``initial_state`` and
-    ``step_top_k``) on the engine's two decoder steps; rows padded to a multiple of
+    """Beam search's :class:`~models.captioner.beam_search.Stepper` on the engine's two
+    decoder steps; rows padded to a multiple of
     :data:`ROW_MULTIPLE`.
 
     The top-k keeps beam search's rule, ties to the lower id, without paying for OpenVINO's
@@ -143,9 +144,8 @@ class OpenVinoStepper:
         values, ids, *state = self._run(self.fast, inputs, np.int64(wanted))
         if wanted > k and (values[:, k - 1] == values[:, k]).any():
             values, ids, *state = self._run(self._exact(), inputs, np.int64(k))
-        values, ids = values[:, :k], ids[:, :k]
-        order = np.lexsort((ids, -values), axis=-1)  # equal values: the lower id first
-        return np.take_along_axis(values, order, 1), np.take_along_axis(ids, order, 1), tuple(state)
+        values, ids = ties_to_lower_id(values[:, :k], ids[:, :k])
+        return values, ids, tuple(state)
 
     def _exact(self) -> _Compiled:
         """The step with OpenVINO's stable top-k, compiled the first time a tie needs it."""

@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from models.captioner.beam_search import Hypothesis, beam_search, top_k
+from models.captioner.beam_search import (
+    Hypothesis,
+    TopKOfStep,
+    beam_search,
+    ties_to_lower_id,
+    top_k,
+)
 from tests.models.toy_stepper import ToyStepper, exhaustive_search, reference_beam_search
 
 
@@ -73,7 +79,7 @@ def test_one_step_call_per_time_step_for_the_whole_batch():
     assert stepper.calls[0] == 16 and max(stepper.calls) <= 16 * 3
 
 
-class ChainStepper:
+class ChainStepper(TopKOfStep):
     """Always prefers word (previous + 1) strongly; <end> after word 5."""
 
     start_id, end_id, vocab = 0, 1, 8
@@ -181,3 +187,11 @@ def test_features_of_any_per_image_shape(shape):
 def test_features_without_an_image_axis_are_refused():
     with pytest.raises(ValueError, match=r"features must be \[images, \.\.\.\].*got shape \(2,\)"):
         beam_search(ToyStepper(9), np.array([4.0, 0.5]))
+
+
+def test_every_stepper_keeps_the_one_tie_rule():
+    """Equal log-probabilities come lower id first, from the numpy top-k and the rule alone."""
+    values = np.array([[0.0, -1.0, -1.0, 0.0, -1.0]])
+    assert top_k(values, 3).tolist() == [[0, 3, 1]]
+    ordered, ids = ties_to_lower_id(np.array([[-1.0, 0.0, -1.0]]), np.array([[9, 4, 2]]))
+    assert ordered.tolist() == [[0.0, -1.0, -1.0]] and ids.tolist() == [[4, 2, 9]]

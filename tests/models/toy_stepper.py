@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from models.captioner.beam_search import Hypothesis
+from models.captioner.beam_search import Hypothesis, TopKOfStep
 
 
-class ToyStepper:
+class ToyStepper(TopKOfStep):
     start_id, end_id = 0, 1
     _PRIME = 1_000_003
 
