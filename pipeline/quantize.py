@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from models import hardware, storage
+from models import storage
 from models.captioner.beam_search import BEAM_SIZE, MAX_LENGTH
 from models.captioner.manifest import KERAS_PARTS, EngineSection, Manifest, verify_bundle
 from models.configs import SettingsError, setting
@@ -135,9 +135,9 @@ def add_engines(
     from models.captioner.bundle import load_bundle
     from models.captioner.openvino_engine import openvino_captioner
 
-    bundle, precisions = load_bundle(model), engine_precisions()
-    print(f"making the {' and '.join(precisions)} engines ({len(sample)} images to calibrate "
-          "int8) ...", file=sys.stderr)  # fmt: skip
+    bundle, precisions = load_bundle(model), engine_build.buildable()
+    print(f"making the {' and '.join(precisions)} engines, calibrated on {len(sample)} images "
+          "...", file=sys.stderr)  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is results'
         built = engine_build.build_engines(bundle, sample, precisions)
     engines = {
@@ -149,23 +149,10 @@ def add_engines(
     calibrated = {"images": len(sample), "sources": calibration}
     sections = {}
     for precision, parts in built.items():
-        used = calibrated if precision == "int8" else None
-        section = engine_build.engine_section(manifest, precision, used, measured[precision])
+        section = engine_build.engine_section(manifest, precision, calibrated, measured[precision])
         stored = engine_build.store_engine(model, precision, parts, section)
         sections[precision] = stored.engines[precision]
     return sections
-
-
-def engine_precisions() -> list[str]:
-    """The engines to make here: int8 always, bf16 where this CPU has bf16 units to check it
-    on (elsewhere OpenVINO would run it in f32, and the check would measure that)."""
-    if hardware.bf16_units():
-        return ["int8", "bf16"]
-    logging.warning(
-        "no bf16 engine: this CPU has no bf16 units (AVX512_BF16 or AMX) to check one on; "
-        "quantize on one that has them to make it"
-    )
-    return ["int8"]
 
 
 def describe(precision: str, section: EngineSection) -> str:

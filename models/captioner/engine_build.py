@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,18 @@ def export(model, folder: Path, name: str):
     return ov.Core().read_model(path)
 
 
+def buildable() -> list[str]:
+    """The engines to make here: int8 always, bf16 where this CPU has bf16 units to check it
+    on (elsewhere OpenVINO would run it in f32, and the check would measure that)."""
+    if hardware.bf16_units():
+        return ["int8", "bf16"]
+    logging.warning(
+        "no bf16 engine: this CPU has no bf16 units (AVX512_BF16 or AMX) to check one on; "
+        "quantize on one that has them to make it"
+    )
+    return ["int8"]
+
+
 def build_engines(bundle, calibration: np.ndarray, precisions) -> dict[str, dict]:
     """A Keras :class:`~models.captioner.bundle.Bundle` -> its OpenVINO engines ``precisions``
     (of ``int8``, ``bf16``), each part -> (xml, weights). ``calibration``: uint8 images
@@ -79,7 +92,8 @@ def engine_section(
     manifest: Manifest, precision: str, calibration: dict | None, measured: dict
 ) -> dict:
     """An :class:`EngineSection`'s fields but its files: what made the engine, from which
-    weights, and ``measured`` (:func:`measure`'s fidelity and speed)."""
+    weights, the ``calibration`` where it was calibrated (int8), and ``measured``
+    (:func:`measure`'s fidelity and speed)."""
     import openvino as ov
 
     versions = {"openvino": ov.get_version()}
@@ -95,7 +109,7 @@ def engine_section(
         "decoder": "float32",
         "built_from": manifest.built_from,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "calibration": calibration,
+        "calibration": calibration if precision == "int8" else None,
         **measured,
     }
 
