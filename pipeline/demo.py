@@ -1,7 +1,7 @@
 """``beamcap demo``: the whole product on beamcap's own synthetic dataset, offline.
 
 synth -> pretrain (the encoder learns the scenes' labels) -> features -> train -> quantize (the
-int8 CPU engine) -> caption (the held-out test images plus a few broken files) -> evaluate ->
+CPU engines, int8 and bf16) -> caption (the held-out test images plus a few broken files) -> evaluate ->
 report, each step the real command with the ``demo`` preset, timed. Prints the headline
 metrics and the path of the HTML report.
 
