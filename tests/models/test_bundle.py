@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import os
@@ -136,3 +137,39 @@ def test_an_unknown_decoder_kind_is_refused_by_name(saved):
         r"\(it knows show_and_tell\): upgrade beamcap",
     ):
         load_bundle(saved)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_bundles_of_older_formats_load_through_the_one_upgrade(saved, parts, images, version):
+    """Format 1: no encoder phase, no decoder kind; format 2: a phase, no kind."""
+
+    def as_written_then(manifest):
+        manifest["format_version"] = version
+        manifest["decoder"].pop("kind")
+        if version == 1:
+            manifest["encoder"].pop("phase")
+
+    edit_manifest(saved, as_written_then)
+    bundle = load_bundle(saved)
+    assert (bundle.manifest.encoder.phase, bundle.manifest.decoder.kind) == (1, "show_and_tell")
+    assert bundle.manifest.format_version == version
+    assert bundle.caption(images, **SEARCH) == expected_captions(parts, images)
+
+
+def test_todays_manifest_reads_into_its_dataclasses_and_back_unchanged(saved):
+    from models.captioner.manifest import Manifest
+
+    written = json.loads(Path(saved, "manifest.json").read_text())
+    manifest = Manifest.read(saved)
+    assert manifest.to_json() == written
+    assert manifest.encoder.spec == {
+        "weights": "random:7", "image_size": TINY_SIZE, "architecture": "InceptionV3",
+        "pooling": "avg",
+    }  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        manifest.model_id = "another"
+    edit_manifest(saved, lambda m: m["encoder"].update(later_key={"kept": True}))
+    assert Manifest.read(saved).to_json()["encoder"]["later_key"] == {"kept": True}
+    edit_manifest(saved, lambda m: m.pop("vocabulary"))
+    with pytest.raises(BundleError, match=r"manifest.json lacks a part of a bundle manifest"):
+        Manifest.read(saved)

@@ -296,3 +296,21 @@ def test_the_bf16_engine_is_made_where_the_cpu_can_check_it(int8_bundle, keras_b
     assert bf16.precision == "bf16" and type(bf16.stepper) is OpenVinoStepper
     features = bf16.encoder.encode(images)
     assert feature_cosines(features, keras_bundle.encoder.encode(images)).min() > 0.99
+
+
+def test_an_engine_made_before_speeds_and_bf16_still_loads(int8_bundle, tmp_path, monkeypatch):
+    """A bundle quantized before the bf16 engine: int8 alone, no speed, its check passed."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(int8_bundle, bundle)
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["engines"] = {INT8: data["engines"][INT8]}
+    del data["engines"][INT8]["speed"]
+    data["engines"][INT8]["fidelity"]["passed"] = True
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    on_cpu(monkeypatch, "avx2", "avx512_vnni", "avx512_bf16")
+    manifest = Manifest.read(str(bundle))
+    assert manifest.engines[INT8].speed is None
+    chosen = choose("auto", manifest, gpu=False)
+    assert (chosen.precision, chosen.runtime) == (INT8, "openvino")
+    engine = load_captioner(str(bundle), chosen)
+    assert engine.precision == INT8 and len(engine.caption(scenes(2, seed=3), **SEARCH)) == 2
