@@ -59,6 +59,7 @@ from models.captioner.captioner import (
 )
 from models.captioner.manifest import read_manifest, verify_bundle
 from models.configs import SettingsError, setting
+from models.faults import RunFault
 from pipeline import cluster_health, lease, progress
 from pipeline.lease import DEFAULT_MINUTES
 from pipeline.output_root import RUN_ID, SUMMARY, OutputRoot, RunDir, new_run_id
@@ -69,7 +70,7 @@ from transforms.commit import CommitRun, WriteRunParquet
 from transforms.content import REUSED, CaptionOncePerContent, ReadImages, failures_per_copy
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import STAGES, WriteFailures
-from transforms.inference import BundleHandler, CaptionImages, RunFault
+from transforms.inference import BundleHandler, CaptionImages
 from transforms.match import (
     MatchImages,
     expand_braces,

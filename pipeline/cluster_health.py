@@ -40,8 +40,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from models.configs import SettingsError
-from transforms.inference import RunFault
+from models.faults import ClusterUnavailable, SettingsError
 
 DEFAULT_TIMEOUT = 120  # seconds
 POLL_SECONDS = 5
@@ -65,10 +64,6 @@ class ClusterOptions(PipelineOptions):
             "SDK worker pool, or task slots after a TaskManager is lost; past it the run fails "
             "in one line naming what is missing (0: wait as long as the runner does)",
         )
-
-
-class ClusterUnavailable(RunFault):
-    """A part of the cluster the run needs is missing; the message names it and its address."""
 
 
 @dataclasses.dataclass(frozen=True)

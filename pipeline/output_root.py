@@ -35,10 +35,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models import storage
+from models.faults import RunFault
 from pipeline import lease
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.failures import FAILURE_SCHEMA
-from transforms.inference import RunFault
 
 RUNS, SUMMARY, LEASE, PROGRESS = "runs", "summary.json", "_LEASE", "_progress"
 METRICS, REPORT = "metrics.json", "report.html"  # written beside a run by evaluate and report

@@ -6,36 +6,17 @@ states mean, is ``pipeline.output_root``'s.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 
+from apache_beam.options.pipeline_options import PortableOptions
 from apache_beam.runners.runner import PipelineState
 
 from models import storage
-from pipeline import cluster_health
+from models.faults import RunFailed
+from pipeline import cluster_health, runner_faults
 from pipeline.output_root import ABANDONED, STATES, OutputRoot, RunDir
-from transforms.inference import METRICS_NAMESPACE, RunFault
-
-_RUN_FAULT = re.compile(r"RunFault: (.+)")
-_WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
-
-
-class RunFailed(RuntimeError):
-    """The run stopped on a fault that is not an image's; the message is the one-line reason."""
-
-
-def failure_reason(error: BaseException) -> str:
-    """One line for a failed pipeline: the worker's :class:`RunFault` message where there is
-    one (runners re-raise it, or wrap it in their own error's text), else the error's first
-    line; without the runner's "[while running 'STEP']" suffix."""
-    text = str(error).strip()
-    found = None if isinstance(error, RunFault) else _RUN_FAULT.search(text)
-    if found:
-        text = found.group(1)
-    elif not isinstance(error, RunFault):
-        text = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-    return _WHILE_RUNNING.sub("", text.splitlines()[0]).strip()[:500]
+from transforms.inference import METRICS_NAMESPACE
 
 
 def inference_metrics(result) -> dict:
@@ -69,8 +50,9 @@ def run_to_commit(pipeline, run: RunDir, *, wait: bool = True, on_failure=lambda
         result = pipeline.run()
         if not wait:
             return result
+        endpoint = pipeline.options.view_as(PortableOptions).job_endpoint
         with cluster_health.watching(cluster, result, since=submitted) as watch:
-            state = result.wait_until_finish()
+            state = runner_faults.wait_until_finish(result, endpoint)
         if state not in (None, PipelineState.DONE):
             raise RunFailed(f"the pipeline ended in state {state}")
     except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
@@ -80,8 +62,7 @@ def run_to_commit(pipeline, run: RunDir, *, wait: bool = True, on_failure=lambda
         elif watch is not None and watch.fault:
             reason = watch.fault
         else:
-            reason = cluster_health.in_words(cluster, failure_reason(error))
-            reason = storage.in_words(reason, error)
+            reason = runner_faults.reason_of(error, cluster)
         raise RunFailed(reason + fail_cleanly(run, reason, on_failure)) from error
     return result
 
@@ -113,7 +94,7 @@ def fail_cleanly(run: RunDir, reason: str, on_failure=lambda: None) -> str:
             with storage.one_try():
                 step()
         except Exception as error:  # noqa: BLE001 - reported after the run's own reason
-            faults.append(storage.in_words(failure_reason(error), error, besides=handling))
+            faults.append(runner_faults.reason_of(error, besides=handling))
     return f" (and cleaning up failed: {'; '.join(faults)})" if faults else ""
 
 

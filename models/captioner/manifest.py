@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from models import storage
-from models.configs import SettingsError
+from models.faults import BundleError  # noqa: F401 - where the bundle code names it
 
 FORMAT = "beamcap-bundle"
 # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning);
@@ -23,10 +23,6 @@ MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
     "vocab.txt",
 )
 KERAS_PARTS = (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)  # the files the Keras models read
-
-
-class BundleError(SettingsError):
-    """A bundle is missing a part, or a part does not match its manifest."""
 
 
 def sha256(data: bytes) -> str:

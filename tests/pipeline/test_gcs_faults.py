@@ -11,6 +11,7 @@ import time
 import pytest
 
 from models import storage
+from models.faults import OutputBusy
 from pipeline import lease
 from pipeline.output_root import OutputRoot
 from tests.jobs import FNAPI, MARGIN, beamcap_process, job_flags
@@ -194,5 +195,5 @@ def test_a_lease_upload_whose_answer_is_lost_takes_the_lease_once(gcs, new_bucke
     assert OutputRoot(output).lease_holder() == mine
     direct.reload()
     assert direct.generation == stored  # written once
-    with pytest.raises(lease.OutputBusy, match="is leased by run run-a "):
+    with pytest.raises(OutputBusy, match="is leased by run run-a "):
         OutputRoot(output).acquire_lease(lease.new_lease("run-b", 10, pid=None))

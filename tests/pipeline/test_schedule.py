@@ -20,6 +20,7 @@ import pytest
 from models import storage
 from models.configs import SettingsError
 from models.datasets.synthetic import SynthConfig, make_example
+from models.faults import OutputBusy
 from pipeline import caption as caption_module
 from pipeline import cli, evaluate, lease, runs
 from pipeline.output_root import OutputRoot, RunDir, new_run_id
@@ -88,7 +89,7 @@ def test_overlapping_runs_caption_each_image_once(
     finally:
         Path(gate).touch()
         thread.join(120)
-    assert status == lease.EXIT_BUSY == 75
+    assert status == OutputBusy.exit_code == 75
     assert err.startswith(f"beamcap caption: busy: {output} is leased by run {first['run_id']} (")
     assert err.endswith("; try again later")
     assert first["counts"]["captioned"] == 4
@@ -212,7 +213,7 @@ def test_a_stale_output_lease_is_taken_over_and_a_live_one_refused(tmp_path):
     output = str(tmp_path / "out")
     mine = lease.new_lease("run-a", 60, pid=os.getpid())
     OutputRoot(output).acquire_lease(mine)
-    with pytest.raises(lease.OutputBusy, match="leased by run run-a .*try again later"):
+    with pytest.raises(OutputBusy, match="leased by run run-a .*try again later"):
         OutputRoot(output).acquire_lease(lease.new_lease("run-b", 60, pid=os.getpid()))
     OutputRoot(output).release("run-b")  # not the holder: no effect
     assert OutputRoot(output).lease_holder() == mine
