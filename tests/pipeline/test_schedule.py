@@ -50,22 +50,18 @@ def committed_uris(output: str) -> collections.Counter:
 
 
 def held_at_commit(gate: str):
-    """A commit step that waits for the file ``gate`` before committing."""
-    commit = caption_module.commit_run
+    """A commit hold (``before_success``) that waits for the file ``gate`` before _SUCCESS."""
 
-    def wait_then_commit(*args, **kwargs):
+    def wait_for_gate(_run_dir: str) -> None:
         deadline = time.time() + 120
         while not storage.exists(gate) and time.time() < deadline:
             time.sleep(0.1)
-        return commit(*args, **kwargs)
 
-    return wait_then_commit
+    return wait_for_gate
 
 
 @pytest.mark.parametrize("where", ["local", "gcs"])
-def test_overlapping_runs_caption_each_image_once(
-    where, tmp_path, tiny_bundle, capsys, monkeypatch, request
-):
+def test_overlapping_runs_caption_each_image_once(where, tmp_path, tiny_bundle, capsys, request):
     images = tmp_path / "images"
     write_images(images, 4)
     extra = []
@@ -74,10 +70,12 @@ def test_overlapping_runs_caption_each_image_once(
     else:
         output = str(tmp_path / "out")
     gate = str(tmp_path / "gate")
-    monkeypatch.setattr(caption_module, "commit_run", held_at_commit(gate))
+    hold = held_at_commit(gate)
     first = {}
     thread = threading.Thread(
-        target=lambda: first.update(caption_module.run(flags(images, tiny_bundle, output, *extra)))
+        target=lambda: first.update(
+            caption_module.run(flags(images, tiny_bundle, output, *extra), before_success=hold)
+        )
     )
     thread.start()
     try:
