@@ -72,6 +72,7 @@ from transforms.match import (
     MatchImages,
     expand_braces,
     has_wildcard,
+    read_input_list,
     split_inputs,
     with_identity,
 )
@@ -235,15 +236,6 @@ def with_engine(settings: CaptionSettings, manifest: dict, beam_args: list[str])
         )
     logging.info("encoder and decoder: %s engine", precision)
     return dataclasses.replace(settings, precision=precision)
-
-
-def read_input_list(uri: str) -> list[str]:
-    try:
-        text = storage.read_text(uri)
-    except FileNotFoundError:
-        raise SettingsError(f"--input-list: {uri} does not exist") from None
-    lines = [line.strip() for line in text.splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 # Over 60 lines: the caption job's graph, one labelled step after another, as Beam shows it.
