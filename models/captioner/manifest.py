@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from models import storage
-from models.faults import BundleError  # noqa: F401 - where the bundle code names it
+from models.faults import BundleError
 
 FORMAT = "beamcap-bundle"
 # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning);
