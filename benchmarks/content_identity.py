@@ -61,6 +61,7 @@ def write_done_run(output: Path, bundle: str, rows: int) -> None:
     import pyarrow.parquet as pq
 
     from models.captioner.manifest import read_manifest
+    from pipeline.lifecycle import RunLifecycle
     from pipeline.output_root import SUMMARY, OutputRoot
     from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 
@@ -81,7 +82,7 @@ def write_done_run(output: Path, bundle: str, rows: int) -> None:
         ]
     )
     pq.write_table(conform(table, CAPTIONS_SCHEMA), run.file("captions-00000-of-00001.parquet"))
-    run.commit(SUMMARY, {"run_id": "20200101T000000Z-done"})
+    RunLifecycle(run).commit(SUMMARY, lambda: {"run_id": "20200101T000000Z-done"})
 
 
 def tick_against_done(work: Path, bundle: str, done: int, batch_size: int) -> None:

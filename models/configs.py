@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 from models.captioner.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from models.faults import SettingsError
 
 FEATURE_DIM = ARCHITECTURES[DEFAULT_ARCHITECTURE].feature_dim  # the default encoder's width
 MIN_IMAGE_SIZE = min(entry.min_image_size for entry in ARCHITECTURES.values())  # any encoder's
@@ -20,10 +21,6 @@ PRECISION_HELP = (
     "encoder compute type: bf16 on CPUs with AVX512_BF16/AMX and on GPUs, fp16 on older GPUs; "
     "weights stay float32"
 )
-
-
-class SettingsError(ValueError):
-    """A setting out of range or unknown; the message is one line naming the flag or file."""
 
 
 def setting(

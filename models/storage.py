@@ -13,13 +13,17 @@ import contextvars
 import dataclasses
 import fcntl
 import fnmatch
+import functools
 import glob as globlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from models.faults import StorageUnavailable
 
 _GCS_CLIENT = None
 EMULATOR_HOST = "STORAGE_EMULATOR_HOST"  # google-cloud-storage's own variable
@@ -119,6 +123,45 @@ def _blob(uri: str):
     return _client().bucket(bucket).blob(name)
 
 
+@functools.cache
+def _unanswered() -> tuple[type[BaseException], ...]:
+    """The client's errors that mean Cloud Storage did not answer (refused, reset, timed out,
+    503, retries given up), as opposed to an answer (404, 412) that the calls handle."""
+    import requests
+    from google.api_core import exceptions
+    from google.auth.exceptions import TransportError
+
+    return (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        exceptions.RetryError,
+        exceptions.ServiceUnavailable,
+        TransportError,
+        ConnectionError,
+        TimeoutError,
+    )
+
+
+def _answered(call):
+    """``call`` with the client's errors that mean no answer raised as
+    :class:`StorageUnavailable`, in words (:func:`in_words`)."""
+
+    @functools.wraps(call)
+    def answered(*args, **kwargs):
+        handling = sys.exc_info()[1]  # a fault being handled meanwhile: not this call's
+        try:
+            return call(*args, **kwargs)
+        except StorageUnavailable:
+            raise
+        except Exception as error:
+            if not isinstance(error, _unanswered()):
+                raise
+            raise StorageUnavailable(_unanswered_words(_chain_text(error, handling))) from error
+
+    return answered
+
+
+@_answered
 def read_bytes(uri: str) -> bytes:
     """Reads a whole file; a missing file raises FileNotFoundError naming it."""
     if is_gcs(uri):
@@ -131,6 +174,7 @@ def read_bytes(uri: str) -> bytes:
     return Path(uri).read_bytes()
 
 
+@_answered
 def exists(uri: str) -> bool:
     """Whether a file (not a directory) exists at ``uri``."""
     if is_gcs(uri):
@@ -138,6 +182,7 @@ def exists(uri: str) -> bool:
     return Path(uri).is_file()
 
 
+@_answered
 def glob(pattern: str) -> list[str]:
     """The files matching a shell pattern (``*``, ``?``, ``[...]``; none of them matches ``/``),
     sorted."""
@@ -154,6 +199,7 @@ def glob(pattern: str) -> list[str]:
     )
 
 
+@_answered
 def files_under(directory: str) -> list[tuple[str, float]]:
     """Every file below ``directory``, at any depth, sorted: ``(path, last update in epoch
     seconds)``; none when there is no such directory."""
@@ -170,6 +216,7 @@ def files_under(directory: str) -> list[tuple[str, float]]:
     return sorted(found)
 
 
+@_answered
 def entries(directory: str) -> list[str]:
     """The names of the files and folders directly in ``directory``, sorted; none when there
     is no such directory."""
@@ -192,6 +239,7 @@ def _folder(directory: str) -> tuple[str, str]:
     return bucket, f"{name.rstrip('/')}/" if name.strip("/") else ""
 
 
+@_answered
 def write_bytes(uri: str, data: bytes) -> None:
     """Writes a whole file, creating local parent directories."""
     if is_gcs(uri):
@@ -202,6 +250,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     path.write_bytes(data)
 
 
+@_answered
 def create_exclusive(uri: str, data: bytes) -> bool:
     """Writes a new file atomically, only if none exists (``O_EXCL`` locally; on ``gs://`` an
     upload with ``if_generation_match=0``); False when the file already exists. On ``gs://``
@@ -225,6 +274,7 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     return True
 
 
+@_answered
 def read_versioned(uri: str) -> tuple[bytes, object] | None:
     """A file's bytes and a version token for :func:`delete_if_version` (the generation on
     ``gs://``, the bytes themselves locally); None when there is no such file."""
@@ -246,6 +296,7 @@ def read_versioned(uri: str) -> tuple[bytes, object] | None:
     return data, data
 
 
+@_answered
 def delete_if_version(uri: str, version) -> bool:
     """Deletes a file only while it is still the version :func:`read_versioned` returned;
     False when it changed or is gone. Locally, deleters take turns on ``URI.lock``. On
@@ -273,6 +324,7 @@ def delete_if_version(uri: str, version) -> bool:
     return True
 
 
+@_answered
 def remove(uri: str) -> None:
     """Deletes a file if it exists."""
     if is_gcs(uri):
@@ -284,6 +336,7 @@ def remove(uri: str) -> None:
     Path(uri).unlink(missing_ok=True)
 
 
+@_answered
 def remove_tree(uri: str) -> None:
     """Deletes a file, or a folder with everything in it, if it exists (on ``gs://``, by batch
     requests of up to 100 deletes, as Beam's gcsio does)."""
@@ -385,11 +438,19 @@ def in_words(
     (read from ``reason`` and ``error``'s chain, leaving out ``besides``, an error being
     handled meanwhile; with how long the client retried, where it says); other reasons as
     they are."""
+    if isinstance(error, StorageUnavailable):  # in words already
+        return reason
     text = f"{reason} {_chain_text(error, besides)}"
     if not (_UNREACHABLE.search(text) and _names_storage(text)):
         return reason
+    return _unanswered_words(text, reason)
+
+
+def _unanswered_words(text: str, reason: str = "") -> str:
+    """Storage's one line for an error whose chain reads ``text``: what went wrong, and how
+    long the client retried where it says."""
     cause = next((words for found, words in _CAUSES.items() if found in text), None)
-    detail = cause or reason.split(": ", 1)[-1][:160]
+    detail = cause or (reason or text).split(": ", 1)[-1][:160]
     gave_up = re.search(r"Timeout of ([\d.]+)s exceeded", text)
     if gave_up:
         seconds = float(gave_up.group(1))

@@ -34,8 +34,6 @@ and exits with status 75. See docs/architecture.md and the README's "Run on a sc
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import functools
 import json
 import logging
 import os
@@ -44,7 +42,6 @@ import time
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineState
 
 from models import storage
 from models.captioner.beam_search import BEAM_SIZE, MAX_LENGTH
@@ -58,21 +55,23 @@ from models.captioner.engines import (
 )
 from models.captioner.manifest import read_manifest, verify_bundle
 from models.configs import SettingsError, setting
-from pipeline import cluster_health, lease, progress
+from pipeline import caption_commit, cluster_health, progress
+from pipeline.inference_metrics import log_inference
 from pipeline.lease import DEFAULT_MINUTES
-from pipeline.output_root import RUN_ID, SUMMARY, OutputRoot, RunDir, new_run_id
-from pipeline.runs import inference_metrics, run_to_commit
+from pipeline.lifecycle import RunLifecycle
+from pipeline.output_root import RUN_ID, SUMMARY, OutputRoot, new_run_id
 from pipeline.settings import parse_job
 from transforms.caption_schema import CAPTIONS_SCHEMA
 from transforms.commit import CommitRun, WriteRunParquet
 from transforms.content import REUSED, CaptionOncePerContent, ReadImages, failures_per_copy
 from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
-from transforms.failures import STAGES, WriteFailures
-from transforms.inference import BundleHandler, CaptionImages, RunFault
+from transforms.failures import WriteFailures
+from transforms.inference import BundleHandler, CaptionImages
 from transforms.match import (
     MatchImages,
     expand_braces,
     has_wildcard,
+    read_input_list,
     split_inputs,
     with_identity,
 )
@@ -238,127 +237,23 @@ def engine_here(settings: CaptionSettings, manifest: dict):
     return choice
 
 
-ENGINE = "engine "  # a tally's key: the record of an engine that captioned, as JSON
-
-
-def engines_used(tally: dict, asked: str) -> dict:
-    """What ``summary.json`` says of the engines: ``precision``, the one that captioned the run's
-    images (several joined by "+" where workers chose differently; what was asked where the
-    model captioned none), and ``engines``: each one's choice, the CPU it was made on, and
-    its images."""
-    used = [
-        {**json.loads(key[len(ENGINE) :]), "images": int(images)}
-        for key, images in sorted(tally.items())
-        if key.startswith(ENGINE)
-    ]
-    precisions = sorted({engine["precision"] for engine in used})
-    return {"precision": "+".join(precisions) or asked, "engines": used}
-
-
-def read_input_list(uri: str) -> list[str]:
-    try:
-        text = storage.read_text(uri)
-    except FileNotFoundError:
-        raise SettingsError(f"--input-list: {uri} does not exist") from None
-    lines = [line.strip() for line in text.splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def commit_run(tally: dict, written_files, *, settings, run: RunDir, manifest, started_at) -> dict:
-    """The caption job's commit: summary.json then _SUCCESS; or, when more of the matched
-    images failed than ``--max-failed-fraction`` allows, the run marked failed. It runs once
-    every shard is written: ``written_files``, a side input it does not read, makes it wait
-    for them. A runner may run it again (Flink restarts a failed region): a run already
-    committed returns its summary, one already failed (by an earlier attempt, or a launcher
-    that gave up on the cluster) fails again with its recorded reason."""
-    root = OutputRoot(settings.output)
-    if run.raise_if_failed()["state"] == "committed":
-        return run.record(SUMMARY)
-    if settings.incremental:
-        held = root.lease_holder()
-        if held is None or held.run_id != run.run_id:
-            fail_run(
-                root,
-                run.run_id,
-                f"this run's lease on {settings.output} was taken over before it could commit "
-                f"(it ran longer than --lease-minutes {settings.lease_minutes}); nothing of it "
-                "counts as done",
-            )
-    seconds = time.time() - started_at
-    counts = {
-        "matched": int(tally.get("matched", 0)),
-        "skipped_as_done": int(tally.get("matched", 0)) - int(tally.get("to_caption", 0)),
-        "captioned": int(tally.get("captioned", 0)),
-        "reused": int(tally.get("reused", 0)),
-        "failed": {stage: int(tally.get(f"failed_{stage}", 0)) for stage in STAGES},
-    }
-    if tally.get("shards"):  # tar shards matched; their image members count as images above
-        counts["shards"] = int(tally["shards"])
-    failed = sum(counts["failed"].values())
-    limit = settings.max_failed_fraction
-    if limit and counts["matched"] and failed / counts["matched"] > limit:
-        stages = ", ".join(f"{n} at {stage}" for stage, n in counts["failed"].items() if n)
-        reason = (
-            f"{failed} of {counts['matched']} matched images failed ({stages}), more than "
-            f"--max-failed-fraction {limit}; see {run.shard_pattern('failures')}"
-        )
-        fail_run(root, run.run_id, reason)
-    summary = {
-        "run_id": run.run_id,
-        "model_id": manifest.model_id,
-        "encoder": manifest.encoder.to_json(),
-        "search": settings.search,
-        **engines_used(tally, settings.precision),
-        "counts": counts,
-        "started_at": datetime.datetime.fromtimestamp(
-            started_at, datetime.timezone.utc
-        ).isoformat(),
-        "wall_seconds": round(seconds, 2),
-        "images_per_second": round(counts["captioned"] / seconds, 2) if seconds else None,
-    }
-    run.commit(SUMMARY, summary, before_success=lambda: hold_before_success(run.path))
-    root.release(run.run_id)
-    return summary
-
-
-HOLD_COMMIT = "BEAMCAP_TEST_HOLD_COMMIT"
-
-
-def hold_before_success(run_dir: str) -> None:
-    """Test-only: with ``$BEAMCAP_TEST_HOLD_COMMIT`` naming a file that exists, the commit
-    writes its pid to ``FILE.reached`` and waits (up to 5 min) while ``FILE`` exists, between
-    summary.json and ``_SUCCESS``: the window in which the fault tests kill the commit's worker.
-    Unset (always, outside the tests), nothing happens."""
-    hold = os.environ.get(HOLD_COMMIT)
-    if not hold or not os.path.exists(hold):
-        return
-    with open(f"{hold}.reached", "w") as reached:
-        reached.write(f"{os.getpid()} {run_dir}")
-    deadline = time.time() + 300
-    while os.path.exists(hold) and time.time() < deadline:
-        time.sleep(0.2)
-
-
-def fail_run(root: OutputRoot, run_id: str, reason: str):
-    """Marks the run failed, releases its leases and raises :class:`RunFault`."""
-    root.fail(run_id, reason)
-    raise RunFault(reason)
-
-
 # Over 60 lines: the caption job's graph, one labelled step after another, as Beam shows it.
 def build(
     pipeline,
     settings: CaptionSettings,
     *,
-    run: RunDir,
+    life: RunLifecycle,
     manifest: dict,
     started_at: float,
     done: list[str] = (),
     known: list[str] = (),
+    before_success=None,
 ):
-    """The caption job's graph; with ``settings.only_new``, images listed in the ``done``
-    Parquet files (earlier committed runs) are skipped, and images whose content the
-    ``known`` captions files hold get those captions."""
+    """The caption job's graph, committing ``life``'s run; with ``settings.only_new``, images
+    listed in the ``done`` Parquet files (earlier committed runs) are skipped, and images whose
+    content the ``known`` captions files hold get those captions. ``before_success(run_path)``
+    runs in the commit between summary.json and _SUCCESS (the fault tests' hold)."""
+    run = life.run_dir
     if settings.input_list:
         matched = (
             pipeline
@@ -437,99 +332,88 @@ def build(
             progress_dir=live,
         ),
         count(once[REUSED], "reused", "TallyReused", progress_dir=live),
-        count(engines, lambda engine: f"{ENGINE}{engine}", "TallyEngines"),
+        count(engines, lambda engine: f"{caption_commit.ENGINE}{engine}", "TallyEngines"),
         count(failures, lambda f: f"failed_{f['stage']}", "TallyFailed", progress_dir=live),
     ]
 
-    def commit(tally, files):
-        return commit_run(
-            tally, files, settings=settings, run=run, manifest=manifest, started_at=started_at
-        )
+    def commit(tally, _files):  # the files: written before this runs, not read
+        def record():
+            return caption_commit.summary(
+                tally, settings=settings, run=run, manifest=manifest, started_at=started_at
+            )
+
+        return life.commit(SUMMARY, record, before_success=before_success)
 
     return pipeline | "CommitRun" >> CommitRun(
         tallies=tallies, files=[written, failed_files], commit=commit
     )
 
 
-# Over 60 lines: the launch in order (checks, lease, the graph, run to commit, summary), with
-# the lease released on every failure path; split, that guarantee would span functions.
-def run(argv: list[str], *, wait: bool = True):
+def run(argv: list[str], *, wait: bool = True, before_success=None):
     """Runs one captioning run and returns its summary; with ``wait=False`` (a scheduler's
     launch, a Dataflow ``--dry_run``) returns Beam's PipelineResult as soon as it is submitted.
     Raises ``SettingsError`` before anything starts, ``OutputBusy`` when another live run
-    holds the output's lease (``--only-new``), ``RunFailed`` for a failed run."""
+    holds the output's lease (``--only-new``), ``RunFailed`` for a failed run.
+    ``before_success``: see :func:`build`."""
     job = parse_job(
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
     settings, manifest = job.settings, read_manifest(job.settings.model)
     verify_bundle(settings.model, manifest, parts_read(engine_here(settings, manifest), manifest))
-    root = OutputRoot(settings.output)
-    run_id = settings.run_id or new_run_id()
-    run = root.run(run_id)
-    if run.holds_files():
-        raise SettingsError(f"--run-id: {run.path} exists; a run id is never reused")
+    life = new_run(settings)
+    run_dir = life.run_dir
     # A launcher that hands the job to a remote runner (wait=False) is no proof of life.
-    held = lease.new_lease(run_id, settings.lease_minutes, pid=os.getpid() if wait else None)
-    if settings.incremental:
-        root.acquire_lease(held)  # OutputBusy: exit status 75
-    release = functools.partial(root.release, run_id)
-    try:
-        root.write_run_lease(held)
-        for abandoned in root.clean_abandoned():
-            logging.warning("marked %s failed: abandoned (no commit, no live lease)", abandoned)
-        incremental = settings.incremental
-        done = root.done_files(retry_failures=settings.retry_failures) if incremental else []
-        reuse = incremental and settings.reuse_captions
-        known = root.captions_files() if reuse else []
-        started_at = time.time()
+    with life.leased(pid=os.getpid() if wait else None):
         pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
-        build(
-            pipeline,
-            settings,
-            run=run,
-            manifest=manifest,
-            started_at=started_at,
-            done=done,
-            known=known,
-        )
-    except BaseException:
-        release()
-        raise
-    quiet = settings.quiet or not wait
-    with progress.shown(run.progress_dir, every=settings.progress_seconds, quiet=quiet):
-        result = run_to_commit(pipeline, run, wait=wait, on_failure=release)
+        earlier = earlier_runs(settings)
+        started_at = time.time()
+        build(pipeline, settings, life=life, manifest=manifest, started_at=started_at,
+              before_success=before_success, **earlier)  # fmt: skip
+        quiet = settings.quiet or not wait
+        with progress.shown(run_dir.progress_dir, every=settings.progress_seconds, quiet=quiet):
+            result = life.run(pipeline, wait=wait)
     if not wait:
-        if PipelineState.is_terminal(result.state) and run.state()["state"] == "unfinished":
-            release()  # it never ran (a --dry_run): nothing will commit or fail it
-        logging.info("submitted run %s; it commits to %s", run_id, run.path)
+        logging.info("submitted run %s; it commits to %s", run_dir.run_id, run_dir.path)
         return result
-    summary = run.record(SUMMARY)
-    logging.info("run %s committed to %s: %s", run_id, run.path, summary["counts"])
+    summary = run_dir.record(SUMMARY)
+    logging.info("run %s committed to %s: %s", run_dir.run_id, run_dir.path, summary["counts"])
     for engine in summary["engines"]:
         logging.info(
             "%d images on %s (%s) on %s: %s",
             engine["images"], engine["precision"], engine["runtime"], engine["cpu"],
             engine["reason"],
         )  # fmt: skip
-    metrics = inference_metrics(result)
-    if "inference_batch_latency_micro_secs" in metrics:
-        batches, load = (
-            metrics["inference_batch_latency_micro_secs"],
-            metrics.get("load_model_latency_milli_secs", {}),
-        )
-        logging.info(
-            "inference: %d batches, mean %.2f s per batch; %d model loads, mean %.1f s",
-            batches["count"],
-            batches["mean"] / 1e6,
-            load.get("count", 0),
-            load.get("mean", 0) / 1e3,
-        )
+    log_inference(result)
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    summary = run(sys.argv[1:] if argv is None else argv)
+def new_run(settings: CaptionSettings) -> RunLifecycle:
+    """A new run under ``--output``: ``--run-id`` or a new id, never one already used."""
+    root = OutputRoot(settings.output)
+    life = RunLifecycle.of(
+        root,
+        settings.run_id or new_run_id(),
+        exclusive=settings.incremental,
+        lease_minutes=settings.lease_minutes,
+    )
+    if life.run_dir.holds_files():
+        raise SettingsError(f"--run-id: {life.run_dir.path} exists; a run id is never reused")
+    return life
+
+
+def earlier_runs(settings: CaptionSettings) -> dict:
+    """What an ``--only-new`` run reads of the committed runs: the Parquet files of the images
+    ``done`` and of the captions ``known`` by content."""
+    if not settings.incremental:
+        return {"done": [], "known": []}
+    root = OutputRoot(settings.output)
+    done = root.done_files(retry_failures=settings.retry_failures)
+    return {"done": done, "known": root.captions_files() if settings.reuse_captions else []}
+
+
+def main(argv: list[str] | None = None, *, before_success=None) -> int:
+    summary = run(sys.argv[1:] if argv is None else argv, before_success=before_success)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -58,34 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"beamcap: unknown subcommand {name!r}\n\n{usage()}", end="", file=sys.stderr)
         return 2
-    from models.configs import SettingsError  # light: no framework behind it
-    from pipeline.lease import EXIT_BUSY, OutputBusy
-    from pipeline.runs import RunFailed
-
     prog = f"beamcap {name}"
+    return exit_status(prog, lambda: importlib.import_module(SUBCOMMANDS[name][0]).main(rest))
+
+
+def exit_status(prog: str, command) -> int:
+    """Runs ``command()`` and returns its exit status: 0 (or what it returns); a
+    :class:`models.faults.BeamcapError`'s own ``exit_code``, after one line ``PROG: HEADING:
+    MESSAGE``; 2 for a missing file."""
+    from models.faults import BeamcapError  # light: no framework behind it
+
     try:
-        module = importlib.import_module(SUBCOMMANDS[name][0])
-        return module.main(rest) or 0
-    except SettingsError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
+        return command() or 0
+    except BeamcapError as error:
+        print(f"{prog}: {error.heading}: {error}", file=sys.stderr)
+        return error.exit_code
     except FileNotFoundError as error:
         print(f"{prog}: error: {error.filename or error}: no such file", file=sys.stderr)
         return 2
-    except RunFailed as error:
-        print(f"{prog}: run failed: {error}", file=sys.stderr)
-        return 1
-    except OutputBusy as error:
-        print(f"{prog}: busy: {error}", file=sys.stderr)
-        return EXIT_BUSY
-    except Exception as error:  # noqa: BLE001 - storage faults end in one line too
-        from models.storage import in_words
-
-        told = in_words(f"{type(error).__name__}: {error}", error)
-        if told.startswith("Cloud Storage at "):
-            print(f"{prog}: error: {told}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

@@ -38,9 +38,8 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from models.configs import SettingsError
+from models.faults import ClusterUnavailable, SettingsError
 from transforms.beam_internals import portable
-from transforms.inference import RunFault
 
 DEFAULT_TIMEOUT = 120  # seconds
 POLL_SECONDS = 5
@@ -64,10 +63,6 @@ class ClusterOptions(PipelineOptions):
             "SDK worker pool, or task slots after a TaskManager is lost; past it the run fails "
             "in one line naming what is missing (0: wait as long as the runner does)",
         )
-
-
-class ClusterUnavailable(RunFault):
-    """A part of the cluster the run needs is missing; the message names it and its address."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """``beamcap demo``: the whole product on beamcap's own synthetic dataset, offline.
 
 synth -> pretrain (the encoder learns the scenes' labels) -> features -> train -> quantize (the
-CPU engines, int8 and bf16) -> caption (the held-out test images plus a few broken files) -> evaluate ->
-report, each step the real command with the ``demo`` preset, timed. Prints the headline
-metrics and the path of the HTML report.
+CPU engines, int8 and bf16) -> caption (the held-out test images plus a few broken files) ->
+evaluate -> report, each step the real command with the ``demo`` preset, timed. Prints the
+headline metrics and the path of the HTML report.
 
     beamcap demo --workdir data/demo        # what `make demo` runs
 """

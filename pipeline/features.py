@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -43,8 +44,8 @@ from models.captioner.architectures import (
 from models.captioner.manifest import ENCODER_WEIGHTS, VOCAB  # the file names a bundle uses too
 from models.configs import MIN_IMAGE_SIZE, PRECISION_HELP, PRECISIONS, SettingsError, setting
 from pipeline import cluster_health
+from pipeline.lifecycle import RunLifecycle
 from pipeline.output_root import RunDir
-from pipeline.runs import run_to_commit
 from pipeline.settings import parse_job
 from transforms.captions import BuildVocabulary, PairWithCaptions, ReadCaptions, train_captions
 from transforms.commit import CommitRun
@@ -160,7 +161,17 @@ def prepare_output_dir(output: str, *, overwrite: bool) -> None:
 
 
 def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, settings) -> dict:
-    """The features job's commit: vocab.txt, then ``OUTPUT`` committed with dataset.json."""
+    """The features job's commit: vocab.txt, then ``OUTPUT`` committed with dataset.json
+    (exactly once: ``pipeline.lifecycle``); returns the counts."""
+    record = functools.partial(
+        dataset_record, tally, files, output=output, vocabulary=vocabulary, spec=spec,
+        fingerprint=fingerprint, settings=settings,
+    )  # fmt: skip
+    return RunLifecycle(RunDir(output)).commit(DATASET_JSON, record)["counts"]
+
+
+def dataset_record(tally, files, *, output, vocabulary, spec, fingerprint, settings) -> dict:
+    """dataset.json, once vocab.txt is written beside it."""
     counts = {
         key: int(tally.get(key, 0))
         for key in (
@@ -192,8 +203,7 @@ def commit_dataset(tally, files, *, output, vocabulary, spec, fingerprint, setti
         "files": sorted(posixpath.basename(f) for f in files),
         "settings": settings,
     }
-    RunDir(output).commit(DATASET_JSON, dataset)
-    return counts
+    return dataset
 
 
 # Over 60 lines: the features job's graph, one labelled step after another, as Beam shows it.
@@ -306,7 +316,7 @@ def run(argv: list[str]) -> dict:
     started = time.time()
     pipeline = beam.Pipeline(options=PipelineOptions(job.beam_args))
     build(pipeline, settings, spec=spec, weights_file=weights_file, fingerprint=encoder.fingerprint)
-    run_to_commit(pipeline, RunDir(settings.output))
+    RunLifecycle(RunDir(settings.output)).run(pipeline)
     dataset = RunDir(settings.output).record(DATASET_JSON)
     logging.info(
         "features written to %s in %.0fs: %s",

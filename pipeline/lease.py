@@ -23,13 +23,9 @@ import socket
 from collections.abc import Callable
 
 from models import storage
+from models.faults import OutputBusy
 
 DEFAULT_MINUTES = 720
-EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL: "try again later"
-
-
-class OutputBusy(RuntimeError):
-    """Another live run holds the output's lease; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,8 @@ whatever was written stays for diagnosis, and every reader ignores it). A direct
 neither is still running, or died without a word: unless a live lease covers it, it is
 abandoned, and ``beamcap runs --clean`` or the next run marks it failed. A features job's
 ``OUTPUT`` is a run directory too, with ``dataset.json`` as its record. Local paths and
-``gs://`` alike, through ``models.storage``.
+``gs://`` alike, through ``models.storage``. When a run commits or fails, and who holds which
+lease, is ``pipeline.lifecycle``'s to decide.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from models import storage
 from pipeline import lease
 from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 from transforms.failures import FAILURE_SCHEMA
-from transforms.inference import RunFault
 
 RUNS, SUMMARY, LEASE, PROGRESS = "runs", "summary.json", "_LEASE", "_progress"
 METRICS, REPORT = "metrics.json", "report.html"  # written beside a run by evaluate and report
@@ -92,21 +92,15 @@ class RunDir:
             return {"state": "failed", **json.loads(storage.read_text(self.file(FAILED)))}
         return {"state": "unfinished"}
 
-    def raise_if_failed(self) -> dict:
-        """The run's state; a run marked failed raises :class:`RunFault` with its reason."""
-        state = self.state()
-        if state["state"] == "failed":
-            raise RunFault(state["reason"])
-        return state
-
     def remove_temporary_files(self) -> None:
         """Deletes the ``beam-temp-*`` folders Beam's file sinks leave behind."""
         for name in storage.entries(self.path):
             if name.startswith(TEMPORARY):
                 storage.remove_tree(self.file(name))
 
-    def mark_failed(self, reason: str) -> None:
-        """Marks the run failed with a one-line ``reason`` and removes its temporary files."""
+    def write_failed(self, reason: str) -> None:
+        """``_FAILED`` with a one-line ``reason``, its temporary files removed first. The run's
+        failure is ``pipeline.lifecycle.RunLifecycle.fail``'s to decide: call that."""
         self.remove_temporary_files()
         record = {
             "reason": reason,
@@ -114,14 +108,12 @@ class RunDir:
         }
         storage.write_text(self.file(FAILED), json.dumps(record, indent=2))
 
-    def commit(self, record_name: str, record: dict, *, before_success=lambda: None) -> None:
-        """Writes the job's record, then ``_SUCCESS``: unless the run was marked failed
-        meanwhile (its launcher gave up on it), which raises :class:`RunFault`.
-        ``before_success()`` runs in between."""
-        self.remove_temporary_files()  # a restarted writer's empty beam-temp-* folders
-        storage.write_text(self.file(record_name), json.dumps(record, indent=2))
-        before_success()
-        self.raise_if_failed()
+    def write_record(self, name: str, record: dict) -> None:
+        """The job's record (``summary.json``, ``dataset.json``), written before ``_SUCCESS``."""
+        storage.write_text(self.file(name), json.dumps(record, indent=2))
+
+    def write_success(self) -> None:
+        """``_SUCCESS``, last: ``pipeline.lifecycle.RunLifecycle.commit`` decides when."""
         storage.write_text(self.file(SUCCESS), "")
 
     def record(self, name: str) -> dict:
@@ -221,11 +213,6 @@ class OutputRoot:
         storage.remove(self.run(run_id).lease_file)
         lease.release(self.lease_file, run_id)
 
-    def fail(self, run_id: str, reason: str) -> None:
-        """Marks the run failed with ``reason`` and releases its leases."""
-        self.run(run_id).mark_failed(reason)
-        self.release(run_id)
-
     def _files_by_run(self) -> dict[str, list[tuple[str, float]]]:
         """Run id -> (path, update time) of every file under ``runs/RUN_ID/``, at any depth (a
         killed run may hold nothing but Beam's ``beam-temp-*`` folders)."""
@@ -264,14 +251,11 @@ class OutputRoot:
             runs.append({"run_id": run_id, **state, "run_dir": run.path})
         return runs
 
-    def clean_abandoned(self) -> list[str]:
-        """Marks every unfinished run that no live lease covers failed ("abandoned"), removing
-        its temporary files; returns their run ids. Committed, failed and live runs stay."""
-        abandoned = [
+    def abandoned_runs(self) -> list[str]:
+        """The ids of the unfinished runs that no live lease covers (their launchers died):
+        ``pipeline.lifecycle.clean_abandoned`` marks them failed."""
+        return [
             run["run_id"]
             for run in self.list_runs(details=False)
             if run["state"] == "unfinished" and run["lease"] is None
         ]
-        for run_id in abandoned:
-            self.fail(run_id, ABANDONED)
-        return abandoned

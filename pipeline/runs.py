@@ -1,120 +1,14 @@
-"""Runs end committed or failed, never half-done: launching a job so (:func:`run_to_commit`),
-and ``beamcap runs``, the table of an output root's runs. Where a run's files are, and what its
-states mean, is ``pipeline.output_root``'s.
+"""``beamcap runs``: the table of an output root's runs. Where a run's files are, and what its
+states mean, is ``pipeline.output_root``'s; how a run ends committed or failed,
+``pipeline.lifecycle``'s.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import sys
-import time
 
-from apache_beam.runners.runner import PipelineState
-
-from models import storage
-from pipeline import cluster_health
-from pipeline.output_root import ABANDONED, STATES, OutputRoot, RunDir
-from transforms.inference import METRICS_NAMESPACE, RunFault
-
-_RUN_FAULT = re.compile(r"RunFault: (.+)")
-_WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
-
-
-class RunFailed(RuntimeError):
-    """The run stopped on a fault that is not an image's; the message is the one-line reason."""
-
-
-def failure_reason(error: BaseException) -> str:
-    """One line for a failed pipeline: the worker's :class:`RunFault` message where there is
-    one (runners re-raise it, or wrap it in their own error's text), else the error's first
-    line; without the runner's "[while running 'STEP']" suffix."""
-    text = str(error).strip()
-    found = None if isinstance(error, RunFault) else _RUN_FAULT.search(text)
-    if found:
-        text = found.group(1)
-    elif not isinstance(error, RunFault):
-        text = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-    return _WHILE_RUNNING.sub("", text.splitlines()[0]).strip()[:500]
-
-
-def inference_metrics(result) -> dict:
-    """RunInference's metrics of a finished run (namespace ``beamcap``): counters as numbers,
-    distributions as {count, mean, max}; empty where the runner reports none."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    metrics = {c.key.metric.name: c.committed or c.attempted for c in found["counters"]}
-    for distribution in found["distributions"]:
-        value = distribution.committed or distribution.attempted
-        if value and value.count:
-            metrics[distribution.key.metric.name] = {
-                "count": value.count,
-                "mean": value.mean,
-                "max": value.max,
-            }
-    return metrics
-
-
-def run_to_commit(pipeline, run: RunDir, *, wait: bool = True, on_failure=lambda: None):
-    """Runs ``pipeline``, whose last step commits ``run``. On any fault: ``run`` is
-    marked failed with the reason, ``on_failure()`` called (the run's leases released) and
-    :class:`RunFailed` raised. On a cluster, its worker pool is probed first and the cluster
-    watched while the job runs (``pipeline.cluster_health``). With ``wait=False`` returns Beam's
-    result once submitted (the runner's own job then commits or fails the directory)."""
-    cluster = cluster_health.cluster_of(pipeline.options)
-    watch, submitted = None, time.time()
-    try:
-        cluster_health.before_run(cluster)
-        result = pipeline.run()
-        if not wait:
-            return result
-        with cluster_health.watching(cluster, result, since=submitted) as watch:
-            state = result.wait_until_finish()
-        if state not in (None, PipelineState.DONE):
-            raise RunFailed(f"the pipeline ended in state {state}")
-    except Exception as error:  # noqa: BLE001 - every fault ends the run as failed
-        recorded = _recorded_state(run)
-        if recorded["state"] == "failed":  # by the job itself: its reason, written once
-            reason = recorded["reason"]
-        elif watch is not None and watch.fault:
-            reason = watch.fault
-        else:
-            reason = cluster_health.in_words(cluster, failure_reason(error))
-            reason = storage.in_words(reason, error)
-        raise RunFailed(reason + fail_cleanly(run, reason, on_failure)) from error
-    return result
-
-
-def _recorded_state(run: RunDir) -> dict:
-    """The run's state as far as storage answers at one try ("unknown" when it does not)."""
-    try:
-        with storage.one_try():
-            return run.state()
-    except Exception:  # noqa: BLE001 - storage may be what failed; the run's fault comes first
-        return {"state": "unknown"}
-
-
-def fail_cleanly(run: RunDir, reason: str, on_failure=lambda: None) -> str:
-    """Marks ``run`` failed with ``reason`` (unless it already is) and calls
-    ``on_failure()``. A fault while doing so never replaces the reason: it is returned, as text
-    to append to it ("" when none). Each storage call here makes one attempt
-    (:func:`models.storage.one_try`): when storage is what failed, the reason comes out after
-    one request timeout per call, not a whole deadline."""
-
-    def mark():
-        if run.state()["state"] != "failed":
-            run.mark_failed(reason)
-
-    handling = sys.exc_info()[1]  # the run's own fault, when called while handling it
-    faults = []
-    for step in (mark, on_failure):
-        try:
-            with storage.one_try():
-                step()
-        except Exception as error:  # noqa: BLE001 - reported after the run's own reason
-            faults.append(storage.in_words(failure_reason(error), error, besides=handling))
-    return f" (and cleaning up failed: {'; '.join(faults)})" if faults else ""
+from pipeline.lifecycle import clean_abandoned
+from pipeline.output_root import ABANDONED, STATES, OutputRoot
 
 
 def _age(seconds: int) -> str:
@@ -152,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = OutputRoot(args.output)
     if args.clean:
-        for run_id in root.clean_abandoned():
+        for run_id in clean_abandoned(root):
             print(f"marked {run_id} failed: {ABANDONED}; its temporary files removed")
     runs = root.list_runs()
     if args.json:

@@ -69,10 +69,14 @@ def beamcap_job(*argv, timeout: float | None = None, env: dict | None = None):
     )
 
 
-def beamcap_process(*argv, log: Path, env: dict | None = None) -> subprocess.Popen:
+def beamcap_process(
+    *argv, log: Path, env: dict | None = None, hold: Path | None = None
+) -> subprocess.Popen:
     """Starts `beamcap ARGV` in a subprocess writing stdout and stderr to ``log`` (with
-    ``env`` added to this process's environment)."""
-    command = [sys.executable, "-m", "pipeline.cli", *map(str, argv)]
+    ``env`` added to this process's environment); with ``hold``, a caption run's commit waits
+    while that file exists (``tests.held_commit``)."""
+    launcher = ["tests.held_commit", str(hold)] if hold else ["pipeline.cli"]
+    command = [sys.executable, "-m", *launcher, *map(str, argv)]
     with open(log, "w") as out:
         return subprocess.Popen(
             command,

@@ -25,7 +25,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from models.backend import load_keras
-from models.faults import ModelFault, StageFailed
+from models.faults import ModelFault, RunFault, StageFailed
 from transforms.caption_schema import caption_row
 from transforms.content import rows_per_copy
 from transforms.decode import DecodedImage, Payload
@@ -33,10 +33,6 @@ from transforms.failures import FAILURES, failure
 
 METRICS_NAMESPACE = "beamcap"
 ENGINES = "engines"
-
-
-class RunFault(RuntimeError):
-    """A fault of the run, not of an image; raised inside a worker, it fails the run."""
 
 
 def isolate_faults(function: Callable[[list], list], items: Sequence) -> list:
@@ -74,11 +70,11 @@ def _checked(results, items) -> list:
 
 
 def _raise_if_run_fault(error: Exception) -> None:
+    cause = error.error if isinstance(error, StageFailed) else error
+    if isinstance(cause, (ModelFault, FloatingPointError, MemoryError)):  # named by its type
+        raise RunFault(f"{type(cause).__name__}: {cause}") from error
     if isinstance(error, RunFault):
         raise error
-    cause = error.error if isinstance(error, StageFailed) else error
-    if isinstance(cause, (ModelFault, FloatingPointError, MemoryError)):
-        raise RunFault(f"{type(cause).__name__}: {cause}") from error
 
 
 class _ImageHandler(ModelHandler):

@@ -11,6 +11,8 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
+from models import storage
+from models.faults import SettingsError
 from transforms import gcs  # noqa: F401 - a worker's gs:// reads take beamcap's policy
 
 
@@ -129,3 +131,14 @@ class MatchImages(beam.PTransform):
             | "Paths" >> beam.Map(lambda m: (m.path, identity(m)) if identities else m.path)
             | "Dedupe" >> beam.Distinct()
         )
+
+
+def read_input_list(uri: str) -> list[str]:
+    """The URIs an ``--input-list`` file names, one a line; blank lines and ``#`` comments
+    are passed over."""
+    try:
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        raise SettingsError(f"--input-list: {uri} does not exist") from None
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from models import storage
-from models.configs import SettingsError
+from models.faults import BundleError
 
 FORMAT = "beamcap-bundle"
 # 2: the encoder section may hold keys beyond the spec (phase, fine_tuning);
@@ -33,10 +33,6 @@ MANIFEST, ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB = (
 )
 KERAS_PARTS = (ENCODER_WEIGHTS, DECODER_WEIGHTS, VOCAB)  # the files the Keras models read
 DEFAULT_DECODER = "show_and_tell"  # the kind of a decoder section that names none (format < 4)
-
-
-class BundleError(SettingsError):
-    """A bundle is missing a part, or a part does not match its manifest."""
 
 
 def sha256(data: bytes) -> str:

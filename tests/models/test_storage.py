@@ -74,3 +74,42 @@ def test_tree_operations_locally(tmp_path):
 
 def test_tree_operations_on_gcs(new_bucket):
     _tree_operations(f"gs://{new_bucket('trees')}/root")
+
+
+def test_a_client_that_gets_no_answer_raises_storage_unavailable(monkeypatch):
+    """Every gs:// call wraps the client's no-answer errors, by their type, into one
+    StorageUnavailable naming Cloud Storage; an answer (404) stays what it was."""
+    import pytest
+    import requests
+    from google.api_core.exceptions import NotFound
+
+    from models.faults import RunFault, StorageUnavailable
+
+    def refused():
+        raise requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+
+    monkeypatch.delenv(storage.EMULATOR_HOST, raising=False)
+    monkeypatch.setattr(storage, "_client", refused)
+    calls = [
+        lambda: storage.read_bytes("gs://b/x"),
+        lambda: storage.exists("gs://b/x"),
+        lambda: storage.glob("gs://b/*.json"),
+        lambda: storage.entries("gs://b/d"),
+        lambda: storage.write_text("gs://b/x", "x"),
+        lambda: storage.remove("gs://b/x"),
+    ]
+    for call in calls:
+        with pytest.raises(StorageUnavailable) as raised:
+            call()
+        assert str(raised.value) == (
+            "Cloud Storage at https://storage.googleapis.com did not answer (connection refused)"
+        )
+        assert isinstance(raised.value, RunFault) and raised.value.exit_code == 1
+
+    class Missing:
+        def bucket(self, _name):
+            raise NotFound("no such bucket")
+
+    monkeypatch.setattr(storage, "_client", Missing)
+    with pytest.raises(NotFound):
+        storage.exists("gs://b/x")

@@ -13,7 +13,6 @@ import pytest
 
 from cluster import local_flink
 from cluster.processes import group_members
-from pipeline.caption import HOLD_COMMIT
 from tests.jobs import beamcap_job
 
 
@@ -24,15 +23,16 @@ class FlinkCluster:
 
     @property
     def hold_commit(self) -> Path:
-        """While this file exists, every caption run on the cluster waits before _SUCCESS."""
+        """While this file exists, a caption run started with it as its hold (``hold=``)
+        waits before _SUCCESS."""
         return self.workdir / "hold-commit"
 
     @contextlib.contextmanager
     def commit_held(self):
-        """Inside, caption runs on the cluster wait between summary.json and _SUCCESS (the
-        test-only hook of pipeline/caption.py). Yields ``reached(process)``: it waits until a
-        run's commit is held and returns (the pid of the SDK worker holding it, its run dir);
-        it fails if the launcher ``process`` ends first."""
+        """Inside, caption runs on the cluster started with ``hold=self.hold_commit`` wait
+        between summary.json and _SUCCESS (``tests.held_commit``). Yields
+        ``reached(process)``: it waits until a run's commit is held and returns (the pid of the
+        SDK worker holding it, its run dir); it fails if the launcher ``process`` ends first."""
         reached = Path(f"{self.hold_commit}.reached")
 
         def wait(process, timeout: float = 180) -> tuple[int, Path]:
@@ -89,8 +89,7 @@ class FlinkCluster:
 def flink(tmp_path_factory, gcs_servers):
     """The cluster; its SDK workers reach the session's storage servers."""
     workdir = tmp_path_factory.mktemp("flink")
-    env = {HOLD_COMMIT: str(workdir / "hold-commit"), **gcs_servers.env()}
-    ports = local_flink.up(workdir, local_flink.free_ports(), timeout=180, env=env)
+    ports = local_flink.up(workdir, local_flink.free_ports(), timeout=180, env=gcs_servers.env())
     groups = json.loads((workdir / "pids.json").read_text())["pids"].values()
     try:
         yield FlinkCluster(ports, workdir)

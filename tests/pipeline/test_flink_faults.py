@@ -37,10 +37,12 @@ TIMEOUT = 10  # --cluster_timeout in these tests, seconds (default 120)
 
 
 def start_caption(flink, images, bundle, output, *extra):
-    """Starts `beamcap caption --only-new` on the cluster; returns (process, start time)."""
+    """Starts `beamcap caption --only-new` on the cluster, its commit held inside
+    ``flink.commit_held()``; returns (process, start time)."""
     since = time.time()
     argv = [*caption_argv(images, bundle, output), *flink.flags(), *extra]
-    return beamcap_process(*argv, log=output.parent / "launcher.log"), since
+    log = output.parent / "launcher.log"
+    return beamcap_process(*argv, log=log, hold=flink.hold_commit), since
 
 
 def launcher_result(process, output: Path, timeout: float = 240) -> tuple[int, str]:
@@ -85,7 +87,7 @@ def test_taskmanager_killed_mid_run(flink, many_images, tiny_bundle, tmp_path):
 def test_commit_worker_killed_between_summary_and_success(
     flink, many_images, tiny_bundle, tmp_path
 ):
-    """The commit is held after summary.json (the test-only hook of pipeline/caption.py), its
+    """The commit is held after summary.json (the hold of tests/held_commit.py), its
     SDK worker killed there; Flink's retry commits the run exactly once."""
     output = tmp_path / "out"
     with flink.commit_held() as reached:

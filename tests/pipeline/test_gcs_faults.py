@@ -11,6 +11,7 @@ import time
 import pytest
 
 from models import storage
+from models.faults import OutputBusy
 from pipeline import lease
 from pipeline.output_root import OutputRoot
 from tests.jobs import FNAPI, MARGIN, beamcap_process, job_flags
@@ -36,10 +37,10 @@ def images_bucket(gcs_servers, many_images):
     return "gs://faults-images/photos/"
 
 
-def start_caption(bundle, images: str, output: str, log, *extra, env=None):
+def start_caption(bundle, images: str, output: str, log, *extra, hold=None):
     return beamcap_process(
         "caption", *job_flags(images, bundle, output, "--only-new", *FNAPI, *extra), log=log,
-        env=env,
+        hold=hold,
     )  # fmt: skip
 
 
@@ -115,8 +116,7 @@ def test_storage_unreachable_while_the_run_commits(gcs, new_bucket, images_bucke
     output, log = f"gs://{new_bucket('out')}/captions", tmp_path / "run.log"
     hold = tmp_path / "hold"
     hold.touch()
-    env = {"BEAMCAP_TEST_HOLD_COMMIT": str(hold)}
-    process = start_caption(tiny_bundle, images_bucket, output, log, env=env)
+    process = start_caption(tiny_bundle, images_bucket, output, log, hold=hold)
     reached = tmp_path / "hold.reached"
     deadline = time.time() + 120
     while not reached.exists():
@@ -194,5 +194,5 @@ def test_a_lease_upload_whose_answer_is_lost_takes_the_lease_once(gcs, new_bucke
     assert OutputRoot(output).lease_holder() == mine
     direct.reload()
     assert direct.generation == stored  # written once
-    with pytest.raises(lease.OutputBusy, match="is leased by run run-a "):
+    with pytest.raises(OutputBusy, match="is leased by run run-a "):
         OutputRoot(output).acquire_lease(lease.new_lease("run-b", 10, pid=None))

@@ -20,6 +20,7 @@ import pytest
 from models import storage
 from models.configs import SettingsError
 from models.datasets.synthetic import SynthConfig, make_example
+from models.faults import OutputBusy
 from pipeline import caption as caption_module
 from pipeline import cli, evaluate, lease, runs
 from pipeline.output_root import OutputRoot, RunDir, new_run_id
@@ -49,22 +50,18 @@ def committed_uris(output: str) -> collections.Counter:
 
 
 def held_at_commit(gate: str):
-    """A commit step that waits for the file ``gate`` before committing."""
-    commit = caption_module.commit_run
+    """A commit hold (``before_success``) that waits for the file ``gate`` before _SUCCESS."""
 
-    def wait_then_commit(*args, **kwargs):
+    def wait_for_gate(_run_dir: str) -> None:
         deadline = time.time() + 120
         while not storage.exists(gate) and time.time() < deadline:
             time.sleep(0.1)
-        return commit(*args, **kwargs)
 
-    return wait_then_commit
+    return wait_for_gate
 
 
 @pytest.mark.parametrize("where", ["local", "gcs"])
-def test_overlapping_runs_caption_each_image_once(
-    where, tmp_path, tiny_bundle, capsys, monkeypatch, request
-):
+def test_overlapping_runs_caption_each_image_once(where, tmp_path, tiny_bundle, capsys, request):
     images = tmp_path / "images"
     write_images(images, 4)
     extra = []
@@ -73,10 +70,12 @@ def test_overlapping_runs_caption_each_image_once(
     else:
         output = str(tmp_path / "out")
     gate = str(tmp_path / "gate")
-    monkeypatch.setattr(caption_module, "commit_run", held_at_commit(gate))
+    hold = held_at_commit(gate)
     first = {}
     thread = threading.Thread(
-        target=lambda: first.update(caption_module.run(flags(images, tiny_bundle, output, *extra)))
+        target=lambda: first.update(
+            caption_module.run(flags(images, tiny_bundle, output, *extra), before_success=hold)
+        )
     )
     thread.start()
     try:
@@ -88,7 +87,7 @@ def test_overlapping_runs_caption_each_image_once(
     finally:
         Path(gate).touch()
         thread.join(120)
-    assert status == lease.EXIT_BUSY == 75
+    assert status == OutputBusy.exit_code == 75
     assert err.startswith(f"beamcap caption: busy: {output} is leased by run {first['run_id']} (")
     assert err.endswith("; try again later")
     assert first["counts"]["captioned"] == 4
@@ -212,7 +211,7 @@ def test_a_stale_output_lease_is_taken_over_and_a_live_one_refused(tmp_path):
     output = str(tmp_path / "out")
     mine = lease.new_lease("run-a", 60, pid=os.getpid())
     OutputRoot(output).acquire_lease(mine)
-    with pytest.raises(lease.OutputBusy, match="leased by run run-a .*try again later"):
+    with pytest.raises(OutputBusy, match="leased by run run-a .*try again later"):
         OutputRoot(output).acquire_lease(lease.new_lease("run-b", 60, pid=os.getpid()))
     OutputRoot(output).release("run-b")  # not the holder: no effect
     assert OutputRoot(output).lease_holder() == mine

@@ -8,9 +8,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.faults import ModelFault, StageFailed
+from models.faults import ModelFault, RunFault, StageFailed
 from transforms.decode import DecodedImage
-from transforms.inference import BundleHandler, RunFault, _ImageHandler, isolate_faults, run_model
+from transforms.inference import BundleHandler, _ImageHandler, isolate_faults, run_model
 
 
 def double_unless_negative(items):
