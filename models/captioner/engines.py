@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 from models import hardware
-from models.captioner.manifest import KERAS_PARTS, VOCAB, BundleError, Manifest
+from models.captioner.manifest import KERAS_PARTS, VOCAB, Manifest
 from models.configs import PRECISIONS as KERAS_PRECISIONS
 
 AUTO = "auto"
@@ -95,12 +95,8 @@ def _speed(manifest: Manifest, precision: str) -> float:
 def refuse_missing(precision: str, manifest: Manifest, uri: str) -> None:
     """A launch's check: an OpenVINO engine asked for by name that the bundle cannot serve is
     refused (:class:`BundleError`), naming the command that makes one."""
-    problem = manifest.engine_problem(precision) if precision == "int8" else None
-    if problem:
-        raise BundleError(
-            f"--precision {precision}: {uri} {problem}; make one with `beamcap quantize "
-            f"--model {uri} --calibration IMAGES`"
-        )
+    if precision == "int8":
+        manifest.check_engine(uri, precision)
 
 
 def parts_read(choice: Choice, manifest: Manifest) -> list[str]:

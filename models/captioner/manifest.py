@@ -265,6 +265,17 @@ class Manifest:
         """The Keras weights an engine is made of: the encoder's and decoder's fingerprints."""
         return {"encoder": self.encoder.fingerprint, "decoder": self.decoder.fingerprint}
 
+    def check_engine(self, uri: str, precision: str) -> None:
+        """A :class:`BundleError` naming the command that makes the engine ``precision``, where
+        the bundle at ``uri`` cannot serve it (:meth:`engine_problem`): the one message for a
+        launch that asks for it by name and a worker that loads it."""
+        problem = self.engine_problem(precision)
+        if problem:
+            raise BundleError(
+                f"--precision {precision}: {uri} {problem}; make one with `beamcap quantize "
+                f"--model {uri} --calibration IMAGES`"
+            )
+
     def engine_problem(self, precision: str) -> str | None:
         """Why the bundle's engine ``precision`` cannot serve it (it has none, or one built
         from other weights than the bundle's), or None when it can."""

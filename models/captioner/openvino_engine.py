@@ -32,7 +32,7 @@ from models import storage
 from models.captioner.arrays import checked_images, pad_rows, padded_to
 from models.captioner.beam_search import ties_to_lower_id
 from models.captioner.captioner import Captioner
-from models.captioner.manifest import VOCAB, BundleError, Manifest, read_checked
+from models.captioner.manifest import VOCAB, Manifest, read_checked
 from models.captioner.openvino_cache import compile_model
 from models.captioner.vocabulary import Vocabulary
 from models.faults import ModelFault
@@ -163,12 +163,7 @@ def load_engine(uri: str, precision: str) -> Captioner:
     """The bundle's OpenVINO engine ``precision``, compiled for this CPU; raises
     ``BundleError`` (a refusal) when the bundle has none, naming the command that makes one."""
     manifest = Manifest.read(uri)
-    problem = manifest.engine_problem(precision)
-    if problem:
-        raise BundleError(
-            f"{uri} {problem}: make one with `beamcap quantize --model {uri} "
-            "--calibration IMAGES`, or caption with --precision fp32"
-        )
+    manifest.check_engine(uri, precision)
     names = [*manifest.engines[precision].files, VOCAB]
     files = {name: read_checked(uri, name, manifest) for name in names}
     vocabulary = Vocabulary.from_text(files[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))

@@ -182,8 +182,8 @@ def assert_pool_fault_fails_the_run(flink, pool: str, images, bundle, output, re
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == f"beamcap caption: run failed: {reason}"
-    # the probe runs once the launcher has resolved its settings (the line logged at launch)
-    assert time.time() - logged_at(result.stderr, "encoder and decoder: ") < TIMEOUT + MARGIN
+    # the probe runs once the launcher has checked the bundle (its engine line, at launch)
+    assert time.time() - logged_at(result.stderr, "engine here: ") < TIMEOUT + MARGIN
     assert_failed_cleanly(output)
 
 
