@@ -172,11 +172,11 @@ def fixed_cost_parts(bundle: str, choice: Choice, pixels: np.ndarray) -> dict[st
     """What a run pays before its first image, each part alone: the launch's bundle check,
     loading the engine, the first batch."""
     from models.captioner.engines import parts_read
-    from models.captioner.manifest import read_manifest, verify_bundle
+    from models.captioner.manifest import Manifest, verify_bundle
 
     parts = {}
     started = time.perf_counter()
-    manifest = read_manifest(bundle)
+    manifest = Manifest.read(bundle)
     verify_bundle(bundle, manifest, parts_read(choice, manifest))
     parts["bundle check"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -60,12 +60,12 @@ def write_done_run(output: Path, bundle: str, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from models.captioner.manifest import read_manifest
+    from models.captioner.manifest import Manifest
     from pipeline.lifecycle import RunLifecycle
     from pipeline.output_root import SUMMARY, OutputRoot
     from transforms.caption_schema import CAPTIONS_SCHEMA, conform
 
-    model_id = read_manifest(bundle).model_id
+    model_id = Manifest.read(bundle).model_id
     run = OutputRoot(str(output)).run("20200101T000000Z-done")
     Path(run.path).mkdir(parents=True)
     table = pa.Table.from_pylist(

@@ -53,7 +53,7 @@ from models.captioner.engines import (
     parts_read,
     refuse_missing,
 )
-from models.captioner.manifest import read_manifest, verify_bundle
+from models.captioner.manifest import Manifest, verify_bundle
 from models.configs import SettingsError, setting
 from pipeline import caption_commit, cluster_health, progress
 from pipeline.inference_metrics import log_inference
@@ -359,7 +359,7 @@ def run(argv: list[str], *, wait: bool = True, before_success=None):
         CaptionSettings, argv, prog="beamcap caption", description=__doc__, section="caption"
     )
     cluster_health.check_slots(cluster_health.cluster_of(PipelineOptions(job.beam_args)))
-    settings, manifest = job.settings, read_manifest(job.settings.model)
+    settings, manifest = job.settings, Manifest.read(job.settings.model)
     verify_bundle(settings.model, manifest, parts_read(engine_here(settings, manifest), manifest))
     life = new_run(settings)
     run_dir = life.run_dir

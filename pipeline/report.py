@@ -27,7 +27,7 @@ import sys
 from PIL import Image
 
 from models import storage
-from models.captioner.manifest import read_manifest
+from models.captioner.manifest import Manifest
 from models.evaluation.attributes import ACCURACY_KEYS
 from pipeline.output_root import METRICS, REPORT, RunDir
 from pipeline.settings import Parser
@@ -178,7 +178,7 @@ def render(run_dir: str, images_root: str | None = None, *, model_uri: str | Non
     captions, failures, summary = RunDir(run_dir).read()
     encoder = summary.get("encoder")
     if encoder is None and model_uri:
-        encoder = read_manifest(model_uri).encoder.to_json()
+        encoder = Manifest.read(model_uri).encoder.to_json()
     warning = encoder_warning(encoder)
     metrics_uri = RunDir(run_dir).file(METRICS)
     metrics = json.loads(storage.read_text(metrics_uri)) if storage.exists(metrics_uri) else {}

@@ -304,10 +304,6 @@ def read_part(uri: str, name: str) -> bytes:
         raise BundleError(f"{uri} is not a model bundle: it has no {name}") from error
 
 
-def read_manifest(uri: str) -> Manifest:
-    return Manifest.read(uri)
-
-
 def read_checked(uri: str, name: str, manifest: Manifest) -> bytes:
     """The bundle's file ``name``, once it matches the manifest's sha256."""
     data = read_part(uri, name)
@@ -322,7 +318,7 @@ def read_checked(uri: str, name: str, manifest: Manifest) -> bytes:
 def verify_bundle(uri: str, manifest: Manifest | None = None, names=None) -> Manifest:
     """The manifest (read here unless given), once every file it lists, or those in ``names``
     (the ones a job will read), is present and matches its sha256."""
-    manifest = read_manifest(uri) if manifest is None else manifest
+    manifest = Manifest.read(uri) if manifest is None else manifest
     for name in manifest.files if names is None else names:
         read_checked(uri, name, manifest)
     return manifest

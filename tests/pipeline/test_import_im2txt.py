@@ -135,7 +135,7 @@ def test_features_with_the_im2txt_architecture_see_what_the_imported_model_sees(
     trained from them records the preprocessing too)."""
     import json
 
-    from models.captioner.manifest import read_manifest
+    from models.captioner.manifest import Manifest
     from models.datasets.feature_records import decode_png
     from pipeline.features import run as run_features
     from tests.jobs import records
@@ -156,7 +156,7 @@ def test_features_with_the_im2txt_architecture_see_what_the_imported_model_sees(
 
     written = records(output)["train"]
     assert sorted(written) == ["photo0.jpg", "photo1.jpg"]
-    fingerprint = read_manifest(bundle).encoder.fingerprint
+    fingerprint = Manifest.read(bundle).encoder.fingerprint
     for name, record in written.items():
         expected = decode_image((images / name).read_bytes(), 299, preprocessing=PREPROCESSING)
         np.testing.assert_array_equal(decode_png(record.image_data), expected[0])
