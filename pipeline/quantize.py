@@ -135,7 +135,7 @@ def add_engines(
     from models.captioner.bundle import load_bundle
     from models.captioner.openvino_engine import openvino_captioner
 
-    bundle, precisions = load_bundle(model), engine_build.buildable()
+    bundle, precisions = load_bundle(model, manifest=manifest), engine_build.buildable()
     print(f"making the {' and '.join(precisions)} engines, calibrated on {len(sample)} images "
           "...", file=sys.stderr)  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is results'

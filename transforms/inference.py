@@ -118,19 +118,21 @@ class BundleHandler(_ImageHandler):
 
     def load_model(self):
         from models.captioner.engines import choose, load_captioner
-        from models.captioner.manifest import read_manifest
+        from models.captioner.manifest import Manifest
 
-        choice = choose(self.precision, read_manifest(self.uri))
+        manifest = Manifest.read(self.uri)
+        choice = choose(self.precision, manifest)
         logging.info(
             "engine: %s on %s (--precision %s: %s)",
             choice.precision, choice.runtime, self.precision, choice.reason,
         )  # fmt: skip
-        captioner = load_captioner(self.uri, choice, batch_size=self.max_batch_size)
+        captioner = load_captioner(
+            self.uri, choice, batch_size=self.max_batch_size, manifest=manifest
+        )
         if captioner.model_id != self.model_id:
             raise RunFault(
                 f"{self.uri} now holds model {captioner.model_id}, not {self.model_id} as at launch"
             )
-        captioner.engine = choice.record()
         return captioner
 
     def run_inference(self, batch, model, inference_args=None):

@@ -107,12 +107,19 @@ def save_bundle(
     return manifest
 
 
-def load_bundle(uri: str, *, precision: str = "fp32", batch_size: int | None = None) -> Bundle:
+def load_bundle(
+    uri: str,
+    *,
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    manifest: Manifest | None = None,
+) -> Bundle:
     """Reads and verifies a bundle; raises :class:`BundleError` naming what does not match.
 
-    ``precision`` and ``batch_size`` are passed to :class:`ImageEncoder`.
+    ``precision`` and ``batch_size`` are passed to :class:`ImageEncoder`; ``manifest``: the
+    bundle's, where the caller has read it already.
     """
-    manifest = Manifest.read(uri)
+    manifest = Manifest.read(uri) if manifest is None else manifest
     decoder_type = _decoder_type(uri, manifest.decoder.kind)
     with tempfile.TemporaryDirectory(prefix="beamcap-bundle-") as tmp:
         for name in KERAS_PARTS:

@@ -107,27 +107,37 @@ def parts_read(choice: Choice, manifest: Manifest) -> list[str]:
     return list(KERAS_PARTS)
 
 
-def load_captioner(uri: str, choice: Choice | str = AUTO, *, batch_size: int | None = None):
+def load_captioner(
+    uri: str,
+    choice: Choice | str = AUTO,
+    *,
+    batch_size: int | None = None,
+    manifest: Manifest | None = None,
+):
     """A bundle's :class:`~models.captioner.captioner.Captioner` on the engine of ``choice``
-    (a :class:`Choice`, or a ``--precision`` made one here by :func:`choose`)."""
+    (a :class:`Choice`, or a ``--precision`` made one here by :func:`choose`), holding the
+    choice's record; ``manifest``: the bundle's, where the caller has read it already."""
+    manifest = Manifest.read(uri) if manifest is None else manifest
     if not isinstance(choice, Choice):
-        choice = choose(choice, Manifest.read(uri))
-    return LOADERS[choice.runtime](uri, choice.precision, batch_size)
+        choice = choose(choice, manifest)
+    captioner = LOADERS[choice.runtime](uri, choice.precision, batch_size, manifest)
+    captioner.engine = choice.record()
+    return captioner
 
 
-def _load_keras(uri: str, precision: str, batch_size: int | None):
+def _load_keras(uri: str, precision: str, batch_size: int | None, manifest: Manifest):
     from models.backend import load_keras
 
     load_keras()
     from models.captioner.bundle import load_bundle
 
-    return load_bundle(uri, precision=precision, batch_size=batch_size)
+    return load_bundle(uri, precision=precision, batch_size=batch_size, manifest=manifest)
 
 
-def _load_openvino(uri: str, precision: str, batch_size: int | None):
+def _load_openvino(uri: str, precision: str, batch_size: int | None, manifest: Manifest):
     from models.captioner.openvino_engine import load_engine
 
-    return load_engine(uri, precision)
+    return load_engine(uri, precision, manifest=manifest)
 
 
 LOADERS = {KERAS: _load_keras, OPENVINO: _load_openvino}

@@ -159,10 +159,11 @@ class OpenVinoStepper:
         return f"{self.step_key}.{variant}" if self.step_key else None
 
 
-def load_engine(uri: str, precision: str) -> Captioner:
+def load_engine(uri: str, precision: str, *, manifest: Manifest | None = None) -> Captioner:
     """The bundle's OpenVINO engine ``precision``, compiled for this CPU; raises
-    ``BundleError`` (a refusal) when the bundle has none, naming the command that makes one."""
-    manifest = Manifest.read(uri)
+    ``BundleError`` (a refusal) when the bundle has none, naming the command that makes one.
+    ``manifest``: the bundle's, where the caller has read it already."""
+    manifest = Manifest.read(uri) if manifest is None else manifest
     manifest.check_engine(uri, precision)
     names = [*manifest.engines[precision].files, VOCAB]
     files = {name: read_checked(uri, name, manifest) for name in names}
