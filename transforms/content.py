@@ -38,12 +38,12 @@ import google_crc32c
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam import pvalue
-from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
 from transforms.caption_schema import reused_row
 from transforms.decode import ReadAhead, read_file
 from transforms.failures import MAX_MESSAGE, failure
+from transforms.match import ReadEachMatched
 
 REUSED = "reused"  # CaptionOncePerContent's tagged output: rows of known content
 
@@ -148,16 +148,9 @@ class CaptionOncePerContent(beam.PTransform):
             return read | "EachOnItsOwn" >> beam.ParDo(_EachOnItsOwn()).with_outputs(
                 REUSED, main="to_caption"
             )
-        if not self.known_files:
-            known = read.pipeline | "NoKnownFiles" >> beam.Create([])
-        else:
-            known = (
-                read.pipeline
-                | "KnownFiles" >> beam.Create(self.known_files)
-                | "MatchKnown" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-                | "OpenKnown" >> fileio.ReadMatches()
-                | "ReadKnown" >> beam.FlatMap(known_contents, self.model_id)
-            )
+        known = read.pipeline | "ReadKnown" >> ReadEachMatched(
+            self.known_files, known_contents, self.model_id
+        )
         return (
             {"new": read, "known": known}
             | "Join" >> beam.CoGroupByKey()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -130,6 +131,27 @@ class MatchImages(beam.PTransform):
             | "AllMatched" >> beam.Flatten(pipeline=pipeline.pipeline)
             | "Paths" >> beam.Map(lambda m: (m.path, identity(m)) if identities else m.path)
             | "Dedupe" >> beam.Distinct()
+        )
+
+
+class ReadEachMatched(beam.PTransform):
+    """Patterns -> the items ``read(readable_file, *args)`` gives for each file they match
+    (Beam's ``fileio``); no patterns, or none matching: an empty PCollection. Applied to a
+    pipeline: what the jobs read of earlier runs' files."""
+
+    def __init__(self, patterns: list[str], read: Callable, *args):
+        super().__init__()
+        self.patterns, self.read, self.args = list(patterns), read, args
+
+    def expand(self, pbegin):
+        if not self.patterns:
+            return pbegin | "NoFiles" >> beam.Create([])
+        return (
+            pbegin
+            | "Patterns" >> beam.Create(self.patterns)
+            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            | "Open" >> fileio.ReadMatches()
+            | "Read" >> beam.FlatMap(self.read, *self.args)
         )
 
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import fileio
 
-from transforms.match import updated_micros
+from transforms.match import ReadEachMatched, updated_micros
 from transforms.shards import ShardTask, is_shard, split_member_uri
 
 _COLUMNS = ("image_uri", "image_identity", "model_id", "captioned_at", "failed_at")
@@ -74,16 +73,7 @@ class SkipAlreadyDone(beam.PTransform):
         self.model_id = model_id
 
     def expand(self, images):
-        if not self.done_files:
-            done = images.pipeline | "NoDoneFiles" >> beam.Create([])
-        else:
-            done = (
-                images.pipeline
-                | "DoneFiles" >> beam.Create(self.done_files)
-                | "MatchDone" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-                | "OpenDone" >> fileio.ReadMatches()
-                | "ReadDone" >> beam.FlatMap(done_records)
-            )
+        done = images.pipeline | "ReadDone" >> ReadEachMatched(self.done_files, done_records)
         model_id = self.model_id
 
         def by_shard(record):
