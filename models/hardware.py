@@ -31,8 +31,9 @@ def cpuinfo() -> str:
     return path.read_text() if path.exists() else ""
 
 
-def cpu_flags() -> set[str]:
-    return set(cpuinfo().split())
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    return frozenset(cpuinfo().split())
 
 
 def cpu_name() -> str:
@@ -47,7 +48,8 @@ def simd_flags() -> list[str]:
     ``ONEDNN_MAX_CPU_ISA`` caps it below some."""
     cap = os.environ.get(ISA_CAPS[0], "").upper()
     allowed = _CAP_ORDER[: _CAP_ORDER.index(cap) + 1] if cap in _CAP_ORDER else _CAP_ORDER
-    return [flag for flag, isa in SIMD.items() if flag in cpu_flags() and isa in allowed]
+    flags = cpu_flags()
+    return [flag for flag, isa in SIMD.items() if flag in flags and isa in allowed]
 
 
 def bf16_units() -> bool:
