@@ -471,7 +471,6 @@ def main() -> None:
         pixels = decoded(paths[: args.images], fp32.manifest)
         rates = print_engine_rows(im2txt, sections, pixels)
 
-        chosen = load_captioner(im2txt, choice)
         features = features_of(fp32.encoder, pixels, 32)
         search_tf, search_engine = (
             rate(lambda f, s=e.stepper: beam_search(s, f, **SEARCH), features, 32)
@@ -493,7 +492,7 @@ def main() -> None:
         keras_encoder = load_bundle(im2txt, batch_size=32).encoder
         print("8. a short batch: time of 8 images / of 32 (ideal 0.25); its first call / next")
         for name, encoder in (
-            (f"{choice.precision} engine", chosen.encoder),
+            (f"{job.precision} engine", load_captioner(im2txt, job).encoder),
             ("TF fp32", keras_encoder),
         ):
             share, first = short_batch(encoder, pixels)
