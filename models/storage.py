@@ -233,6 +233,38 @@ def entries(directory: str) -> list[str]:
         return []
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredObject:
+    """A ``gs://`` object as Cloud Storage lists it: its size, its update time (epoch seconds)
+    and its CRC-32C (base64 of the big-endian checksum, as the JSON API gives it)."""
+
+    uri: str
+    size: int
+    updated: float
+    crc32c: str
+
+
+def _stored(bucket: str, blob) -> StoredObject:
+    uri = f"gs://{bucket}/{blob.name}"
+    return StoredObject(uri, blob.size, blob.updated.timestamp(), blob.crc32c)
+
+
+@_answered
+def stored_object(uri: str) -> StoredObject | None:
+    """One ``gs://`` object (one request); None when there is none."""
+    bucket, name = _bucket_and_name(uri)
+    blob = _client().bucket(bucket).get_blob(name, **_calls())
+    return _stored(bucket, blob) if blob else None
+
+
+@_answered
+def stored_objects(prefix: str) -> list[StoredObject]:
+    """Every ``gs://`` object whose URI begins with ``prefix``, by name (a listing: one request
+    per 1,000 objects)."""
+    bucket, name = _bucket_and_name(prefix)
+    return [_stored(bucket, b) for b in _client().list_blobs(bucket, prefix=name, **_calls())]
+
+
 def _folder(directory: str) -> tuple[str, str]:
     """``gs://BUCKET/A/B`` -> ("BUCKET", "A/B/"), the prefix of the objects inside it."""
     bucket, name = _bucket_and_name(directory)

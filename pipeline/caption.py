@@ -6,10 +6,11 @@
     -> WriteCaptions;  every stage's failures -> WriteFailures;  tallies + written files
     -> CommitRun
 
-An image is known by its content too (``transforms/content.py``): ReadImages hashes the bytes
-it reads (CRC-32C and size), identical contents in one run are decoded and captioned once, and
-with ``--only-new`` a new URI whose content this model captioned in a committed run gets that
-caption without the model (``reused_from`` names where it came from).
+An image is known by its content too (``transforms/content.py``): CRC-32C and size, from the
+listing for ``gs://`` objects (MatchImages), else hashed by ReadImages over the bytes it reads.
+Identical contents in one run are read, decoded and captioned once, and with ``--only-new`` a
+new URI whose content this model captioned in a committed run gets that caption without the
+model, and on ``gs://`` without a read (``reused_from`` names where it came from).
 
 Tar shards (WebDataset's, ``--input 'gs://B/shards/{00000..00099}.tar'``) cross the shuffle
 as one element each; ReadShards streams each on the worker it lands on, and each image member
@@ -263,7 +264,7 @@ def build(
     else:
         patterns = split_inputs(settings.input)
         matched = pipeline | "MatchImages" >> MatchImages(patterns, identities=True)
-    uris = matched  # (uri, identity): the identity rides along as the image's payload
+    uris = matched  # (uri, payload): the identity (gs://: and checksum) rides along
     if settings.incremental:
         model_id = manifest.model_id if settings.only_new_for_model else None
         uris = matched | "SkipAlreadyDone" >> SkipAlreadyDone(list(done), model_id=model_id)

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -133,6 +134,12 @@ class GcsServers:
         """How many requests fake-gcs-server has answered so far (its log has a line each)."""
         log = (self.log_dir / "fake-gcs-server.log").read_text(errors="replace")
         return log.count(' HTTP/1.1\\" ')
+
+    def downloads(self, uri: str) -> int:
+        """How many times fake-gcs-server has served the bytes of the object ``gs://B/NAME``."""
+        bucket, name = uri[len("gs://") :].split("/", 1)
+        log = (self.log_dir / "fake-gcs-server.log").read_text(errors="replace")
+        return log.count(f"/b/{bucket}/o/{urllib.parse.quote(name, safe='')}?alt=media ")
 
     def client(self, *, direct: bool = False):
         """A google-cloud-storage client, anonymous, through the proxy (or around it)."""

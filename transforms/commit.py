@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import apache_beam as beam
 
-from models import storage
 from transforms import gcs
 from transforms.beam_internals import parquet_sink
 
@@ -41,8 +40,7 @@ class CommitRun(beam.PTransform):
         self.extra_side_inputs = side_inputs or {}
 
     def expand(self, pbegin):
-        options = pbegin.pipeline.options  # the job's storage policy, for every worker
-        retries, no_auth = gcs.retries_of(options), gcs.no_auth(options)
+        policy = gcs.policy_of(pbegin.pipeline.options)
         tally = (
             tuple(self.tallies)
             | "AllTallies" >> beam.Flatten()
@@ -52,7 +50,7 @@ class CommitRun(beam.PTransform):
         commit = self.commit
 
         def configured_commit(tally, files, **side):
-            storage.configure(retries, anonymous=no_auth)
+            policy()
             return commit(tally, files, **side)
 
         return (

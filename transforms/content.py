@@ -3,10 +3,11 @@ copied image is not captioned again, and identical images in one run are caption
 
 An image's content hash is ``crc32c:XXXXXXXX:SIZE``: the CRC-32C of its bytes (8 hex digits)
 and their number. CRC-32C is the checksum Cloud Storage keeps for every object, composite ones
-too (:func:`gcs_content_hash` reads it from a listing); locally, and for a tar shard's member,
-it is computed over the bytes the job reads anyway, in the read stage (:class:`ReadImages`).
-A file ``--only-new`` skips by its path and identity (``transforms.skip``) is never read, so
-never hashed.
+too: a ``gs://`` image's comes from the match's listing (``transforms.match.Listed``,
+:func:`gcs_content_hash`), before anything reads it; a local file's, and a tar shard's
+member's, is computed over the bytes the job reads anyway, in the read stage
+(:class:`ReadImages`). A file ``--only-new`` skips by its path and identity
+(``transforms.skip``) is never read, so never hashed.
 
 Two images count as the same content when both the checksum and the size agree. CRC-32C is
 32 bits: among ``n`` distinct images of exactly the same size, some two share a checksum with a
@@ -15,17 +16,19 @@ Compressed photos spread over many sizes, so each size holds few; files of one f
 (uncompressed BMP or PPM, fixed-layout TIFF) are where the risk lies: there, turn reuse across
 runs off (``--reuse-captions=false``). docs/schedules.md says more.
 
-The caption job, after the read::
+The caption job, after :class:`ReadImages` (``data`` None where the listing gave the content)::
 
-    (content, (uri, payload, data)) --CaptionOncePerContent(known)--> main: (uri, Source, data)
-                                                                      REUSED: caption rows
+    (content, (uri, identity, data)) --CaptionOncePerContent(known)--> main: (uri, Source, data)
+                                                                       REUSED: caption rows
 
-:class:`CaptionOncePerContent` groups the new images by content (a shuffle of bytes and small
-keys, never of decoded arrays). A content that a committed run captioned with this model (its
-captions rows, ``known``) gets those captions for each new URI without the model. Otherwise one
-URI of the group (the first in order) goes on to decode and caption, its :class:`Source` naming
-the others, which get its row (``caption_schema.reused_row``) or, where it fails, a failure of
-their own (:func:`failures_per_copy`).
+:class:`CaptionOncePerContent` groups the new images by content (a shuffle of small keys, and
+of bytes only where they were read to be hashed, never of decoded arrays). A content that a
+committed run captioned with this model (its captions rows, ``known``) gets those captions for
+each new URI without the model, and without a read where the listing gave the content.
+Otherwise one URI of the group (the first in order) goes on to decode and caption (read there
+if not yet), its :class:`Source` naming the others, which get its row
+(``caption_schema.reused_row``) or, where it fails, a failure of their own
+(:func:`failures_per_copy`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from apache_beam.metrics import Metrics
 from transforms.caption_schema import reused_row
 from transforms.decode import ReadAhead, read_file
 from transforms.failures import MAX_MESSAGE, failure
-from transforms.match import ReadEachMatched
+from transforms.match import Listed, ReadEachMatched
 
 REUSED = "reused"  # CaptionOncePerContent's tagged output: rows of known content
 
@@ -70,12 +73,22 @@ class Source:
 
 
 class ReadImages(ReadAhead):
-    """``(uri, payload)`` -> ``(content hash, (uri, payload, data))``; an element that brings
-    its bytes (a tar shard's member) is hashed, not read. Failures at stage ``read``. Read
-    ahead on ``threads`` threads (``transforms.decode.ReadAhead``): reads wait on storage."""
+    """``(uri, payload)`` -> ``(content hash, (uri, identity, data))``; an element that brings
+    its bytes (a tar shard's member) is hashed, not read, and a ``gs://`` image whose listing
+    gave its content (a :class:`~transforms.match.Listed` payload) is neither: its ``data`` is
+    None, and it is read where it is decoded, once per content, if at all. Failures at stage
+    ``read``. Read ahead on ``threads`` threads (``transforms.decode.ReadAhead``): reads wait
+    on storage; ``images_read`` counts the images read or hashed here."""
 
     def __init__(self, *, threads: int = 4, ahead: int = 64):
         super().__init__(threads=threads, ahead=ahead, counted="images_read")
+
+    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        uri, payload, *_ = element
+        if isinstance(payload, Listed):
+            yield gcs_content_hash(payload.crc32c, payload.size), (uri, payload.identity, None)
+            return
+        yield from super().process(element, window, timestamp)
 
     def work(self, uri: str, payload, data: bytes | None = None):
         try:
@@ -134,9 +147,10 @@ class _EachOnItsOwn(beam.DoFn):
 
 class CaptionOncePerContent(beam.PTransform):
     """``(content, (uri, identity, data))`` -> ``(uri, Source, data)`` once per content to
-    caption, and tagged ``REUSED`` the rows of URIs whose content ``known_files`` (captions
-    Parquet patterns of committed runs; none: reuse within this run only) hold captioned by
-    ``model_id``. With ``enabled`` False, every URI goes on on its own, without a shuffle."""
+    caption (``data`` None where not read yet: the decode reads it), and tagged ``REUSED`` the
+    rows of URIs whose content ``known_files`` (captions Parquet patterns of committed runs;
+    none: reuse within this run only) hold captioned by ``model_id``. With ``enabled`` False,
+    every URI goes on on its own, without a shuffle."""
 
     def __init__(self, known_files: list[str], *, model_id: str, run_id: str, enabled: bool = True):
         super().__init__()

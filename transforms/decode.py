@@ -206,8 +206,8 @@ class ReadAndDecode(ReadAhead):
     """(uri, payload) -> DecodedImage; failures tagged with stage ``read`` or ``decode``, the
     payload in their record. An element ``(uri, payload, data)`` brings its bytes along (a tar
     shard's member, ``transforms.shards.ReadShards``; an image the caption job has read and
-    hashed, ``transforms.content``) and is not read again. Read and decoded ahead on
-    ``threads`` threads (:class:`ReadAhead`)."""
+    hashed, ``transforms.content``) and is not read again; with ``data`` None it is read.
+    Read and decoded ahead on ``threads`` threads (:class:`ReadAhead`)."""
 
     def __init__(
         self,

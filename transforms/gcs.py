@@ -20,7 +20,9 @@ faults are told in words by :func:`models.storage.in_words`.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
@@ -73,6 +75,12 @@ def no_auth(options: PipelineOptions) -> bool:
 def anonymous(options: PipelineOptions) -> bool:
     """Whether the job connects without credentials: ``--no_auth``, or an emulator host."""
     return no_auth(options) or storage.EMULATOR_HOST in os.environ
+
+
+def policy_of(options: PipelineOptions) -> Callable[[], None]:
+    """The job's storage policy as a step carries it to its workers: calling it there sets
+    ``models.storage``'s (a worker of an EXTERNAL pool has no other way to get it)."""
+    return functools.partial(storage.configure, retries_of(options), anonymous=no_auth(options))
 
 
 def configure(options: PipelineOptions) -> None:

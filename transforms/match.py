@@ -1,8 +1,15 @@
 """Find the input images: glob patterns or directories, local or ``gs://``; WebDataset's brace
-notation (``shards/{00000..00099}.tar``, ``{a,b}``) names several."""
+notation (``shards/{00000..00099}.tar``, ``{a,b}``) names several.
+
+Local patterns go through Beam's match (``fileio.MatchAll``). ``gs://`` patterns are listed
+through ``models.storage`` with Beam's pattern rules (:func:`list_objects`), because Beam's
+match drops what the listing says of each object's content: its CRC-32C, which lets the caption
+job know an image's content before it reads it (``transforms.content``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -10,11 +17,13 @@ from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from models import storage
 from models.faults import SettingsError
-from transforms import gcs  # noqa: F401 - a worker's gs:// reads take beamcap's policy
+from transforms import gcs
+from transforms.shards import is_shard
 
 
 def as_pattern(path: str) -> str:
@@ -101,11 +110,61 @@ def with_identity(uri: str) -> tuple[str, str | None]:
         return uri, None
 
 
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """A ``gs://`` image's payload from the match: its identity (:func:`identity`) and the
+    CRC-32C and size its listing gives, from which ``transforms.content`` knows its content
+    before reading it."""
+
+    identity: str
+    crc32c: str
+    size: int
+
+
+def list_objects(pattern: str, must_match: bool) -> list[tuple[str, str | Listed]]:
+    """``(uri, payload)`` of each object a ``gs://`` pattern matches, as Beam's match finds them
+    (``FileSystem.match``): a pattern without a wildcard looked up as one object, any other
+    listed from the part before its first wildcard and matched by ``translate_pattern`` (``*``
+    and ``?`` stop at ``/``, ``**`` does not). With ``must_match``, matching nothing raises
+    ``FileNotFoundError``."""
+    prefix = re.match(r"^[^[*?]*", pattern)[0]
+    if prefix == pattern:
+        found = [each for each in [storage.stored_object(pattern)] if each]
+    else:
+        wanted = re.compile(FileSystem.translate_pattern(pattern)).match
+        found = [each for each in storage.stored_objects(prefix) if wanted(each.uri)]
+    if must_match and not found:
+        raise FileNotFoundError(f"no such object: {pattern}")
+    return [(each.uri, _payload(each)) for each in found]
+
+
+def _payload(stored: storage.StoredObject) -> str | Listed:
+    """A listed image's :class:`Listed`; a tar shard's identity alone (its checksum is the
+    tar's, not an image's)."""
+    known = identity(FileMetadata(stored.uri, stored.size, stored.updated))
+    return known if is_shard(stored.uri) else Listed(known, stored.crc32c, stored.size)
+
+
+class _ListObjects(beam.DoFn):
+    """``gs://`` patterns -> :func:`list_objects`'s pairs, under the job's storage policy
+    (``transforms.gcs.policy_of``)."""
+
+    def __init__(self, must_match: bool, policy: Callable[[], None]):
+        self.must_match, self.policy = must_match, policy
+
+    def setup(self):
+        self.policy()
+
+    def process(self, pattern: str):
+        return list_objects(pattern, self.must_match)
+
+
 class MatchImages(beam.PTransform):
     """patterns (braces expanded) -> PCollection of file URIs (sorted within each pattern,
-    deduplicated); with ``identities``, of ``(uri, identity)`` pairs. A file named without a
-    wildcard that is not there fails the run, never a silent partial run; a glob or a folder
-    may match nothing."""
+    deduplicated); with ``identities``, of ``(uri, payload)`` pairs, the payload the file's
+    identity, or a ``gs://`` image's :class:`Listed`. A file named without a wildcard that is
+    not there fails the run, never a silent partial run; a glob or a folder may match
+    nothing."""
 
     def __init__(self, patterns: list[str], *, identities: bool = False):
         super().__init__()
@@ -115,21 +174,33 @@ class MatchImages(beam.PTransform):
         self.identities = identities
 
     def expand(self, pipeline):
+        policy = gcs.policy_of(pipeline.pipeline.options)
+        matched = []
+        for label, patterns, treatment in (
+            ("Files", self.files, fileio.EmptyMatchTreatment.DISALLOW),  # one not there fails
+            ("Globs", self.globs, fileio.EmptyMatchTreatment.ALLOW),
+        ):
+            local = [p for p in patterns if not storage.is_gcs(p)]
+            listed = [p for p in patterns if storage.is_gcs(p)]
+            if local:
+                matched.append(
+                    pipeline
+                    | f"{label}Patterns" >> beam.Create(local)
+                    | f"Match{label}" >> fileio.MatchAll(treatment)
+                    | f"{label}Identities" >> beam.Map(lambda m: (m.path, identity(m)))
+                )
+            if listed:
+                must_match = treatment == fileio.EmptyMatchTreatment.DISALLOW
+                matched.append(
+                    pipeline
+                    | f"Listed{label}" >> beam.Create(listed)
+                    | f"List{label}" >> beam.ParDo(_ListObjects(must_match, policy))
+                )
         identities = self.identities
-        matched = [
-            pipeline
-            | f"{label}Patterns" >> beam.Create(patterns)
-            | f"Match{label}" >> fileio.MatchAll(treatment)
-            for label, patterns, treatment in (
-                ("Files", self.files, fileio.EmptyMatchTreatment.DISALLOW),  # one not there fails
-                ("Globs", self.globs, fileio.EmptyMatchTreatment.ALLOW),
-            )
-            if patterns
-        ]
         return (
             matched
             | "AllMatched" >> beam.Flatten(pipeline=pipeline.pipeline)
-            | "Paths" >> beam.Map(lambda m: (m.path, identity(m)) if identities else m.path)
+            | "Paths" >> beam.Map(lambda pair: pair if identities else pair[0])
             | "Dedupe" >> beam.Distinct()
         )
 

@@ -62,7 +62,8 @@ def is_done(image_identity: str | None, record: tuple, model_id: str | None) -> 
 
 
 class SkipAlreadyDone(beam.PTransform):
-    """``(uri, identity)`` pairs -> the pairs (deduplicated) that no record of the
+    """``(uri, payload)`` pairs (the payload: the file's identity, or a ``gs://`` image's
+    ``transforms.match.Listed``) -> the pairs (deduplicated) that no record of the
     ``done_files`` covers (:func:`is_done`), a tar shard's as ``(uri, ShardTask)``.
     ``done_files`` are file patterns of captions and failures Parquet files; ones matching
     nothing are fine. With ``model_id``, captions by other models do not count."""
@@ -85,7 +86,8 @@ class SkipAlreadyDone(beam.PTransform):
         def new_ones(item):
             uri, grouped = item
             own = [r for member, r in grouped["done"] if member is None]
-            for image_identity in set(grouped["new"]):
+            for payload in set(grouped["new"]):
+                image_identity = getattr(payload, "identity", payload)  # a Listed's, or itself
                 all_done = any(is_done(image_identity, r, model_id) for r in own)
                 if is_shard(uri):
                     done_members = frozenset(
@@ -95,7 +97,7 @@ class SkipAlreadyDone(beam.PTransform):
                     )
                     yield uri, ShardTask(image_identity, done_members, all_done)
                 elif not all_done:
-                    yield uri, image_identity
+                    yield uri, payload
 
         done = done | "ByShard" >> beam.Map(by_shard)
         joined = {"new": images, "done": done} | "Join" >> beam.CoGroupByKey()

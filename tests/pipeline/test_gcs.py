@@ -8,9 +8,10 @@ import json
 import posixpath
 
 import pyarrow.parquet as pq
+from apache_beam.metrics.metric import MetricsFilter
 
 from models.datasets.synthetic import SynthConfig, make_example
-from pipeline import cli
+from pipeline import caption, cli
 from tests.conftest import write_image_folder
 from tests.jobs import FNAPI, job_flags
 from transforms.content import gcs_content_hash
@@ -100,12 +101,23 @@ def test_a_named_file_that_is_not_there_fails_the_run(
     assert gone in err.strip().splitlines()[-1]
 
 
+def read_stage_counts(result) -> dict[str, int]:
+    """The run's counters of images read or hashed (ReadImages) and decoded (ReadAndDecode),
+    as Beam reports them."""
+    counters = result.metrics().query(MetricsFilter())["counters"]
+    names = ("images_read", "images_decoded")
+    return {name: sum(c.committed for c in counters if c.key.metric.name == name) for name in names}
+
+
 def test_a_copied_object_reuses_its_caption_by_the_listings_crc32c(
-    gcs, new_bucket, tmp_path, tiny_bundle, capsys
+    gcs, new_bucket, tmp_path, tiny_bundle, capsys, monkeypatch
 ):
     """The content hash is the CRC-32C that the bucket's listing carries (fake-gcs-server
-    lists crc32c and md5Hash for every object, as Cloud Storage does); an object copied to a
-    new name is not captioned again."""
+    lists crc32c and md5Hash for every object, as Cloud Storage does), known before any read:
+    of two objects with one content in a run, one is read; an object copied to a new name is
+    not captioned again, nor read."""
+    results = []
+    monkeypatch.setattr(caption, "log_inference", results.append)  # each run's Beam result
     client = gcs.client()
     bucket = new_bucket("in")
     jpegs = [make_example(SynthConfig(seed=6), index)[2] for index in range(2)]
@@ -123,13 +135,21 @@ def test_a_copied_object_reuses_its_caption_by_the_listings_crc32c(
     rows = {r["image_uri"]: r for r in parquet_rows(client, f"{output}/runs/{first['run_id']}/")}
     for uri, blob in listed.items():
         assert rows[uri]["content_hash"] == gcs_content_hash(blob.crc32c, blob.size)
+    assert {uri: gcs.downloads(uri) for uri in listed} == {
+        f"gs://{bucket}/photos/{name}": reads
+        for name, reads in (("a.jpg", 1), ("b.jpg", 1), ("copy-of-a.jpg", 0))
+    }
+    assert read_stage_counts(results[-1]) == {"images_read": 0, "images_decoded": 2}
 
     source = client.bucket(bucket)
-    source.copy_blob(source.blob("photos/b.jpg"), source, "photos/renamed/b.jpg")
+    copied = source.copy_blob(source.blob("photos/b.jpg"), source, "photos/renamed/b.jpg")
     status, out, _ = beamcap(capsys, "caption", *flags)  # the next tick
     second = json.loads(out)
     assert status == 0 and (second["counts"]["captioned"], second["counts"]["reused"]) == (0, 1)
     (row,) = parquet_rows(client, f"{output}/runs/{second['run_id']}/captions-")
-    assert row["image_uri"].endswith("photos/renamed/b.jpg")
+    assert row["image_uri"] == f"gs://{bucket}/photos/renamed/b.jpg"
+    assert row["content_hash"] == gcs_content_hash(copied.crc32c, copied.size)
     assert row["reused_from"] == f"gs://{bucket}/photos/b.jpg"
     assert row["reused_from_run"] == first["run_id"]
+    assert gcs.downloads(row["image_uri"]) == 0  # its caption came without its bytes
+    assert read_stage_counts(results[-1]) == {"images_read": 0, "images_decoded": 0}
