@@ -69,12 +69,12 @@ from transforms.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from transforms.failures import WriteFailures
 from transforms.inference import BundleHandler, CaptionImages
 from transforms.match import (
+    LookUpImages,
     MatchImages,
     expand_braces,
     has_wildcard,
     read_input_list,
     split_inputs,
-    with_identity,
 )
 from transforms.progress import count
 from transforms.shards import TALLY, ReadShards, is_shard
@@ -256,11 +256,8 @@ def build(
     runs in the commit between summary.json and _SUCCESS (the fault tests' hold)."""
     run = life.run_dir
     if settings.input_list:
-        matched = (
-            pipeline
-            | "ListImages" >> beam.Create(read_input_list(settings.input_list))
-            | "LookUpIdentities" >> beam.Map(with_identity)
-        )
+        listed = read_input_list(settings.input_list)
+        matched = pipeline | "LookUpImages" >> LookUpImages(listed)
     else:
         patterns = split_inputs(settings.input)
         matched = pipeline | "MatchImages" >> MatchImages(patterns, identities=True)

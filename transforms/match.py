@@ -102,8 +102,8 @@ def updated_micros(image_identity: str) -> int:
 
 
 def with_identity(uri: str) -> tuple[str, str | None]:
-    """``(uri, identity)`` of a listed file; None where it cannot be looked up (it then fails
-    at the read stage, as a failure of its own)."""
+    """``(uri, identity)`` of a listed local file; None where it cannot be looked up (it then
+    fails at the read stage, as a failure of its own)."""
     try:
         return uri, identity(FileSystems.get_filesystem(uri).metadata(uri))
     except Exception:  # noqa: BLE001 - missing, forbidden, ...: the read stage reports it
@@ -157,6 +157,44 @@ class _ListObjects(beam.DoFn):
 
     def process(self, pattern: str):
         return list_objects(pattern, self.must_match)
+
+
+class LookUpImages(beam.PTransform):
+    """URIs (an ``--input-list``'s) -> ``(uri, payload)`` as :class:`MatchImages` gives them:
+    a ``gs://`` image's :class:`Listed` from one request for its object; a file that cannot be
+    looked up gets None (it then fails at the read stage, as a failure of its own)."""
+
+    def __init__(self, uris: list[str]):
+        super().__init__()
+        self.uris = uris
+
+    def expand(self, pipeline):
+        return (
+            pipeline
+            | "ListImages" >> beam.Create(self.uris)
+            | "LookUpIdentities" >> beam.ParDo(_LookUp(gcs.policy_of(pipeline.pipeline.options)))
+        )
+
+
+class _LookUp(beam.DoFn):
+    """One URI -> ``(uri, payload)`` (:class:`LookUpImages`), under the job's storage policy
+    (``transforms.gcs.policy_of``)."""
+
+    def __init__(self, policy: Callable[[], None]):
+        self.policy = policy
+
+    def setup(self):
+        self.policy()
+
+    def process(self, uri: str):
+        if not storage.is_gcs(uri):
+            yield with_identity(uri)
+            return
+        try:
+            stored = storage.stored_object(uri)
+        except Exception:  # noqa: BLE001 - forbidden, unavailable...: the read stage reports it
+            stored = None
+        yield uri, (_payload(stored) if stored else None)
 
 
 class MatchImages(beam.PTransform):

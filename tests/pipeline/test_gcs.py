@@ -153,3 +153,34 @@ def test_a_copied_object_reuses_its_caption_by_the_listings_crc32c(
     assert row["reused_from_run"] == first["run_id"]
     assert gcs.downloads(row["image_uri"]) == 0  # its caption came without its bytes
     assert read_stage_counts(results[-1]) == {"images_read": 0, "images_decoded": 0}
+
+
+def test_an_input_list_of_objects_knows_them_by_their_crc32c_too(
+    gcs, new_bucket, tmp_path, tiny_bundle, capsys
+):
+    """``--input-list`` names objects one by one: each is looked up with one request, which
+    carries its CRC-32C as a listing does, so of two objects with one content only one is
+    read; a name that is not there is a failure of its own."""
+    client = gcs.client()
+    bucket = new_bucket("in")
+    jpeg = make_example(SynthConfig(seed=7), 0)[2]
+    for name in ("a.jpg", "copy-of-a.jpg"):
+        client.bucket(bucket).blob(f"photos/{name}").upload_from_string(jpeg)
+    names = ("a.jpg", "copy-of-a.jpg", "gone.jpg")
+    listed = tmp_path / "inputs.txt"
+    listed.write_text("".join(f"gs://{bucket}/photos/{name}\n" for name in names))
+    output = f"gs://{new_bucket('out')}/captions"
+    flags = job_flags(str(listed), tiny_bundle, output, *FNAPI)
+    flags[flags.index("--input")] = "--input-list"
+    status, out, _ = beamcap(capsys, "caption", *flags)
+    summary = json.loads(out)
+    assert status == 0
+    assert (summary["counts"]["captioned"], summary["counts"]["reused"]) == (1, 1)
+    assert summary["counts"]["failed"] == {"read": 1, "decode": 0, "encode": 0, "caption": 0}
+    blob = client.bucket(bucket).get_blob("photos/copy-of-a.jpg")
+    run = f"{output}/runs/{summary['run_id']}/"
+    rows = {r["image_uri"]: r for r in parquet_rows(client, f"{run}captions-")}
+    assert rows[f"gs://{bucket}/photos/copy-of-a.jpg"]["content_hash"] == gcs_content_hash(
+        blob.crc32c, blob.size
+    )
+    assert [gcs.downloads(f"gs://{bucket}/photos/{name}") for name in names[:2]] == [1, 0]
