@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None, *, before_success=None) -> int:
 
 
 if __name__ == "__main__":
+    from pipeline.cli import bound_exit
     from pipeline.cli import main as beamcap
 
-    sys.exit(beamcap(["caption", *sys.argv[1:]]))
+    sys.exit(bound_exit(beamcap(["caption", *sys.argv[1:]])))

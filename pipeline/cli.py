@@ -6,10 +6,14 @@ that is not an image's: the reason is printed, the run directory marked failed);
 before anything started (a flag, preset, path or bundle: one line naming it); 75 (EX_TEMPFAIL,
 "try again later") an ``--only-new`` run found another live run holding the output's lease:
 nothing started, one line names the holder; a scheduler should treat it as a skipped tick.
+A process whose run failed ends within ``EXIT_SECONDS`` of its line, with status 1, whatever
+it left running (:func:`bound_exit`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import importlib
 import sys
 
@@ -42,6 +46,10 @@ SUBCOMMANDS = {
     "quality": ("pipeline.quality", "both training phases on synthetic scenes: the quality proof"),
 }
 
+# Seconds a process whose run failed may take to exit after its line: Beam's own clean-up at
+# exit (stopping a job server it started takes up to 6 s) fits well within it.
+EXIT_SECONDS = 30.0
+
 
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
@@ -50,7 +58,11 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Runs ``beamcap ARGV`` and returns its exit status. Without ``argv`` this is the process's
+    own command (the ``beamcap`` script, ``python -m pipeline.cli``), which ends once this
+    returns: after a failed run that end is bounded (:func:`bound_exit`)."""
+    if argv is None:
+        return bound_exit(main(sys.argv[1:]))
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), end="")
         return 0
@@ -76,6 +88,21 @@ def exit_status(prog: str, command) -> int:
     except FileNotFoundError as error:
         print(f"{prog}: error: {error.filename or error}: no such file", file=sys.stderr)
         return 2
+
+
+def bound_exit(status: int) -> int:
+    """Returns ``status``; when it is 1 (a run failed, its line written), the process will end
+    within ``EXIT_SECONDS`` with status 1 whatever it left running. Interpreter exit waits for
+    every non-daemon thread (a ThreadPoolExecutor's workers too), atexit handler and finalizer,
+    and a failed portable run leaves Beam's gRPC streams and channels to a job server that may
+    be busy retrying; past the bound faulthandler prints every thread's stack to stderr, after
+    the line, and ends the process. Only for a process's own command: never in a test's."""
+    if status == 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with contextlib.suppress(ValueError, OSError, RuntimeError):  # stderr without a file
+            faulthandler.dump_traceback_later(EXIT_SECONDS, exit=True)
+    return status
 
 
 if __name__ == "__main__":

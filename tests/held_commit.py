@@ -40,4 +40,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from pipeline.cli import bound_exit
+
+    sys.exit(bound_exit(main(sys.argv[1:])))

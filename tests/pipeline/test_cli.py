@@ -125,3 +125,39 @@ def test_input_values_add_up_from_flags_and_presets(tmp_path):
     preset.write_text(f"c: {{input: [{a}, {b}]}}\n")
     assert inputs("--config", str(preset)) == f"{a},{b}"
     assert inputs("--config", str(preset), "--input", c) == c  # flags given win
+
+
+# A run that fails while something it started never ends: a non-daemon thread, which
+# interpreter exit joins, as it joins a ThreadPoolExecutor's workers; the launcher of
+# test_spark's worker-kill fault once wrote its line, then never exited.
+STUCK_RUN = """
+import sys, threading, types
+from models.faults import RunFailed
+from pipeline import cli
+
+def main(argv):
+    threading.Thread(target=threading.Event().wait, name="never-ends").start()
+    raise RunFailed("the job failed")
+
+sys.modules["stuck"] = types.SimpleNamespace(main=main)
+cli.SUBCOMMANDS["stuck"] = ("stuck", "a run that fails, leaving a thread that never ends")
+cli.EXIT_SECONDS = float(sys.argv[1])
+sys.argv[1:] = ["stuck"]
+sys.exit(cli.main())
+"""
+
+
+def test_a_failed_run_exits_with_status_1_though_a_thread_never_ends():
+    bound = 3
+    stuck = subprocess.run(
+        [sys.executable, "-c", STUCK_RUN, str(bound)],
+        capture_output=True,
+        text=True,
+        timeout=bound + 60,  # the launcher's own bound, then a loaded machine's start and exit
+        check=False,
+    )
+    assert stuck.returncode == 1
+    lines = stuck.stderr.splitlines()
+    assert lines[0] == "beamcap stuck: run failed: the job failed"
+    # then every thread's stack, for the bug that held the exit up
+    assert lines[1] == f"Timeout (0:00:{bound:02d})!" and "in wait" in stuck.stderr
