@@ -29,7 +29,9 @@ def attributes_apart(ours: list[dict], theirs: list[dict]) -> str:
     if len(ours) != len(theirs):
         return "count"
     keys = ("shape", "colour", "size", "column")
-    return "+".join(k for k in keys if any(a.get(k) != b.get(k) for a, b in zip(ours, theirs)))
+    return "+".join(
+        k for k in keys if any(a.get(k) != b.get(k) for a, b in zip(ours, theirs, strict=True))
+    )
 
 
 def main() -> None:
@@ -62,7 +64,8 @@ def main() -> None:
         ours = engine.encoder.encode(images)
         cosines = feature_cosines(ours, theirs)
         verdicts = collections.Counter()
-        for mine, reference_best in zip(engine.caption_features(ours, **search), their_captions):
+        captions = engine.caption_features(ours, **search)
+        for mine, reference_best in zip(captions, their_captions, strict=True):
             a, b = mine[0], reference_best[0]
             if a.tokens == b.tokens:
                 verdicts["same caption"] += 1
