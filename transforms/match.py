@@ -145,15 +145,23 @@ def _payload(stored: storage.StoredObject) -> str | Listed:
     return known if is_shard(stored.uri) else Listed(known, stored.crc32c, stored.size)
 
 
-class _ListObjects(beam.DoFn):
-    """``gs://`` patterns -> :func:`list_objects`'s pairs, under the job's storage policy
-    (``transforms.gcs.policy_of``)."""
+class _UnderStoragePolicy(beam.DoFn):
+    """A step that asks Cloud Storage through ``models.storage``, under the job's storage
+    policy (``transforms.gcs.policy_of``: retries, credentials), set where the step runs."""
 
-    def __init__(self, must_match: bool, policy: Callable[[], None]):
-        self.must_match, self.policy = must_match, policy
+    def __init__(self, policy: Callable[[], None]):
+        self.policy = policy
 
     def setup(self):
         self.policy()
+
+
+class _ListObjects(_UnderStoragePolicy):
+    """``gs://`` patterns -> :func:`list_objects`'s pairs."""
+
+    def __init__(self, must_match: bool, policy: Callable[[], None]):
+        super().__init__(policy)
+        self.must_match = must_match
 
     def process(self, pattern: str):
         return list_objects(pattern, self.must_match)
@@ -176,15 +184,8 @@ class LookUpImages(beam.PTransform):
         )
 
 
-class _LookUp(beam.DoFn):
-    """One URI -> ``(uri, payload)`` (:class:`LookUpImages`), under the job's storage policy
-    (``transforms.gcs.policy_of``)."""
-
-    def __init__(self, policy: Callable[[], None]):
-        self.policy = policy
-
-    def setup(self):
-        self.policy()
+class _LookUp(_UnderStoragePolicy):
+    """One URI -> ``(uri, payload)`` (:class:`LookUpImages`)."""
 
     def process(self, uri: str):
         if not storage.is_gcs(uri):
