@@ -9,8 +9,9 @@ captions (rows of zeros pad images with fewer captions and are masked out of the
 pass, the expensive part, is paid once per image rather than once per caption.
 
 Two Adam optimizers: the model's own (``compile``) for the decoder and ``encoder_optimizer`` for
-the encoder, each with its learning rate and clipping (im2txt: 0.0005 for the CNN). Both are
-attributes of the model, so ``save_weights`` (and ``BackupAndRestore``) checkpoint their state.
+the encoder, each with its learning rate and clipping (the encoder's is small: it is
+fine-tuned). Both are attributes of the model, so ``save_weights`` (and ``BackupAndRestore``)
+checkpoint their state.
 
 BatchNorm (:func:`set_batchnorm`): ``train`` normalises with batch statistics and updates the
 moving ones; ``frozen`` keeps the moving statistics and betas fixed (inference mode). See
