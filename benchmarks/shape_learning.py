@@ -59,6 +59,38 @@ def inception(heads, size: int):
     return classifier(encoder, heads), encoder.backbone
 
 
+def inception_tapped(heads, size: int, tap: str, weight: float):
+    """``inception`` plus an auxiliary copy of every head on the flattened grid of layer
+    ``tap`` (deep supervision, as InceptionV3's own auxiliary classifier): position survives
+    the flattening, so the layers below the tap are taught shape without having to carry it
+    through the 1x1 pool of the last block."""
+    import keras
+
+    from models.captioner.encoder import EncoderSpec, ImageEncoder, preprocess
+
+    encoder = ImageEncoder(EncoderSpec("random:0", size))
+    backbone = encoder.backbone
+    tapped = keras.Model(backbone.inputs, [backbone.get_layer(tap).output, backbone.output])
+    images = keras.Input((size, size, 3), dtype="uint8", name="images")
+    middle, grid = tapped(preprocess(images, encoder.spec.architecture))
+    pooled = keras.ops.cast(keras.layers.GlobalAveragePooling2D()(grid), "float32")
+    flat = keras.ops.cast(keras.layers.Flatten()(middle), "float32")
+    outputs = {}
+    for head in heads:
+        outputs[head.name] = keras.layers.Dense(len(head.classes), dtype="float32")(pooled)
+        outputs[f"aux_{head.name}"] = keras.layers.Dense(len(head.classes), dtype="float32")(flat)
+    weights = {name: (weight if name.startswith("aux_") else 1.0) for name in outputs}
+    return keras.Model(images, outputs), backbone, weights
+
+
+def with_auxiliary(examples):
+    """The examples with each head's labels also under its auxiliary head's name."""
+    from models.training.pretrain import Examples
+
+    auxiliary = {f"aux_{name}": labels for name, labels in examples.labels.items()}
+    return Examples(examples.images, {**examples.labels, **auxiliary})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/demo/synth", help="a beamcap synth dataset")
@@ -66,7 +98,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16000, help="training images per model")
     parser.add_argument("--images-per-eval", type=int, default=5333, help="between evaluations")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
-    parser.add_argument("--models", nargs="+", default=["small", "inception"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["small", "inception"],
+        help="small, inception, or inception@LAYER:WEIGHT (auxiliary heads on LAYER's grid)",
+    )
     args = parser.parse_args()
     print(f"{machine()}; {datetime.date.today()}")
     load_keras()
@@ -102,10 +139,20 @@ def main() -> None:
     steps = max(1, args.images_per_eval // 32)
     for name in args.models:
         keras.utils.set_random_seed(0)
-        model, backbone = builders[name](heads, args.image_size)
+        if "@" in name:
+            tap, weight = name.split("@")[1].split(":")
+            model, backbone, loss_weights = inception_tapped(
+                heads, args.image_size, tap, float(weight)
+            )
+        else:
+            model, backbone = builders[name](heads, args.image_size)
+            loss_weights = None
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
-            loss={head.name: masked_softmax_loss for head in heads},
+            loss={output: masked_softmax_loss for output in loss_weights}
+            if loss_weights
+            else {head.name: masked_softmax_loss for head in heads},
+            loss_weights=loss_weights,
         )
         started = time.time()
 
@@ -120,7 +167,7 @@ def main() -> None:
             )
 
         model.fit(
-            batches(train, 32, seed=0),
+            batches(with_auxiliary(train) if loss_weights else train, 32, seed=0),
             epochs=max(1, args.images // (steps * 32)),
             steps_per_epoch=steps,
             callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=report)],
