@@ -76,7 +76,7 @@ from transforms.match import (
     read_input_list,
     split_inputs,
 )
-from transforms.progress import count
+from transforms.progress import count, stop_counting
 from transforms.shards import TALLY, ReadShards, is_shard
 from transforms.skip import SkipAlreadyDone
 
@@ -369,8 +369,11 @@ def run(argv: list[str], *, wait: bool = True, before_success=None):
         build(pipeline, settings, life=life, manifest=manifest, started_at=started_at,
               before_success=before_success, **earlier)  # fmt: skip
         quiet = settings.quiet or not wait
-        with progress.shown(run_dir.progress_dir, every=settings.progress_seconds, quiet=quiet):
-            result = life.run(pipeline, wait=wait)
+        try:
+            with progress.shown(run_dir.progress_dir, every=settings.progress_seconds, quiet=quiet):
+                result = life.run(pipeline, wait=wait)
+        finally:  # an in-process runner's counting ends with the run
+            stop_counting(run_dir.progress_dir)
     if not wait:
         logging.info("submitted run %s; it commits to %s", run_dir.run_id, run_dir.path)
         return result

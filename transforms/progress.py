@@ -42,6 +42,7 @@ class _WorkerCounts:
         self.every = GCS_FLUSH_SECONDS if storage.is_gcs(folder) else FLUSH_SECONDS
         self.counts: collections.Counter = counts or collections.Counter()
         self.lock = threading.Lock()
+        self.writing = threading.Lock()  # one write at a time: the thread's or close()'s
         self.changed, self.closed = False, False
         threading.Thread(
             target=self._write_while_busy, name="beamcap-progress", daemon=True
@@ -56,16 +57,30 @@ class _WorkerCounts:
             self.changed = True
             return True
 
-    def _write_while_busy(self) -> None:
-        idle = 0
-        while True:
-            time.sleep(self.every)
+    def close(self) -> None:
+        """Writes the counts not yet written and stops the thread, before returning."""
+        with self.lock:
+            self.closed = True
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Writes the counts if they changed since the last write; True if they had."""
+        with self.writing:
             with self.lock:
                 body = json.dumps(self.counts) if self.changed else None
                 self.changed = False
             if body is not None:
-                idle = 0
                 self._write(body)
+        return body is not None
+
+    def _write_while_busy(self) -> None:
+        idle = 0
+        while True:
+            time.sleep(self.every)
+            if self.closed:
+                return
+            if self._flush():
+                idle = 0
                 continue
             idle += 1
             if idle >= IDLE_FLUSHES:
@@ -105,6 +120,16 @@ def _add(folder: str, key: str) -> None:
                 counts = _BY_FOLDER[folder] = _WorkerCounts(folder, *_RETIRED.pop(folder, ()))
         if counts.add(key):
             return
+
+
+def stop_counting(folder: str) -> None:
+    """Ends this process's writer for ``folder`` (a run's), its last counts written: when an
+    in-process runner returns, nothing is written into the run's folder any more."""
+    with _BY_FOLDER_LOCK:
+        counts = _BY_FOLDER.pop(folder, None)
+        _RETIRED.pop(folder, None)
+    if counts is not None:
+        counts.close()
 
 
 class _Tally(beam.DoFn):
