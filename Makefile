@@ -100,7 +100,7 @@ flink-down: ## stop what flink-up started
 demo: install ## the whole job on the synthetic dataset: synth, features, train, quantize, caption, evaluate, report
 	$(BIN)/beamcap demo --workdir data/demo $(DEMO_ARGS)
 
-quality: install ## both training phases from a random encoder on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
+quality: install ## pretrain, then both training phases on 60k synthetic scenes, ~QUALITY_MINUTES min: held-out accuracy, BLEU-4, CIDEr-D, learning curve
 	$(BIN)/beamcap quality --workdir data/quality --minutes $(QUALITY_MINUTES) $(QUALITY_ARGS)
 
 # Two test processes (pytest-xdist): on this project's 2-core CPU the suite took 11 min instead of
