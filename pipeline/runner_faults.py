@@ -64,15 +64,29 @@ def wait_until_finish(result, endpoint: str | None):
         ) from error
 
 
+# A loopback worker's data plane logs, rather than raises, the gRPC error of a stream gone.
+RPC_LOGGERS = ("apache_beam.runners.worker.data_plane",)
+
+
 def _quiet_rpc_thread_deaths() -> None:
     """From now on in this process, a thread that dies of a gRPC error (Beam's job-message
-    reader, a loopback worker's control and data streams: a job server gone) logs it at debug
-    level instead of printing a traceback around the run's one line."""
+    reader, a loopback worker's control and data streams: a job server gone), or a record of
+    one logged by ``RPC_LOGGERS``, is logged at debug level instead of printing a traceback
+    around the run's one line."""
     import grpc
 
     earlier = threading.excepthook
     if getattr(earlier, "quiets_rpc", False):
         return
+
+    def at_debug(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], grpc.RpcError):
+            logging.debug("%s: %s", record.name, record.getMessage(), exc_info=record.exc_info)
+            return False
+        return True
+
+    for name in RPC_LOGGERS:
+        logging.getLogger(name).addFilter(at_debug)
 
     def hook(args) -> None:
         if isinstance(args.exc_value, grpc.RpcError):

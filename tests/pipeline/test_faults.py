@@ -1,6 +1,8 @@
 """One fault hierarchy (models/faults.py): each type carries its exit status and heading, the
 command maps by type, and the one reader of a runner's text finds beamcap's faults in it."""
 
+import logging
+
 import pytest
 
 from models import faults
@@ -68,3 +70,24 @@ def test_a_runners_text_is_read_for_the_workers_fault(text, reason):
 def test_a_beamcap_fault_is_its_own_reason():
     error = faults.RunFault("the model returned 1 results for 2 images [while running 'X']")
     assert reason_of(error) == "the model returned 1 results for 2 images"
+
+
+def test_a_stream_error_logged_by_a_loopback_workers_data_plane_stays_at_debug(caplog):
+    """A job server gone: the data plane logs its gRPC error after the run's one line; it is
+    kept at debug level, and the same logger's other errors are not."""
+    import grpc
+
+    from pipeline import runner_faults
+
+    runner_faults._quiet_rpc_thread_deaths()
+    caplog.set_level(logging.DEBUG)
+    data_plane = logging.getLogger("apache_beam.runners.worker.data_plane")
+    for error in (grpc.RpcError("Stream removed"), ValueError("a bug")):
+        try:
+            raise error
+        except Exception:
+            data_plane.exception("Failed to read inputs in the data plane.")
+    errors = [r.exc_info[1] for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [type(e) for e in errors] == [ValueError]
+    debug = [r.exc_info[1] for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
+    assert [str(e) for e in debug] == ["Stream removed"]
