@@ -186,12 +186,22 @@ class PretrainConfig:
 
     batch_size: int = setting(32, "images per training step", minimum=1)
     learning_rate: float = setting(1e-3, "Adam learning rate", minimum=1e-8, maximum=1.0)
+    stages: str = setting(
+        "",
+        "LAYER:IMAGES ...: the encoder grown from its input before it trains whole: for each "
+        "stage in turn, heads on LAYER's flattened grid train the layers below it for IMAGES "
+        "images (LAYER: stem, or a block such as mixed2); none by default",
+        many=True,
+    )
     images: int = setting(
-        0, "stop after this many training images (repeats included); 0: no limit", minimum=0
+        0,
+        "stop after the whole encoder has trained on this many images (repeats included; "
+        "--stages' images come before them); 0: no limit",
+        minimum=0,
     )
     time_budget_minutes: float = setting(
         0.0,
-        "stop after this many minutes of training (resumed runs included); 0: no limit",
+        "stop after this many minutes of training (stages and resumed runs included); 0: no limit",
         minimum=0.0,
     )
     images_per_eval: int = setting(
@@ -200,3 +210,19 @@ class PretrainConfig:
         minimum=1,
     )
     seed: int = setting(0, "random seed of the heads and the shuffling")
+
+    def __post_init__(self):
+        self.stage_list  # noqa: B018 - a malformed --stages fails here, before any data is read
+
+    @property
+    def stage_list(self) -> tuple[tuple[str, int], ...]:
+        """``stages`` as (layer, images) pairs; SettingsError, in one line, for a bad one."""
+        pairs = []
+        for stage in filter(None, (part.strip() for part in self.stages.split(","))):
+            layer, _, images = stage.rpartition(":")
+            if not layer or not images.isdigit() or int(images) < 1:
+                raise SettingsError(
+                    f"--stages: {stage!r} is not LAYER:IMAGES with IMAGES >= 1 (e.g. stem:42496)"
+                )
+            pairs.append((layer, int(images)))
+        return tuple(pairs)

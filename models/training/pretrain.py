@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from models.captioner.encoder import (
     weights_fingerprint,
 )
 from models.captioner.manifest import ENCODER_WEIGHTS  # the name a bundle gives them too
-from models.configs import PretrainConfig
+from models.configs import PretrainConfig, SettingsError
 from models.datasets.labels import Head
 from models.training.callbacks import Progress, Seen, TimeBudget
 from models.training.curve import plot_curve, read_history
@@ -163,8 +164,139 @@ def batches(examples: Examples, batch_size: int, seed: int):
     return data.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-# Over 60 lines: the pretraining outline, build -> resume -> fit -> weights and report, read top
-# to bottom like ``models.training.trainer.train``.
+STAGE_UNITS = 256  # the ReLU layer between a stage's flattened grid and its heads
+
+
+def stage_layer(backbone: keras.Model, name: str) -> keras.layers.Layer:
+    """The backbone's layer ``name``; ``stem`` is InceptionV3's stem, its last max-pool before
+    the first Inception block (7x7x192 at 75 px). SettingsError, in one line, for another."""
+    names = [layer.name for layer in backbone.layers]
+    if name == "stem" and "mixed0" in names:
+        below = backbone.layers[: names.index("mixed0")]
+        return [layer for layer in below if isinstance(layer, keras.layers.MaxPooling2D)][-1]
+    if name in names:
+        return backbone.get_layer(name)
+    blocks = ", ".join(n for n in names if n.startswith("mixed") and "_" not in n)
+    raise SettingsError(f"--stages: the encoder has no layer {name!r} (stem, {blocks})")
+
+
+def grid_classifier(encoder: ImageEncoder, heads: tuple[Head, ...], layer: str) -> keras.Model:
+    """uint8 images -> {head: logits} read from the flattened grid of the backbone's ``layer``
+    through one ReLU layer: a stage that trains the layers below ``layer`` alone. Position
+    survives the flattening, so they learn what the heads ask without carrying it through the
+    blocks above (docs/training.md: shape at 75 px)."""
+    size = encoder.spec.image_size
+    backbone = encoder.backbone
+    below = keras.Model(backbone.inputs, stage_layer(backbone, layer).output)
+    images = keras.Input((size, size, 3), dtype="uint8", name="images")
+    grid = below(preprocess(images, encoder.spec.architecture))
+    hidden = keras.layers.Dense(STAGE_UNITS, activation="relu")(keras.layers.Flatten()(grid))
+    outputs = {
+        head.name: keras.layers.Dense(len(head.classes), dtype="float32", name=head.name)(hidden)
+        for head in heads
+    }
+    return keras.Model(images, outputs, name=f"pretraining_stage_{layer}")
+
+
+@dataclasses.dataclass
+class Phase:
+    """One fit of the pretraining: a stage's grid classifier or the whole encoder's."""
+
+    name: str  # the stage's layer, or ENCODER
+    model: keras.Model
+    images: int  # this phase's images budget; 0: none
+    work: Path  # its checkpoints and history
+    keep_best: bool = False  # the whole encoder's: the best evaluation's weights are kept
+
+
+ENCODER = "encoder"  # the last phase's name: the whole encoder, its pooled features
+
+
+def fit_phase(
+    phase: Phase, heads, train_examples: Examples, val_examples: Examples, backbone, config,
+    *, offset: dict,
+) -> tuple[list[dict], keras.callbacks.EarlyStopping | None]:  # fmt: skip
+    """Fits ``phase.model`` for ``phase.images`` images after the ``offset`` (the images_seen
+    and minutes of the phases before), resuming from its last checkpoint; its history rows
+    (cumulative images_seen and minutes) and, for ``keep_best``, the keeper of the best."""
+    phase.model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={head.name: masked_softmax_loss for head in heads},
+    )
+    history_file, backup = phase.work / "history.csv", phase.work / "backup"
+    if not backup.exists():
+        history_file.unlink(missing_ok=True)  # rows of a run that never checkpointed
+    last = read_history(history_file)
+    resumed = last[-1] if last else offset
+    if last:
+        log.info("%s: resuming after %d images (%s)", phase.name, resumed["images_seen"], backup)
+    steps = max(1, config.images_per_eval // config.batch_size)
+    seen = Seen(
+        "images_seen",
+        config.batch_size,
+        per_epoch=steps * config.batch_size,
+        seen=int(resumed["images_seen"]),
+        minutes=resumed["minutes"],
+    )
+    calibration = train_examples.images[: CALIBRATION_BATCHES * config.batch_size]
+    keeper = best_weights_kept() if phase.keep_best and len(val_examples) else None
+    budget = offset["images_seen"] + phase.images if phase.images else 0
+    callbacks = [
+        HeldOut(heads, val_examples, backbone, calibration, config.batch_size),
+        *([keeper] if keeper else []),
+        seen,
+        ImagesBudget(budget, seen),
+        keras.callbacks.CSVLogger(str(history_file), append=True),
+        keras.callbacks.BackupAndRestore(str(backup)),
+        Progress(steps, config.batch_size, unit="images"),
+        *(
+            [TimeBudget(max(config.time_budget_minutes - seen.minutes, 0.0) * 60)]
+            if config.time_budget_minutes
+            else []
+        ),
+    ]
+    per_epoch = steps * config.batch_size
+    phase.model.fit(
+        batches(train_examples, config.batch_size, config.seed),
+        epochs=math.ceil(phase.images / per_epoch) if phase.images else 10**6,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        shuffle=False,  # tf.data shuffles
+        verbose=0,
+    )
+    return [{**row, "stage": phase.name} for row in read_history(history_file)], keeper
+
+
+def run_stages(encoder, heads, train_examples, val_examples, config, work: Path) -> list[dict]:
+    """The ``config.stage_list`` phases in turn, each resumed or skipped where a rerun finds it
+    done (its backbone weights written); their history rows."""
+    rows: list[dict] = []
+    for layer, images in config.stage_list:
+        offset = rows[-1] if rows else {"images_seen": 0, "minutes": 0.0}
+        folder = work / f"stage-{layer}"
+        done = folder / "backbone.weights.h5"
+        if done.exists():
+            encoder.backbone.load_weights(str(done))
+            rows += [{**row, "stage": layer} for row in read_history(folder / "history.csv")]
+            continue
+        if config.time_budget_minutes and offset["minutes"] >= config.time_budget_minutes:
+            log.info("stage %s skipped: the time budget is spent", layer)
+            continue
+        folder.mkdir(exist_ok=True)
+        model = grid_classifier(encoder, heads, layer)
+        grid = stage_layer(encoder.backbone, layer).output.shape[1:]
+        log.info("stage %s: heads on its %s grid, %d images", layer, grid, images)
+        phase = Phase(layer, model, images, folder)
+        stage_rows, _ = fit_phase(
+            phase, heads, train_examples, val_examples, encoder.backbone, config, offset=offset
+        )
+        encoder.backbone.save_weights(str(done))
+        rows += stage_rows
+    return rows
+
+
+# Over 60 lines: the pretraining outline, build -> stages -> resume -> fit -> weights and
+# report, read top to bottom like ``models.training.trainer.train``.
 def pretrain(
     spec: EncoderSpec,
     heads: tuple[Head, ...],
@@ -177,63 +309,33 @@ def pretrain(
     dataset: dict,
     checkpoint_dir: str | None = None,
 ) -> dict:
-    """Fits the classifier; writes ``output``/encoder.weights.h5, pretraining.json (the
-    provenance), metrics.json and accuracy.png; returns pretraining.json's contents.
-    ``dataset`` describes the labelled data for the provenance."""
+    """Fits the stages' grid classifiers, then the whole encoder's classifier; writes
+    ``output``/encoder.weights.h5, pretraining.json (the provenance), metrics.json and
+    accuracy.png; returns pretraining.json's contents. ``dataset`` describes the labelled
+    data for the provenance."""
     if len(train_examples) < config.batch_size:
         raise ValueError(
             f"{len(train_examples)} training images, fewer than one batch of {config.batch_size}"
         )
     keras.utils.set_random_seed(config.seed)
     encoder = ImageEncoder(spec, precision=precision)
-    model = classifier(encoder, heads)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss={head.name: masked_softmax_loss for head in heads},
-    )
+    for layer, _ in config.stage_list:
+        stage_layer(encoder.backbone, layer)  # a bad name fails before any training
     work = work_dir(output, checkpoint_dir)
-    last = read_history(work / "history.csv") if (work / "backup").exists() else []
-    resumed = last[-1] if last else {}
-    if resumed:
-        log.info("resuming after %d images (checkpoint in %s)", resumed["images_seen"], work)
-    steps = max(1, config.images_per_eval // config.batch_size)
-    seen = Seen(
-        "images_seen",
-        config.batch_size,
-        per_epoch=steps * config.batch_size,
-        seen=int(resumed.get("images_seen", 0)),
-        minutes=resumed.get("minutes", 0.0),
-    )
-    minutes_left = config.time_budget_minutes - resumed.get("minutes", 0.0)
-    calibration = train_examples.images[: CALIBRATION_BATCHES * config.batch_size]
-    keeper = best_weights_kept() if len(val_examples) else None
-    callbacks = [
-        HeldOut(heads, val_examples, encoder.backbone, calibration, config.batch_size),
-        *([keeper] if keeper else []),
-        seen,
-        ImagesBudget(config.images, seen),
-        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(str(work / "backup")),
-        Progress(steps, config.batch_size, unit="images"),
-        *([TimeBudget(max(minutes_left, 0.0) * 60)] if config.time_budget_minutes else []),
-    ]
-    epochs = math.ceil(config.images / (steps * config.batch_size)) if config.images else 10**6
     started = time.time()
-    model.fit(
-        batches(train_examples, config.batch_size, config.seed),
-        epochs=epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        shuffle=False,  # tf.data shuffles
-        verbose=0,
+    stage_rows = run_stages(encoder, heads, train_examples, val_examples, config, work)
+    offset = stage_rows[-1] if stage_rows else {"images_seen": 0, "minutes": 0.0}
+    whole = Phase(ENCODER, classifier(encoder, heads), config.images, work, keep_best=True)
+    rows, keeper = fit_phase(
+        whole, heads, train_examples, val_examples, encoder.backbone, config, offset=offset
     )
-    history = read_history(work / "history.csv")
     fingerprint = weights_fingerprint(encoder.backbone)
     encoder.save_weights(storage.join(output, ENCODER_WEIGHTS))
-    final = history[-1] if history else {}
-    kept = final  # the weights written: the best held-out evaluation's of this run
+    final = rows[-1] if rows else offset
+    kept = final  # the weights written: the best held-out evaluation's of the whole encoder
     if keeper and keeper.best_weights is not None:
-        kept = next(row for row in history if row["epoch"] == keeper.best_epoch)
+        kept = next(row for row in rows if row["epoch"] == keeper.best_epoch)
+    history = [{**row, "epoch": index} for index, row in enumerate([*stage_rows, *rows])]
     provenance = {
         "weights_file": ENCODER_WEIGHTS,
         "fingerprint": fingerprint,
@@ -244,20 +346,36 @@ def pretrain(
         "images_seen": int(final.get("images_seen", 0)),
         "minutes": final.get("minutes", 0.0),
         "kept_after_images": int(kept.get("images_seen", 0)),
-        "held_out_accuracy": {
-            key[len("val_") : -len("_accuracy")]: round(value, 4)
-            for key, value in kept.items()
-            if key.startswith("val_") and key.endswith("_accuracy") and key != "val_mean_accuracy"
-        },
+        "held_out_accuracy": accuracies(kept),
+        "stages": [
+            {
+                "layer": layer,
+                "images_seen": int(last["images_seen"]),
+                "held_out_accuracy": accuracies(last),
+            }
+            for layer in dict(config.stage_list)
+            if (last := next((r for r in reversed(stage_rows) if r["stage"] == layer), None))
+        ],
         "precision": precision,
         "config": dataclasses.asdict(config),
     }
     storage.write_text(storage.join(output, PRETRAINING), json.dumps(provenance, indent=2))
     _write_report(output, history, {**provenance, "seconds": round(time.time() - started, 1)})
-    (work / "history.csv").unlink(missing_ok=True)  # now in metrics.json: a rerun starts afresh
+    for folder in work.glob("stage-*"):  # now in metrics.json: a rerun starts afresh
+        shutil.rmtree(folder)
+    (work / "history.csv").unlink(missing_ok=True)
     if not any(work.iterdir()):
         work.rmdir()
     return provenance
+
+
+def accuracies(row: dict) -> dict[str, float]:
+    """{group: held-out accuracy} of a history row (its ``val_GROUP_accuracy`` keys)."""
+    return {
+        key[len("val_") : -len("_accuracy")]: round(value, 4)
+        for key, value in row.items()
+        if key.startswith("val_") and key.endswith("_accuracy") and key != "val_mean_accuracy"
+    }
 
 
 def _write_report(output: str, history: list[dict], metrics: dict) -> None:
