@@ -96,9 +96,14 @@ def describe_pretraining(pretraining: dict) -> str:
     accuracy = ", ".join(
         f"{head} {value:.2f}" for head, value in pretraining.get("held_out_accuracy", {}).items()
     )
+    stages = " -> ".join(
+        f"{stage['layer']} {stage['images_seen']}" for stage in pretraining.get("stages") or ()
+    )
     return (
         f"pretrained on {dataset.get('data', '?')} ({dataset.get('kind', '?')}, "
-        f"{dataset.get('train_images', '?')} images): {pretraining.get('images_seen')} seen, "
+        f"{dataset.get('train_images', '?')} images): "
+        + (f"stages {stages} -> whole encoder " if stages else "")
+        + f"{pretraining.get('images_seen')} seen, "
         f"kept after {pretraining.get('kept_after_images', '?')}, held-out accuracy "
         f"{accuracy or 'not measured'}"
     )

@@ -144,7 +144,7 @@ def pretraining_of(weights: str, fingerprint: str) -> dict | None:
     if record.get("fingerprint") != fingerprint:
         return None
     keys = ("images_seen", "kept_after_images", "minutes", "held_out_accuracy", "precision")
-    keys += ("fingerprint",)
+    keys += ("stages", "fingerprint")
     dataset = {k: v for k, v in record.get("dataset", {}).items() if k != "heads"}
     return {"dataset": dataset, **{key: record.get(key) for key in keys}}
 

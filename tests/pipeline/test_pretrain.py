@@ -6,6 +6,7 @@ from PIL import Image
 from models.captioner.encoder import EncoderSpec, ImageEncoder, weights_fingerprint
 from models.datasets.splits import split_for
 from pipeline import pretrain
+from pipeline.report import describe_pretraining
 
 TINY = ["--image-size", "75", "--batch-size", "8", "--images-per-eval", "16", "--seed", "1"]
 
@@ -83,6 +84,8 @@ def test_stages_train_the_layers_below_first_then_the_whole_encoder(tmp_path):
         ("stem", 32), ("mixed0", 48)
     ]  # fmt: skip
     assert set(record["stages"][0]["held_out_accuracy"]) == {"class"}
+    line = describe_pretraining(record)  # what beamcap inspect and the report print
+    assert "images): stages stem 32 -> mixed0 48 -> whole encoder 64 seen, kept after 64" in line
     assert not (out / "checkpoints").exists()  # a rerun starts afresh
 
 
