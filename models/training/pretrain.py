@@ -210,6 +210,7 @@ class Phase:
 
 
 ENCODER = "encoder"  # the last phase's name: the whole encoder, its pooled features
+NOTHING_SEEN = {"images_seen": 0, "minutes": 0.0}  # the offset of the first phase
 
 
 def fit_phase(
@@ -231,10 +232,11 @@ def fit_phase(
     if last:
         log.info("%s: resuming after %d images (%s)", phase.name, resumed["images_seen"], backup)
     steps = max(1, config.images_per_eval // config.batch_size)
+    per_epoch = steps * config.batch_size
     seen = Seen(
         "images_seen",
         config.batch_size,
-        per_epoch=steps * config.batch_size,
+        per_epoch=per_epoch,
         seen=int(resumed["images_seen"]),
         minutes=resumed["minutes"],
     )
@@ -255,7 +257,6 @@ def fit_phase(
             else []
         ),
     ]
-    per_epoch = steps * config.batch_size
     phase.model.fit(
         batches(train_examples, config.batch_size, config.seed),
         epochs=math.ceil(phase.images / per_epoch) if phase.images else 10**6,
@@ -272,7 +273,7 @@ def run_stages(encoder, heads, train_examples, val_examples, config, work: Path)
     done (its backbone weights written); their history rows."""
     rows: list[dict] = []
     for layer, images in config.stage_list:
-        offset = rows[-1] if rows else {"images_seen": 0, "minutes": 0.0}
+        offset = rows[-1] if rows else NOTHING_SEEN
         folder = work / f"stage-{layer}"
         done = folder / "backbone.weights.h5"
         if done.exists():
@@ -324,7 +325,7 @@ def pretrain(
     work = work_dir(output, checkpoint_dir)
     started = time.time()
     stage_rows = run_stages(encoder, heads, train_examples, val_examples, config, work)
-    offset = stage_rows[-1] if stage_rows else {"images_seen": 0, "minutes": 0.0}
+    offset = stage_rows[-1] if stage_rows else NOTHING_SEEN
     whole = Phase(ENCODER, classifier(encoder, heads), config.images, work, keep_best=True)
     rows, keeper = fit_phase(
         whole, heads, train_examples, val_examples, encoder.backbone, config, offset=offset
@@ -353,8 +354,7 @@ def pretrain(
                 "images_seen": int(last["images_seen"]),
                 "held_out_accuracy": accuracies(last),
             }
-            for layer in dict(config.stage_list)
-            if (last := next((r for r in reversed(stage_rows) if r["stage"] == layer), None))
+            for layer, last in {row["stage"]: row for row in stage_rows}.items()
         ],
         "precision": precision,
         "config": dataclasses.asdict(config),
