@@ -107,11 +107,17 @@ quality: install ## pretrain, then both training phases on 60k synthetic scenes,
 # 17.5 (TensorFlow, the JVMs and Beam's workers leave a core idle much of the time; 3 took 11.6,
 # the CPU is then the limit). --dist loadgroup
 # keeps the tests that share an expensive fixture (an xdist_group mark) on one worker, so it is
-# built once. TEST_ARGS adds flags.
+# built once. TEST_ARGS adds flags. Every temporary file of the suite, its JVMs' included, goes
+# in TEST_TMP: cleared before a run and removed after one that passed (a failed run's stays to be
+# read). In /tmp, killed TaskManagers and servers had left gigabytes run after run.
 TEST_WORKERS ?= 2
 TEST_ARGS ?=
+TEST_TMP := build/test-tmp
 test: install runners browser ## run the whole test suite (TEST_WORKERS=1: in one process)
-	$(BIN)/python -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(TEST_ARGS)
+	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
+	TMPDIR=$(CURDIR)/$(TEST_TMP) $(BIN)/python -m pytest \
+	  $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(TEST_ARGS)
+	rm -rf $(TEST_TMP)
 
 browser: ## Debian's Chromium, for the test that renders the report (apt-get, as root)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

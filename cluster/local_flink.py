@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,13 +28,13 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cluster.processes import group_members, worker_pool_command, worker_pool_env
+from cluster.processes import group_members, java_tmpdir, worker_pool_command, worker_pool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "build" / "flink" / "lib"
 WORKDIR = ROOT / "build" / "flink" / "run"
 SLOTS = 2  # one per core of this TaskManager
-TASKMANAGER_PID, UNSUPERVISED = "taskmanager.pid", "unsupervised"
+TASKMANAGER_PID, UNSUPERVISED, SCRATCH = "taskmanager.pid", "unsupervised", "tmp"
 
 # Explicit sizes: the distribution's scripts would compute them; the JVMs started here do not.
 TASK_MANAGER_MEMORY = {
@@ -87,8 +88,12 @@ def free_ports() -> Ports:
     return ports
 
 
-def config(ports: Ports) -> str:
+def config(ports: Ports, scratch: Path) -> str:
     settings = {
+        # The JVMs' working files (a TaskManager's copy of each job's jars is about 0.5-1 GB)
+        # in WORKDIR/tmp, which `down` removes, instead of /tmp, where every TaskManager killed or
+        # restarted left its own.
+        "io.tmp.dirs": str(scratch),
         "jobmanager.rpc.address": "localhost",
         "jobmanager.rpc.port": ports.rpc,
         "jobmanager.bind-host": "localhost",
@@ -111,7 +116,7 @@ def config(ports: Ports) -> str:
 
 
 def java(main_class: str, *args: str, memory: tuple[str, ...] = ("-Xmx512m",)) -> list[str]:
-    return ["java", *memory, "-cp", f"{LIB}/*", main_class, *args]
+    return ["java", *memory, java_tmpdir(), "-cp", f"{LIB}/*", main_class, *args]
 
 
 def commands(ports: Ports, conf: Path) -> dict[str, list[str]]:
@@ -225,10 +230,11 @@ def up(
     if (workdir / "pids.json").exists():
         raise RuntimeError(f"a cluster runs from {workdir} already: stop it first (down)")
     ports = ports or Ports()
-    conf, logs = workdir / "conf", workdir / "log"
-    conf.mkdir(parents=True, exist_ok=True)
-    logs.mkdir(exist_ok=True)
-    (conf / "config.yaml").write_text(config(ports))
+    conf, logs, scratch = workdir / "conf", workdir / "log", workdir / SCRATCH
+    shutil.rmtree(scratch, ignore_errors=True)  # a crashed cluster's
+    for folder in (conf, logs, scratch):
+        folder.mkdir(parents=True, exist_ok=True)
+    (conf / "config.yaml").write_text(config(ports, scratch))
     set_supervision(workdir, True)
     env = {**worker_pool_env(), "PYTHONPATH": str(ROOT), **(env or {})}
     pids = {}
@@ -278,7 +284,8 @@ def _exited(pid: int) -> bool:
 
 
 def down(workdir: Path = WORKDIR, timeout: float = 30) -> None:
-    """Stops every process group that `up` started from ``workdir`` (TERM, then KILL)."""
+    """Stops every process group that `up` started from ``workdir`` (TERM, then KILL) and removes
+    their working files."""
     state = workdir / "pids.json"
     if not state.exists():
         return
@@ -293,6 +300,7 @@ def down(workdir: Path = WORKDIR, timeout: float = 30) -> None:
         _exited(pid)
     state.unlink()
     (workdir / TASKMANAGER_PID).unlink(missing_ok=True)
+    shutil.rmtree(workdir / SCRATCH, ignore_errors=True)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster.processes import worker_pool_command, worker_pool_env
+from cluster.processes import java_tmpdir, worker_pool_command, worker_pool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "build" / "spark" / "lib"
@@ -53,6 +53,7 @@ def command(job_port: int = 8199, artifact_port: int = 8198, cores: int = 2) -> 
     return [
         "java",
         "-Xmx1g",
+        java_tmpdir(),
         *OPENS,
         "-cp",
         f"{LIB}/*",

@@ -1,9 +1,10 @@
-"""The SDK worker pool as the local clusters start it, and the members of a process group, read
-from /proc: how they and the fault tests find a pool's SDK workers (the pool runs in a group of
-its own, and its workers stay in it)."""
+"""The SDK worker pool and the JVMs' temporary folder as the local clusters start them, and the
+members of a process group, read from /proc: how they and the fault tests find a pool's SDK
+workers (the pool runs in a group of its own, and its workers stay in it)."""
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +20,12 @@ def worker_pool_env(python_dir: Path | None = None) -> dict[str, str]:
     ``python_dir``)."""
     first = python_dir or Path(sys.executable).parent
     return {**os.environ, "PATH": f"{first}:{os.environ['PATH']}"}
+
+
+def java_tmpdir() -> str:
+    """The JVM flag for Python's temporary folder (``TMPDIR`` where set; Java reads only its own
+    ``java.io.tmpdir``), so that `make test` finds the JVMs' leftovers with its own."""
+    return f"-Djava.io.tmpdir={tempfile.gettempdir()}"
 
 
 class Member(NamedTuple):

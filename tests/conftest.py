@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import socket  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -12,8 +14,11 @@ import pytest  # noqa: E402
 
 from models import storage  # noqa: E402
 
-# The OpenVINO engines' compiled-model cache: one of the tests' own, never the user's
-os.environ.setdefault("BEAMCAP_CACHE_DIR", tempfile.mkdtemp(prefix="beamcap-test-cache-"))
+# The OpenVINO engines' compiled-model cache: the session's own, never the user's, made once
+# (xdist's workers inherit it) and removed by the process that made it
+if "BEAMCAP_CACHE_DIR" not in os.environ:
+    os.environ["BEAMCAP_CACHE_DIR"] = tempfile.mkdtemp(prefix="beamcap-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BEAMCAP_CACHE_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRISM = ROOT / "build" / "bin" / "prism"  # built by `make prism` from Beam's Go module

@@ -91,14 +91,18 @@ def flink(tmp_path_factory, gcs_servers):
     workdir = tmp_path_factory.mktemp("flink")
     ports = local_flink.up(workdir, local_flink.free_ports(), timeout=180, env=gcs_servers.env())
     groups = json.loads((workdir / "pids.json").read_text())["pids"].values()
+    scratch = workdir / local_flink.SCRATCH
+    assert list(scratch.glob("tm_*")), f"the TaskManager keeps its files elsewhere than {scratch}"
     try:
         yield FlinkCluster(ports, workdir)
     finally:
         local_flink.down(workdir)
-    # `down` leaves nothing behind: no leader, no TaskManager the supervisor started, no worker
+    # `down` leaves nothing behind: no leader, no TaskManager the supervisor started, no worker,
+    # no working files (each TaskManager's copy of the jobs' jars)
     orphans = [member.pid for group in groups for member in group_members(group)]
     orphans += [leader for leader in groups if Path(f"/proc/{leader}").exists()]
     assert not orphans, f"processes left after local_flink.down: {orphans}"
+    assert not scratch.exists(), f"local_flink.down left {scratch}"
 
 
 def beamcap_on_flink(flink: FlinkCluster, *argv, pool=None, timeout: float | None = None):
