@@ -41,6 +41,40 @@ def test_quantize_adds_the_engines_and_says_how_faithful_and_fast_they_are(int8_
     assert "engine      int8 engine: feature cosine 0.9" in out
 
 
+def test_the_int8_encoder_reads_exact_pixels_and_spans_its_calibration(int8_bundle):
+    """Its first convolution stays float (its pixels and weights unquantized), and the first
+    quantizer, on that convolution's float output, spans the largest value the calibration
+    images gave there (min-max ranges; NNCF's default, a mean of per-image extremes, cuts it)."""
+    import openvino as ov
+
+    from models.captioner.manifest import Manifest
+    from pipeline.quantize import decode_sample, list_images
+
+    manifest = Manifest.read(int8_bundle)
+    (xml,) = [
+        f
+        for f in manifest.engines["int8"].files
+        if f.startswith("encoder.int8.") and f.endswith("xml")
+    ]
+    model = ov.Core().read_model(str(Path(int8_bundle, xml)))
+    ops = model.get_ordered_ops()
+    conv = next(op for op in ops if op.get_type_name() == "Convolution")
+    assert conv.input_value(0).get_node().get_type_name() != "FakeQuantize"
+    weights = conv.input_value(1).get_node()
+    while weights.get_type_name() != "Constant":
+        weights = weights.input_value(0).get_node()
+    assert weights.get_element_type() == ov.Type.f32, "the first convolution's weights are int8"
+
+    quantizer = next(op for op in ops if op.get_type_name() == "FakeQuantize")
+    model.add_outputs([quantizer.input_value(0)])  # float: only the first convolution is above
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    calibration = Path(int8_bundle).parents[1] / "int8-calibration0" / "Images"
+    pixels = decode_sample(list_images([str(calibration)]), 24, manifest)
+    largest = compiled(pixels)[compiled.outputs[-1]].max()
+    high = quantizer.input_value(2).get_node().get_data().max()
+    assert high >= largest * (1 - 1e-5), f"the range ends at {high:.4f}, below {largest:.4f}"
+
+
 def test_quantize_refuses_bad_input_in_one_line(tmp_path, tiny_bundle, capsys):
     status, _, err = beamcap(
         capsys, "quantize", "--model", tiny_bundle, "--calibration", tmp_path / "nowhere"
