@@ -48,14 +48,11 @@ def test_the_int8_encoder_reads_exact_pixels_and_spans_its_calibration(int8_bund
     import openvino as ov
 
     from models.captioner.manifest import Manifest
+    from models.captioner.openvino_engine import ENCODERS
     from pipeline.quantize import decode_sample, list_images
 
     manifest = Manifest.read(int8_bundle)
-    (xml,) = [
-        f
-        for f in manifest.engines["int8"].files
-        if f.startswith("encoder.int8.") and f.endswith("xml")
-    ]
+    xml = manifest.engines["int8"].parts[ENCODERS["int8"][0]][0]  # part -> [xml, weights]
     model = ov.Core().read_model(str(Path(int8_bundle, xml)))
     ops = model.get_ordered_ops()
     conv = next(op for op in ops if op.get_type_name() == "Convolution")
