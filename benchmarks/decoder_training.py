@@ -2,9 +2,10 @@
 
 On a CPU-only machine Keras compiles ``fit`` without XLA ("auto"); the LSTM then runs as a
 TensorFlow loop of small ops, one step at a time. This trains the same Show-and-Tell decoder
-(the demo's sizes) on the same batches of a features folder in three ways and prints captions/s
-and the ratio to the default: the default, XLA on batches padded to their longest caption (one
-compilation per length met), and XLA on batches padded to one length (one compilation).
+(256 units, batch 64 unless told: the demo's sizes before 2026-12-07) on the same batches of a
+features folder in three ways and prints captions/s and the ratio to the default: the default,
+XLA on batches padded to their longest caption (one compilation per length met), and XLA on
+batches padded to one length (one compilation).
 
     python benchmarks/decoder_training.py --data data/demo/features [--steps 200]
 """
