@@ -200,7 +200,7 @@ def openvino_f32(bundle: str):
     core = ov.Core()
     model = core.read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, np.uint8)))
     size = captioner.manifest.encoder.image_size
-    captioner.encoder = OpenVinoEncoder(_Compiled(core, model, "f32"), size)
+    captioner.encoder = OpenVinoEncoder(_Compiled(core, lambda: model, "f32"), size)
     return captioner
 
 

@@ -141,7 +141,7 @@ def add_engines(
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is results'
         built = engine_build.build_engines(bundle, sample, precisions)
     engines = {
-        precision: openvino_captioner(parts, bundle.vocabulary, manifest, precision)
+        precision: openvino_captioner(parts.__getitem__, bundle.vocabulary, manifest, precision)
         for precision, parts in built.items()
     }
     print(f"comparing with the fp32 model on {len(check)} images ...", file=sys.stderr)

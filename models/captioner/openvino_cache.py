@@ -40,16 +40,17 @@ def cache_dir() -> Path | None:
     return Path(home, "beamcap", "openvino")
 
 
-def compile_model(core, model, config: dict, key: str | None):
-    """``core.compile_model(model, "CPU", config)``, from the cache where ``key`` (what names
-    the model's content) has a blob for these settings here; stored there when compiled."""
+def compile_model(core, make, config: dict, key: str | None):
+    """``core.compile_model(make(), "CPU", config)``, or, where ``key`` (what names the model's
+    content) has a blob for these settings here, that blob imported, without calling ``make``;
+    stored there when compiled."""
     folder = cache_dir()
     if not key or folder is None:
-        return _compile(core, model, config)
+        return _compile(core, make(), config)
     path = folder / f"{key}.{_settings_digest(config)}.blob"
     compiled = _imported(core, path, config)
     if compiled is None:
-        compiled = _compile(core, model, config)
+        compiled = _compile(core, make(), config)
         _store(folder, path, compiled)
     return compiled
 

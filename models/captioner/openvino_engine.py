@@ -24,7 +24,9 @@ slightly from the CPU the fidelity was measured on.
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -75,14 +77,20 @@ def _with_top_k(step, *, stable: bool):
     return ov.Model(results, [*step.get_parameters(), k], "decoder_step_top_k")
 
 
+def _top_k_step(make_step: Callable, *, stable: bool):
+    """:func:`_with_top_k` of the step that ``make_step()`` gives."""
+    return _with_top_k(make_step(), stable=stable)
+
+
 class _Compiled:
-    """A compiled OpenVINO model; each call takes an idle inference request, or makes one
+    """A compiled OpenVINO model (``make()`` gives the model, called where it is compiled, not
+    imported from the cache under ``key``); each call takes an idle inference request, or makes one
     (Beam may run several bundles at once in a worker, and a request serves one call at a
     time): as many requests as calls ever ran at once."""
 
-    def __init__(self, core, model, inference_precision: str = "f32", key: str | None = None):
+    def __init__(self, core, make, inference_precision: str = "f32", key: str | None = None):
         config = {**LATENCY, "INFERENCE_PRECISION_HINT": inference_precision}
-        self.compiled = compile_model(core, model, config, key)  # ``key``: for the cache
+        self.compiled = compile_model(core, make, config, key)  # ``key``: for the cache
         self.idle, self.lock = [], threading.Lock()
 
     def __call__(self, *inputs) -> list[np.ndarray]:
@@ -118,12 +126,23 @@ class OpenVinoStepper:
     (k+1)-th are equal (a tie across the cut, which only a degenerate model makes; that step
     is taken again with the stable top-k), and ties inside the k are ordered by id."""
 
-    def __init__(self, core, start, step, *, start_id: int, end_id: int, keys=(None, None)):
+    def __init__(
+        self,
+        core,
+        start: Callable,
+        step: Callable,
+        *,
+        vocabulary_size: int,
+        start_id: int,
+        end_id: int,
+        keys=(None, None),
+    ):
         start_key, self.step_key = keys  # the parts' names, for the compiled-model cache
         self.start = _Compiled(core, start, key=start_key)
-        self.fast = _Compiled(core, _with_top_k(step, stable=False), key=self._key("top-k"))
-        self.vocabulary_size = step.get_results()[0].get_output_partial_shape(0)[1].get_length()
-        self.core, self.step, self.exact = core, step, None
+        fast = functools.partial(_top_k_step, step, stable=False)
+        self.fast = _Compiled(core, fast, key=self._key("top-k"))
+        self.vocabulary_size = vocabulary_size
+        self.core, self.make_step, self.exact = core, step, None
         self.exact_lock = threading.Lock()
         self.start_id, self.end_id = start_id, end_id
 
@@ -151,7 +170,7 @@ class OpenVinoStepper:
         """The step with OpenVINO's stable top-k, compiled the first time a tie needs it."""
         with self.exact_lock:
             if self.exact is None:
-                stable = _with_top_k(self.step, stable=True)
+                stable = functools.partial(_top_k_step, self.make_step, stable=True)
                 self.exact = _Compiled(self.core, stable, key=self._key("stable-top-k"))
             return self.exact
 
@@ -162,45 +181,60 @@ class OpenVinoStepper:
 def load_engine(uri: str, precision: str, *, manifest: Manifest | None = None) -> Captioner:
     """The bundle's OpenVINO engine ``precision``, compiled for this CPU; raises
     ``BundleError`` (a refusal) when the bundle has none, naming the command that makes one.
-    ``manifest``: the bundle's, where the caller has read it already."""
+    ``manifest``: the bundle's, where the caller has read it already.
+
+    A part whose compiled blob this machine has cached (``models.captioner.openvino_cache``,
+    named by the part's content) is imported from it: its files are neither read nor hashed
+    again (the im2txt-sized bf16 engine's 158 MB, about 0.25 s of every run's start)."""
     manifest = Manifest.read(uri) if manifest is None else manifest
     manifest.check_engine(uri, precision)
-    names = [*manifest.engines[precision].files, VOCAB]
-    files = {name: read_checked(uri, name, manifest) for name in names}
-    vocabulary = Vocabulary.from_text(files[VOCAB].decode("utf-8"), source=storage.join(uri, VOCAB))
+    text = read_checked(uri, VOCAB, manifest).decode("utf-8")
+    vocabulary = Vocabulary.from_text(text, source=storage.join(uri, VOCAB))
     named = manifest.engines[precision].parts  # part -> [xml, weights], by content
-    parts = {part: tuple(files[name] for name in pair) for part, pair in named.items()}
+
+    def read(part: str) -> tuple[bytes, bytes]:
+        return tuple(read_checked(uri, name, manifest) for name in named[part])
+
     keys = {part: pair[0].removesuffix(".xml") for part, pair in named.items()}
-    return openvino_captioner(parts, vocabulary, manifest, precision, keys)
+    return openvino_captioner(read, vocabulary, manifest, precision, keys)
 
 
 def openvino_captioner(
-    engine: dict[str, tuple[bytes, bytes]],
+    read: Callable[[str], tuple[bytes, bytes]],
     vocabulary: Vocabulary,
     manifest: Manifest,
     precision: str,
     names: dict[str, str] | None = None,
 ) -> Captioner:
-    """The engine ``precision`` (part -> xml, weights) compiled for this CPU, as a
-    :class:`Captioner`; with ``names`` (part -> its content-named file in the bundle) its
-    compiled parts are kept in, and taken from, ``models.captioner.openvino_cache``."""
+    """The engine ``precision`` compiled for this CPU, as a :class:`Captioner`; ``read``: a
+    part's (xml, weights), called for the parts that are compiled here. With ``names`` (part
+    -> its content-named file in the bundle) the compiled parts are kept in, and taken from,
+    ``models.captioner.openvino_cache``, and a part found there is not read."""
     import openvino as ov
 
     names = names or {}
     core = ov.Core()
-    models = {
-        part: core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8)))
-        for part, (xml, weights) in engine.items()
-    }
+
+    @functools.cache
+    def model(part: str):
+        xml, weights = read(part)
+        return core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8)))
+
     encoder_part, inference_precision = ENCODERS[precision]
     encoder = OpenVinoEncoder(
-        _Compiled(core, models[encoder_part], inference_precision, names.get(encoder_part)),
+        _Compiled(
+            core,
+            functools.partial(model, encoder_part),
+            inference_precision,
+            names.get(encoder_part),
+        ),
         manifest.encoder.image_size,
     )
     stepper = OpenVinoStepper(
         core,
-        models[START],
-        models[STEP],
+        functools.partial(model, START),
+        functools.partial(model, STEP),
+        vocabulary_size=len(vocabulary),
         start_id=vocabulary.start_id,
         end_id=vocabulary.end_id,
         keys=(names.get(START), names.get(STEP)),

@@ -41,6 +41,31 @@ def test_a_second_load_imports_the_compiled_parts(int8_bundle, cache, monkeypatc
     assert sorted(cache.glob("*.blob")) == blobs
 
 
+def test_a_cached_engine_loads_without_reading_its_model_files(int8_bundle, cache, monkeypatch):
+    from models.captioner import openvino_engine
+
+    images = scenes(2, seed=6)
+    expected = load_engine(int8_bundle, "int8").caption(images, beam_size=2, max_length=6)
+    read = []
+
+    def recorded(uri, name, manifest):
+        read.append(name)
+        return checked(uri, name, manifest)
+
+    checked = openvino_engine.read_checked
+    monkeypatch.setattr(openvino_engine, "read_checked", recorded)
+    second = load_engine(int8_bundle, "int8")
+    assert read == ["vocab.txt"]
+    assert second.caption(images, beam_size=2, max_length=6) == expected
+    for blob in cache.glob("encoder.int8.*.blob"):
+        blob.unlink()  # gone: that part is read, checked and compiled again
+    load_engine(int8_bundle, "int8")
+    assert [name.split(".")[:2] for name in read[1:]] == [
+        ["vocab", "txt"],
+        *[["encoder", "int8"]] * 2,
+    ]
+
+
 def test_a_broken_blob_is_compiled_again_and_replaced(int8_bundle, cache):
     load_engine(int8_bundle, "int8")
     [encoder] = cache.glob("encoder.int8.*.blob")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from models import hardware
+from models.captioner import openvino_cache
 from models.captioner.beam_search import beam_search
 from models.captioner.bundle import BundleError, load_bundle
 from models.captioner.engine_build import feature_cosines, file_names, store_engine
@@ -84,7 +85,12 @@ def test_ties_go_to_the_lower_id_as_with_keras(keras_bundle, int8_bundle, tmp_pa
         step = export(keras_bundle.stepper.step_model, tmp_path, "step")
         vocabulary = keras_bundle.vocabulary
         flat = OpenVinoStepper(
-            core, start, step, start_id=vocabulary.start_id, end_id=vocabulary.end_id
+            core,
+            lambda: start,
+            lambda: step,
+            vocabulary_size=len(vocabulary),
+            start_id=vocabulary.start_id,
+            end_id=vocabulary.end_id,
         )
         features = keras_bundle.encoder.encode(scenes(3, seed=12))
         same_searches(
@@ -203,17 +209,28 @@ def test_named_engines_and_bundles_from_before_speeds(monkeypatch):
 
 
 def test_a_bundle_without_the_engine_or_with_a_changed_file_is_refused(
-    int8_bundle, tiny_bundle, tmp_path
+    int8_bundle, tiny_bundle, tmp_path, monkeypatch
 ):
+    from pipeline.caption import run
+
     with pytest.raises(
         BundleError, match=r"int8: \S+ has no int8 engine; make one with `beamcap quantize"
     ):
         load_engine(tiny_bundle, INT8)
+    load_engine(int8_bundle, INT8)  # its compiled parts cached, by the files' content
     changed = tmp_path / "changed"
     shutil.copytree(int8_bundle, changed)
     weights = json.loads((changed / "manifest.json").read_text())["engines"][INT8]["parts"]
     (changed / weights["encoder.int8"][1]).write_bytes(b"not the weights")
-    with pytest.raises(BundleError, match=r"encoder.int8.\w+.bin does not match the manifest"):
+    refused = r"encoder.int8.\w+.bin does not match the manifest"
+    images = tmp_path / "images"
+    images.mkdir()
+    flags = ["--input", str(images), "--model", str(changed), "--output", str(tmp_path / "out")]
+    with pytest.raises(BundleError, match=refused):  # the launch reads it, cache or not
+        run([*flags, "--precision", INT8])
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv(openvino_cache.CACHE_ENV, str(tmp_path / "no-blobs"))
+    with pytest.raises(BundleError, match=refused):  # a worker that compiles it reads it
         load_engine(str(changed), INT8)
 
 
