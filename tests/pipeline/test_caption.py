@@ -137,3 +137,17 @@ def test_precision_reaches_the_encoder(tmp_path, tiny_bundle):
         assert summary["counts"]["captioned"] == 7
         rows[precision] = read_run(output, summary)[1].to_pylist()
     assert_not_fp32(rows["bf16"], rows["fp32"])
+
+
+def test_batches_are_full_unless_min_batch_size_says_otherwise(tmp_path, tiny_bundle, capsys):
+    """24 decodable images in batches of 12: two full batches, where BatchElements' own choice
+    (``--min-batch-size 1``) starts from one image and grows, taking more and smaller ones."""
+    images = tmp_path / "images"
+    write_image_folder(images, good=23)
+    batches = {}
+    for name, extra in (("full", []), ("chosen", ["--min-batch-size", "1"])):
+        flags = job_flags(images, tiny_bundle, tmp_path / name, "--batch-size", "12", *extra)
+        assert run([*flags, *FNAPI])["counts"]["captioned"] == 24
+        batches[name] = capsys.readouterr().err.split("inference: ")[1].split(" batches")[0]
+    assert batches["full"] == "2"
+    assert int(batches["chosen"]) > 2
