@@ -215,7 +215,6 @@ def openvino_captioner(
     names = names or {}
     core = ov.Core()
 
-    @functools.cache
     def model(part: str):
         xml, weights = read(part)
         return core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8)))
@@ -233,7 +232,7 @@ def openvino_captioner(
     stepper = OpenVinoStepper(
         core,
         functools.partial(model, START),
-        functools.partial(model, STEP),
+        functools.cache(functools.partial(model, STEP)),  # kept: the stable top-k's, if needed
         vocabulary_size=len(vocabulary),
         start_id=vocabulary.start_id,
         end_id=vocabulary.end_id,
