@@ -95,7 +95,8 @@ class _WorkerCounts:
     def _write(self, body: str) -> None:
         try:
             if storage.is_gcs(self.path):  # an upload replaces the object whole
-                storage.write_text(self.path, body)
+                with storage.one_try():  # a failed write is tried again at the next flush
+                    storage.write_text(self.path, body)
             else:  # a reader never sees a half-written file
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 with open(f"{self.path}.partial", "w", encoding="utf-8") as handle:
