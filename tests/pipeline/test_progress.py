@@ -40,7 +40,9 @@ def test_a_long_run_shows_progress_lines_while_it_goes(tmp_path, tiny_bundle):
     for index in range(IMAGES):  # bytes after the JPEG's end: distinct contents, each captioned
         (images / f"{index:04d}.jpg").write_bytes(jpeg + index.to_bytes(2, "big"))
     (images / "broken.jpg").write_text("not a picture")
-    stderr = caption(images, tiny_bundle, tmp_path / "out")
+    # batches of 8: the tiny model captions a batch of 32 in 0.1 s, and 600 images in full
+    # batches can pass between two of the workers' progress writes (2 s apart)
+    stderr = caption(images, tiny_bundle, tmp_path / "out", "--batch-size", "8")
     lines = [LINE.match(line) for line in stderr.splitlines() if line.startswith("progress")]
     assert lines and all(lines), stderr[-3000:]
     counts = [tuple(int(group) for group in line.groups()[:5]) for line in lines]
