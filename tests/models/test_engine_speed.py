@@ -37,9 +37,6 @@ class _Engine:
     def caption_features(self, features: np.ndarray, **search) -> list:
         return [[SimpleNamespace(tokens=[1, 2])] for _ in features]
 
-    def caption(self, images: np.ndarray, **search) -> list:
-        return self.caption_features(self.encode(images), **search)
-
 
 def test_engines_rank_by_their_steady_speed_not_a_first_compile_or_a_stall():
     images = np.zeros((100, 2, 2, 3), np.uint8)  # batches of 32, 32, 32 and 4
